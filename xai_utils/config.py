@@ -1,0 +1,300 @@
+"""Study profiles: one YAML format, one loader that rejects unknown keys.
+
+A profile (``configs/<name>.yaml``) describes a whole study: which datasets, objectives
+and seeds to run, and the settings of every run. Settings are flat keys (the fields of
+:class:`RunConfig`) given in a ``settings`` mapping under *selectors*, merged from the
+least to the most specific::
+
+    default            -> every run
+    <objective>        -> every run of that objective        (e.g. ``scl``)
+    <dataset>          -> every run on that dataset          (e.g. ``shapes``)
+    <dataset>/<objective>                                    (e.g. ``cifar10/scl``)
+
+``load_profile(name, **overrides)`` applies overrides last: a top-level key (``seeds``,
+``objectives``, ``datasets``, ``results_root``) replaces the profile's value, a run key
+(``epochs=3``) applies to every run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional, Union, get_args, get_origin
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+OBJECTIVES = ("ce", "scl", "tl")
+DATASETS = ("cifar10", "fashion_mnist", "shapes", "imagenet_s50")
+
+
+class ConfigError(ValueError):
+    """A profile or override is invalid; the message is one line saying what and how to fix it."""
+
+
+@dataclass
+class RunConfig:
+    """Every setting of one run (dataset x objective x seed), flat so it can be overridden.
+
+    Defaults are the paper's CIFAR-10 CE settings (../shared/PAPER.md) where one exists.
+    """
+
+    dataset: str = "cifar10"
+    objective: str = "ce"
+    seed: int = 0
+    data_root: Optional[str] = None
+    # model
+    arch: str = "resnet18"                     # registry name in xai_utils.models
+    widths: Optional[list[int]] = None         # stage widths; None = the architecture's own (64..512)
+    proj_dim: int = 128                        # SCL projection head output
+    # data for training
+    train_subset: Optional[int] = None         # first-k of a fixed permutation of the train split
+    augmentation: str = "auto"                 # auto | ce | scl | none (auto: scl for SCL, ce otherwise)
+    # optimisation
+    epochs: int = 200
+    batch_size: int = 128
+    optimizer: str = "sgd"                     # sgd | adamw | radam
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 0
+    temperature: float = 0.07                  # SCL
+    margin: float = 0.3                        # TL
+    mining: str = "semi-hard"                  # TL: semi-hard (batch-hard fallback) | batch-hard
+    # linear probe for SCL / TL (frozen, L2-normalised features)
+    probe_epochs: int = 100
+    probe_lr: float = 0.1
+    probe_momentum: float = 0.9
+    probe_weight_decay: float = 1e-4
+    # engineering
+    device: str = "auto"                       # auto | cpu | cuda | cuda:N
+    amp: bool = True                           # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True                 # on CUDA
+    compile: bool = False                      # torch.compile
+    num_workers: int = 4                       # streamed datasets (imagenet_s50) only
+    checkpoint_every: int = 1                  # epochs between checkpoints
+    # explanation and evaluation
+    eval_split: str = "test"
+    eval_samples: int = 1000                   # fixed subset of the evaluation split, same for all models
+    batch_size_eval: int = 256
+    target: str = "pred"                       # pred | true: class explained
+    methods: list[str] = field(default_factory=lambda: ["gradcam", "eigencam"])
+    metrics: list[str] = field(default_factory=lambda: [
+        "pixel_flipping", "continuity", "complexity", "contrastivity", "sparseness"])
+    features_in_step: int = 32
+    continuity_sigma: float = 0.02
+    noise_space: str = "pixel"                 # pixel | official (see metrics.continuity_ssim)
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.dataset}/{self.objective}/seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self, keys: Optional[typing.Iterable[str]] = None) -> str:
+        """Short stable hash of the resolved settings (or of ``keys`` only)."""
+        d = self.to_dict()
+        if keys is not None:
+            d = {k: d[k] for k in keys}
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        return cls(**_validate_run_keys(d, where="run config"))
+
+
+RUN_KEYS: dict[str, Any] = {f.name: f for f in fields(RunConfig)}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": DATASETS,
+    "objective": OBJECTIVES,
+    "augmentation": ("auto", "ce", "scl", "none"),
+    "optimizer": ("sgd", "adamw", "radam"),
+    "mining": ("semi-hard", "batch-hard"),
+    "target": ("pred", "true"),
+    "noise_space": ("pixel", "official"),
+    "eval_split": ("train", "test", "val"),
+}
+
+PROFILE_KEYS = ("description", "seeds", "objectives", "datasets", "results_root", "settings")
+
+
+@dataclass
+class Profile:
+    """A study: the cross product of datasets x objectives x seeds, with resolved settings."""
+
+    name: str
+    description: str
+    seeds: list[int]
+    objectives: list[str]
+    datasets: list[str]
+    results_root: str
+    settings: dict[str, dict[str, Any]]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    path: Optional[str] = None
+
+    def run_config(self, dataset: str, objective: str, seed: int) -> RunConfig:
+        """Resolve the settings of one run: default < objective < dataset < dataset/objective < overrides."""
+        merged: dict[str, Any] = {}
+        for selector in ("default", objective, dataset, f"{dataset}/{objective}"):
+            merged.update(self.settings.get(selector, {}))
+        merged.update({k: v for k, v in self.overrides.items() if k in RUN_KEYS})
+        merged.update(dataset=dataset, objective=objective, seed=seed)
+        return RunConfig(**merged)
+
+    def runs(self) -> Iterator[RunConfig]:
+        for dataset in self.datasets:
+            for objective in self.objectives:
+                for seed in self.seeds:
+                    yield self.run_config(dataset, objective, seed)
+
+    def run_dir(self, run: RunConfig) -> Path:
+        return Path(self.results_root) / self.name / run.dataset / run.objective / f"seed{run.seed}"
+
+    def figures_dir(self) -> Path:
+        return CONFIG_DIR.parent / "figures" / self.name
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: '{key}' must be a {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, get_args(tp)[0], key, where) for v in value]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: '{key}' must be an int, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{where}: '{key}' must be a {_type_name(tp)}, got {value!r}")
+    return value
+
+
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def _validate_run_keys(d: dict[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {d!r}")
+    out = {}
+    for key, value in d.items():
+        if key not in RUN_KEYS:
+            raise ConfigError(
+                f"{where}: unknown key '{key}'; valid keys are: {', '.join(sorted(RUN_KEYS))}")
+        value = _coerce(value, _HINTS[key], key, where)
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"{where}: '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _check_list(value: Any, key: str, allowed: Optional[tuple] = None, item=str) -> list:
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, item) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"profile: '{key}' must be a non-empty list of {item.__name__}, got {value!r}")
+    if allowed is not None:
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise ConfigError(f"profile: '{key}' has unknown entries {bad}; valid: {', '.join(allowed)}")
+    return list(value)
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _resolve_path(name_or_path: Union[str, Path]) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"profile file '{p}' does not exist")
+        return p
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(
+            f"unknown profile '{name_or_path}'; available: {', '.join(available_profiles())} "
+            f"(or give a path to a .yaml file)")
+    return candidate
+
+
+def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
+    """Load and validate a profile by name (``configs/<name>.yaml``) or path.
+
+    Raises :class:`ConfigError` with a one-line message for a missing profile, an unknown
+    key (listing the valid ones) or a value of the wrong type.
+    """
+    path = _resolve_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"profile '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile '{path}': top level must be a mapping")
+    unknown = set(raw) - set(PROFILE_KEYS)
+    if unknown:
+        raise ConfigError(f"profile '{path.name}': unknown key '{sorted(unknown)[0]}'; "
+                          f"valid top-level keys are: {', '.join(PROFILE_KEYS)}")
+
+    top_over = {k: v for k, v in overrides.items() if k in PROFILE_KEYS and k != "settings"}
+    run_over = {k: v for k, v in overrides.items() if k not in top_over}
+    raw.update(top_over)
+
+    seeds = _check_list(raw.get("seeds", [0]), "seeds", item=int)
+    objectives = _check_list(raw.get("objectives", list(OBJECTIVES)), "objectives", OBJECTIVES)
+    datasets = _check_list(raw.get("datasets"), "datasets", DATASETS)
+    results_root = raw.get("results_root", "results")
+    if not isinstance(results_root, str):
+        raise ConfigError(f"profile: 'results_root' must be a str, got {results_root!r}")
+    description = raw.get("description", "")
+
+    settings_raw = raw.get("settings") or {}
+    if not isinstance(settings_raw, dict):
+        raise ConfigError("profile: 'settings' must be a mapping of selector -> settings")
+    valid_selectors = (["default"] + objectives + datasets
+                       + [f"{d}/{o}" for d in datasets for o in objectives])
+    settings = {}
+    for selector, block in settings_raw.items():
+        if selector not in valid_selectors:
+            raise ConfigError(f"profile '{path.name}': unknown settings selector '{selector}'; "
+                              f"valid: {', '.join(valid_selectors)}")
+        settings[selector] = _validate_run_keys(block or {}, where=f"profile '{path.name}' settings.{selector}")
+    run_over = _validate_run_keys(run_over, where="override")
+    return Profile(name=path.stem, description=description, seeds=seeds, objectives=objectives,
+                   datasets=datasets, results_root=results_root, settings=settings,
+                   overrides=run_over, path=str(path))
+
+
+def load_run_config(run_dir: Union[str, Path]) -> RunConfig:
+    """Read ``config.json`` written by the training stage of a run."""
+    p = Path(run_dir) / "config.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: train the run first (notebook 01_train or "
+                                f"`python -m xai_utils.pipeline --stage train`)")
+    return RunConfig.from_dict(json.loads(p.read_text()))

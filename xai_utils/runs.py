@@ -1,0 +1,121 @@
+"""Layout of a run folder and small, atomic file helpers shared by every stage.
+
+One folder per run (``results/<profile>/<dataset>/<objective>/seed<k>/``)::
+
+    config.json                 resolved RunConfig (written by training)
+    train_log.jsonl             one JSON object per epoch (and probe summary)
+    checkpoint.pt               latest training state, for resuming
+    model.pt                    final explained model: {"config": ..., "state_dict": ...}
+    train_summary.json          test accuracy, wall time, epochs
+    embeddings.npz              test features (pooled backbone) and a 2-D projection
+    attributions/<method>.npz   maps [N,1,H,W] float32, targets, preds, labels, indices, options
+    results.csv                 per-sample metric values (long format)
+    curves/<method>.npz         pixel-flipping curves per sample
+    stages/<stage>.json         completion marker with the config hash of that stage
+    notebooks/NN_<stage>.ipynb  executed notebooks (pipeline)
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import numpy as np
+import torch
+
+PathLike = Union[str, Path]
+
+CONFIG = "config.json"
+TRAIN_LOG = "train_log.jsonl"
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+TRAIN_SUMMARY = "train_summary.json"
+EMBEDDINGS = "embeddings.npz"
+RESULTS = "results.csv"
+
+
+def attribution_path(run_dir: PathLike, method: str) -> Path:
+    return Path(run_dir) / "attributions" / f"{method}.npz"
+
+
+def curves_path(run_dir: PathLike, method: str) -> Path:
+    return Path(run_dir) / "curves" / f"{method}.npz"
+
+
+def stage_marker(run_dir: PathLike, stage: str) -> Path:
+    return Path(run_dir) / "stages" / f"{stage}.json"
+
+
+def _atomic(path: PathLike, write: Callable[[str], None]) -> Path:
+    """Write through a temporary file in the same folder, then rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_json(path: PathLike, obj: Any) -> Path:
+    return _atomic(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str)))
+
+
+def load_json(path: PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_torch(path: PathLike, obj: Any) -> Path:
+    return _atomic(path, lambda t: torch.save(obj, t))
+
+
+def save_npz(path: PathLike, **arrays: Any) -> Path:
+    def write(t: str) -> None:
+        with open(t, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return _atomic(path, write)
+
+
+def save_text(path: PathLike, text: str) -> Path:
+    return _atomic(path, lambda t: Path(t).write_text(text))
+
+
+def append_jsonl(path: PathLike, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(obj, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' requested but CUDA is not available; use device='cpu' or 'auto'")
+    return dev
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch Generator seeded the same way."""
+    import random
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
