@@ -11,7 +11,7 @@ least to the most specific::
     <dataset>/<objective>                                    (e.g. ``cifar10/scl``)
 
 ``load_profile(name, **overrides)`` applies overrides last: a top-level key (``seeds``,
-``objectives``, ``datasets``, ``results_root``) replaces the profile's value, a run key
+``objectives``, ``datasets``, ``results_root``, ``figures_root``) replaces the profile's value, a run key
 (``epochs=3``) applies to every run.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -27,7 +28,9 @@ from typing import Any, Iterator, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Profiles live in the repository's configs/ (an editable install, as the README and the
+# notebooks' Colab cell do); XAI_CONFIG_DIR points elsewhere.
+CONFIG_DIR = Path(os.environ.get("XAI_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
 
 OBJECTIVES = ("ce", "scl", "tl")
 DATASETS = ("cifar10", "fashion_mnist", "shapes", "imagenet_s50")
@@ -111,6 +114,24 @@ class RunConfig:
 
 
 RUN_KEYS: dict[str, Any] = {f.name: f for f in fields(RunConfig)}
+
+# Which settings each stage's results depend on (for skipping finished stages). Keys that
+# change only where or how fast something runs (device, workers, batch sizes of inference,
+# checkpoint period) are in no hash.
+NO_RESULT_KEYS = ("device", "num_workers", "checkpoint_every", "batch_size_eval", "data_root")
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "attribute": ("eval_split", "eval_samples", "target", "methods"),
+    "evaluate": ("metrics", "features_in_step", "continuity_sigma", "noise_space"),
+}
+STAGE_KEYS["train"] = tuple(k for k in RUN_KEYS if k not in NO_RESULT_KEYS
+                            and k not in STAGE_KEYS["attribute"] + STAGE_KEYS["evaluate"])
+
+
+def stage_hash(cfg: "RunConfig", stage: str) -> str:
+    """Hash of the settings that a stage and the stages before it depend on."""
+    order = ("train", "attribute", "evaluate")
+    keys = [k for s in order[:order.index(stage) + 1] for k in STAGE_KEYS[s]]
+    return cfg.config_hash(keys)
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS,
     "objective": OBJECTIVES,
@@ -122,7 +143,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval_split": ("train", "test", "val"),
 }
 
-PROFILE_KEYS = ("description", "seeds", "objectives", "datasets", "results_root", "settings")
+PROFILE_KEYS = ("description", "seeds", "objectives", "datasets", "results_root", "figures_root", "settings")
 
 
 @dataclass
@@ -136,6 +157,7 @@ class Profile:
     datasets: list[str]
     results_root: str
     settings: dict[str, dict[str, Any]]
+    figures_root: str = str(CONFIG_DIR.parent / "figures")
     overrides: dict[str, Any] = field(default_factory=dict)
     path: Optional[str] = None
 
@@ -158,7 +180,7 @@ class Profile:
         return Path(self.results_root) / self.name / run.dataset / run.objective / f"seed{run.seed}"
 
     def figures_dir(self) -> Path:
-        return CONFIG_DIR.parent / "figures" / self.name
+        return Path(self.figures_root) / self.name
 
 
 # ----------------------------------------------------------------------------- validation
@@ -270,8 +292,10 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
     objectives = _check_list(raw.get("objectives", list(OBJECTIVES)), "objectives", OBJECTIVES)
     datasets = _check_list(raw.get("datasets"), "datasets", DATASETS)
     results_root = raw.get("results_root", "results")
-    if not isinstance(results_root, str):
-        raise ConfigError(f"profile: 'results_root' must be a str, got {results_root!r}")
+    figures_root = raw.get("figures_root", str(CONFIG_DIR.parent / "figures"))
+    for key, value in (("results_root", results_root), ("figures_root", figures_root)):
+        if not isinstance(value, str):
+            raise ConfigError(f"profile: '{key}' must be a str, got {value!r}")
     description = raw.get("description", "")
 
     settings_raw = raw.get("settings") or {}
@@ -287,7 +311,7 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
         settings[selector] = _validate_run_keys(block or {}, where=f"profile '{path.name}' settings.{selector}")
     run_over = _validate_run_keys(run_over, where="override")
     return Profile(name=path.stem, description=description, seeds=seeds, objectives=objectives,
-                   datasets=datasets, results_root=results_root, settings=settings,
+                   datasets=datasets, results_root=results_root, figures_root=figures_root, settings=settings,
                    overrides=run_over, path=str(path))
 
 

@@ -1,0 +1,118 @@
+"""Profiles: every shipped profile loads; bad names, keys and types fail with one line."""
+import pytest
+import yaml
+
+from xai_utils.config import (OBJECTIVES, RUN_KEYS, ConfigError, RunConfig, available_profiles,
+                              load_profile, stage_hash)
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "cifar10", "imagenet_s50"])
+def test_shipped_profiles_load(name):
+    prof = load_profile(name)
+    runs = list(prof.runs())
+    assert len(runs) == len(prof.datasets) * len(prof.objectives) * len(prof.seeds)
+    assert {r.objective for r in runs} == set(OBJECTIVES)
+
+
+def test_paper_profiles_follow_paper_md():
+    c = load_profile("cifar10")
+    assert c.seeds == [0, 1, 2, 3, 4]
+    ce, scl, tl = (c.run_config("cifar10", o, 0) for o in ("ce", "scl", "tl"))
+    assert (ce.epochs, ce.batch_size, ce.lr, ce.weight_decay, ce.warmup_epochs) == (200, 128, 0.1, 5e-4, 0)
+    assert (scl.epochs, scl.batch_size, scl.lr, scl.weight_decay, scl.temperature, scl.warmup_epochs) == (
+        500, 256, 0.5, 1e-4, 0.07, 10)
+    assert (tl.epochs, tl.lr, tl.margin) == (500, 0.1, 0.3)
+    assert ce.widths is None and ce.arch == "resnet18" and ce.features_in_step == 32
+    i = load_profile("imagenet_s50")
+    ce, scl = i.run_config("imagenet_s50", "ce", 0), i.run_config("imagenet_s50", "scl", 0)
+    assert (ce.arch, ce.optimizer, scl.optimizer, ce.epochs, ce.batch_size, ce.features_in_step) == (
+        "resnet50", "adamw", "radam", 160, 512, 224)
+
+
+def test_quick_profile_shape():
+    q = load_profile("quick")
+    assert q.datasets == ["fashion_mnist", "shapes"] and len(q.seeds) >= 2
+    assert "pointing_game" in q.run_config("shapes", "ce", 0).metrics
+
+
+def test_selector_precedence(tmp_path):
+    p = _write(tmp_path, """
+datasets: [shapes, cifar10]
+objectives: [ce, scl]
+seeds: [0]
+settings:
+  default: {epochs: 1, lr: 0.5}
+  scl: {epochs: 2}
+  shapes: {epochs: 3}
+  shapes/scl: {epochs: 4}
+""")
+    prof = load_profile(p)
+    assert prof.run_config("cifar10", "ce", 0).epochs == 1
+    assert prof.run_config("cifar10", "scl", 0).epochs == 2
+    assert prof.run_config("shapes", "ce", 0).epochs == 3
+    assert prof.run_config("shapes", "scl", 0).epochs == 4
+    assert load_profile(p, epochs=9).run_config("shapes", "scl", 0).epochs == 9
+    assert load_profile(p, seeds=[3, 4]).seeds == [3, 4]
+
+
+def _one_line_error(fn, *args, **kw) -> str:
+    with pytest.raises(ConfigError) as e:
+        fn(*args, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_unknown_profile_is_one_line():
+    msg = _one_line_error(load_profile, "no-such-profile")
+    assert "no-such-profile" in msg and "smoke" in msg
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    p = _write(tmp_path, "datasets: [shapes]\nsettings:\n  default: {epoch: 3}\n")
+    msg = _one_line_error(load_profile, p)
+    assert "'epoch'" in msg and "epochs" in msg and "weight_decay" in msg
+    msg = _one_line_error(load_profile, _write(tmp_path, "datasets: [shapes]\nseedz: [1]\n"))
+    assert "'seedz'" in msg and "seeds" in msg
+
+
+@pytest.mark.parametrize("block, key", [
+    ("{epochs: abc}", "epochs"), ("{lr: fast}", "lr"), ("{amp: 1}", "amp"),
+    ("{widths: [16, x]}", "widths"), ("{optimizer: adam}", "optimizer"), ("{epochs: 2.5}", "epochs")])
+def test_wrong_type_names_key(tmp_path, block, key):
+    p = _write(tmp_path, f"datasets: [shapes]\nsettings:\n  default: {block}\n")
+    assert f"'{key}'" in _one_line_error(load_profile, p)
+
+
+def test_bad_override_and_selector(tmp_path):
+    assert "'epochs'" in _one_line_error(load_profile, "smoke", epochs="abc")
+    assert "'nope'" in _one_line_error(load_profile, "smoke", nope=1)
+    assert "selector" in _one_line_error(load_profile, _write(
+        tmp_path, "datasets: [shapes]\nsettings:\n  cifar10: {epochs: 1}\n"))
+    assert "datasets" in _one_line_error(load_profile, _write(tmp_path, "datasets: [mnist]\n"))
+
+
+def test_int_accepted_for_float_and_hashes():
+    a = RunConfig.from_dict({"lr": 1})
+    assert isinstance(a.lr, float) and RunConfig.from_dict(a.to_dict()) == a
+    b = RunConfig(eval_samples=5)
+    # evaluation settings do not change the training hash, but do change later stages
+    assert stage_hash(a, "train") != stage_hash(RunConfig(), "train")
+    assert stage_hash(b, "train") == stage_hash(RunConfig(), "train")
+    assert stage_hash(b, "attribute") != stage_hash(RunConfig(), "attribute")
+    assert stage_hash(RunConfig(device="cuda"), "evaluate") == stage_hash(RunConfig(), "evaluate")
+
+
+def test_available_profiles_and_keys_are_documented():
+    assert {"smoke", "quick", "cifar10", "imagenet_s50"} <= set(available_profiles())
+    # every key used by a shipped profile is a RunConfig field (the loader would reject it otherwise)
+    for name in available_profiles():
+        raw = yaml.safe_load(open(load_profile(name).path))
+        for block in (raw.get("settings") or {}).values():
+            assert set(block) <= set(RUN_KEYS)

@@ -1,0 +1,290 @@
+"""Run a whole study with Papermill: the four notebooks for every run of a profile.
+
+    python -m xai_utils.pipeline --profile quick
+    python -m xai_utils.pipeline --profile smoke --stage train --only shapes/ce/0 --set epochs=2
+
+A profile expands into runs (dataset x objective x seed). Each run executes
+``01_train``, ``02_attribute`` and ``03_evaluate``; ``04_figures`` runs once at the end.
+Before anything runs, every notebook parameter is checked against the notebook's tagged
+``parameters`` cell (``papermill.inspect_notebook``). Each executed notebook is kept beside
+its results (``<run_dir>/notebooks/``). A stage whose marker (``<run_dir>/stages/<stage>.json``)
+holds the hash of the same resolved settings is skipped, so a rerun is cheap and an
+interrupted study continues where it stopped. A failed run does not stop the others; the
+exit status is non-zero and the summary says what failed and where its notebook is.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from .config import STAGE_KEYS, ConfigError, Profile, RunConfig, load_profile, stage_hash
+from .runs import CONFIG, load_json, save_json, stage_marker
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+STAGES = ("train", "attribute", "evaluate", "figures")
+NOTEBOOKS = {"train": "01_train.ipynb", "attribute": "02_attribute.ipynb",
+             "evaluate": "03_evaluate.ipynb", "figures": "04_figures.ipynb"}
+KERNEL = "python3"
+
+
+@dataclass
+class Job:
+    """One notebook execution: a stage of a run (or the study's figures)."""
+
+    stage: str
+    params: dict[str, Any]
+    output: Path                 # executed notebook
+    marker: Path                 # completion marker holding `digest`
+    digest: str
+    run_id: str = "figures"
+    run: Optional[RunConfig] = None
+    status: str = "pending"      # pending | skipped | done | failed | blocked
+    seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.run_id}:{self.stage}"
+
+    def finished(self) -> bool:
+        return self.marker.is_file() and load_json(self.marker).get("hash") == self.digest
+
+
+@dataclass
+class Plan:
+    profile: Profile
+    jobs: list[Job] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- planning
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as YAML scalars/lists (``3``, ``0.1``, ``[1, 2]``)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def _matches(run: RunConfig, only: Optional[str]) -> bool:
+    """``--only dataset[/objective[/seed]]``, each part may be ``*``; seed as ``3`` or ``seed3``."""
+    if not only:
+        return True
+    parts = only.strip("/").split("/")
+    values = (run.dataset, run.objective, str(run.seed))
+    for pat, val in zip(parts, values):
+        if pat not in ("*", val, f"seed{val}"):
+            return False
+    return True
+
+
+def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] = None) -> Plan:
+    """Expand a profile into notebook jobs, in execution order."""
+    out = Plan(profile)
+    runs = [r for r in profile.runs() if _matches(r, only)]
+    if only and not runs:
+        raise ConfigError(f"--only '{only}' matches no run of profile '{profile.name}'; "
+                          f"runs are {', '.join(r.run_id for r in profile.runs())}")
+    for run in runs:
+        run_dir = profile.run_dir(run).resolve()
+        for stage in ("train", "attribute", "evaluate"):
+            if stage not in stages:
+                continue
+            out.jobs.append(Job(stage=stage, params=_run_params(profile, run, run_dir, stage),
+                                output=run_dir / "notebooks" / NOTEBOOKS[stage],
+                                marker=stage_marker(run_dir, stage),
+                                digest=stage_hash(run, stage), run_id=run.run_id, run=run))
+    if "figures" in stages:
+        study = (Path(profile.results_root) / profile.name).resolve()
+        digest = "-".join(stage_hash(r, "evaluate") for r in profile.runs())
+        out.jobs.append(Job(stage="figures",
+                            params={"profile": profile.name, "results_root": str(Path(profile.results_root).resolve()),
+                                    "output_dir": str(profile.figures_dir())},
+                            output=study / "notebooks" / NOTEBOOKS["figures"],
+                            marker=study / "stages" / "figures.json", digest=digest))
+    return out
+
+
+def _run_params(profile: Profile, run: RunConfig, run_dir: Path, stage: str) -> dict[str, Any]:
+    if stage == "train":
+        return {"profile": profile.path or profile.name, "dataset": run.dataset, "objective": run.objective,
+                "seed": run.seed, "run_dir": str(run_dir), "overrides": dict(profile.overrides)}
+    common = {"run_dir": str(run_dir), "methods": list(run.methods), "n_samples": run.eval_samples,
+              "batch_size": run.batch_size_eval, "device": run.device}
+    if stage == "attribute":
+        return {**common, "target": run.target}
+    return {**common, "metrics": list(run.metrics)}
+
+
+# ----------------------------------------------------------------------------- validation
+
+def notebook_parameters(stage: str) -> dict[str, dict[str, Any]]:
+    """Names, defaults and types of a notebook's tagged parameters cell."""
+    import papermill as pm
+    path = NOTEBOOK_DIR / NOTEBOOKS[stage]
+    if not path.is_file():
+        raise ConfigError(f"notebook {path} is missing: is this a complete checkout?")
+    params = pm.inspect_notebook(str(path))
+    if not params:
+        raise ConfigError(f"notebook {path.name} has no cell tagged 'parameters'")
+    return params
+
+
+def _param_type(spec: dict[str, Any]) -> type:
+    name = spec.get("inferred_type_name", "None")
+    builtin = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+    if name in builtin:
+        return builtin[name]
+    try:
+        return type(ast.literal_eval(spec["default"]))
+    except (ValueError, SyntaxError):
+        return object
+
+
+def _type_ok(value: Any, expected: type) -> bool:
+    if expected is object:
+        return True
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def validate(p: Plan) -> None:
+    """Check every job's parameters against its notebook; raise ConfigError on the first problem."""
+    cache: dict[str, dict] = {}
+    for job in p.jobs:
+        spec = cache.setdefault(job.stage, notebook_parameters(job.stage))
+        for name, value in job.params.items():
+            if name not in spec:
+                raise ConfigError(f"{NOTEBOOKS[job.stage]}: unknown parameter '{name}'; "
+                                  f"its parameters are: {', '.join(spec)}")
+            expected = _param_type(spec[name])
+            if not _type_ok(value, expected):
+                raise ConfigError(f"{NOTEBOOKS[job.stage]}: parameter '{name}' must be "
+                                  f"{expected.__name__}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- execution
+
+def execute(job: Job) -> None:
+    """Run one notebook with Papermill, then write the stage's completion marker."""
+    import papermill as pm
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    if job.run is not None and job.stage != "train":
+        _refresh_config(job.output.parent.parent, job.run)
+    start = time.perf_counter()
+    pm.execute_notebook(str(NOTEBOOK_DIR / NOTEBOOKS[job.stage]), str(job.output),
+                        parameters=job.params, kernel_name=KERNEL, cwd=str(REPO_ROOT),
+                        progress_bar=False, log_output=False)
+    job.seconds = time.perf_counter() - start
+    save_json(job.marker, {"hash": job.digest, "stage": job.stage, "run_id": job.run_id,
+                           "seconds": round(job.seconds, 2), "notebook": str(job.output),
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def _refresh_config(run_dir: Path, run: RunConfig) -> None:
+    """Bring the evaluation settings of a trained run's config.json up to date.
+
+    Training writes config.json; later stages read their settings from it. When only
+    evaluation settings changed (the train hash still matches), they are updated in place.
+    """
+    path = run_dir / CONFIG
+    if path.is_file():
+        stored = load_json(path)
+        keep = set(STAGE_KEYS["train"])
+        save_json(path, {k: (stored[k] if k in keep and k in stored else v) for k, v in run.to_dict().items()})
+
+
+def run_plan(p: Plan, force: bool = False, progress: bool = True) -> list[Job]:
+    """Execute the jobs in order; a failed stage blocks the later stages of its run only."""
+    from tqdm.auto import tqdm
+    failed_runs: set[str] = set()
+    bar = tqdm(p.jobs, desc=f"study {p.profile.name}", unit="notebook", disable=not progress)
+    for job in bar:
+        bar.set_postfix_str(job.label)
+        if job.run_id in failed_runs:
+            job.status = "blocked"
+            continue
+        if not force and job.finished():
+            job.status = "skipped"
+            continue
+        try:
+            execute(job)
+            job.status = "done"
+        except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
+            job.status, job.error = "failed", _one_line(e)
+            failed_runs.add(job.run_id)
+            job.marker.unlink(missing_ok=True)
+            tqdm.write(f"FAILED {job.label}: {job.error}\n  notebook: {job.output}")
+    return p.jobs
+
+
+def _one_line(e: Exception) -> str:
+    ename, evalue = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
+    return f"{ename}: {evalue}".splitlines()[0][:300]
+
+
+def summary(jobs: Sequence[Job]) -> str:
+    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "skipped", "failed", "blocked")}
+    lines = [", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to do"]
+    per_stage: dict[str, float] = {}
+    for j in jobs:
+        per_stage[j.stage] = per_stage.get(j.stage, 0.0) + j.seconds
+    lines.append("time per stage: " + ", ".join(f"{s} {t:.0f} s" for s, t in per_stage.items()))
+    for j in jobs:
+        if j.status == "failed":
+            lines.append(f"FAILED {j.label}: {j.error}\n  executed notebook: {j.output}")
+        elif j.status == "blocked":
+            lines.append(f"not run {j.label} (an earlier stage of this run failed)")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m xai_utils.pipeline", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="quick", help="profile name in configs/ or a YAML path")
+    ap.add_argument("--stage", choices=STAGES, action="append",
+                    help="run only this stage (repeatable); default: all four")
+    ap.add_argument("--only", help="dataset[/objective[/seed]] to run a subset, e.g. shapes/scl/0")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a profile or run setting, e.g. --set epochs=2 --set seeds=[0]")
+    ap.add_argument("--dry-run", action="store_true", help="show what would run, write nothing")
+    ap.add_argument("--force", action="store_true", help="rerun stages even if their results exist")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        profile = load_profile(args.profile, **parse_set(args.sets))
+        p = plan(profile, args.stage or STAGES, args.only)
+        validate(p)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for job in p.jobs:
+            state = "done, would skip" if (job.finished() and not args.force) else "would run"
+            print(f"{job.label:40s} {state:18s} -> {job.output}")
+        return 0
+    start = time.perf_counter()
+    jobs = run_plan(p, force=args.force, progress=not args.no_progress)
+    print(summary(jobs))
+    print(f"total {time.perf_counter() - start:.0f} s; figures and tables in {profile.figures_dir()}")
+    return 1 if any(j.status in ("failed", "blocked") for j in jobs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

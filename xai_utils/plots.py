@@ -1,0 +1,643 @@
+"""Figures of the companion: one colour-blind-safe style, one function per figure.
+
+Two kinds of functions live here:
+
+* **per-run** figures that read a run folder (used by notebooks 01-03):
+  :func:`plot_training_curves`, :func:`plot_embedding`, :func:`plot_attribution_grid`,
+  :func:`plot_metric_summary`;
+* **study** figures that draw data already gathered by :mod:`xai_utils.report`
+  (which reads every run of a profile): :func:`saliency_grid`,
+  :func:`metric_distributions`, :func:`pixel_flipping_curves`, :func:`embedding_grid`.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot``, so
+nothing piles up in pyplot's global state when many figures are made in a loop; in Jupyter a
+returned figure displays itself (``display(fig)`` or as the last expression of a cell).
+Colours are Okabe & Ito's (CE orange, SCL blue, TL green, always in the order CE, SCL, TL),
+set in ``style.mplstyle`` beside this file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from . import runs
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+
+STYLE_PATH = Path(__file__).resolve().parent / "style.mplstyle"
+
+# Okabe & Ito (2008) palette.
+OKABE_ITO = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000")
+OBJECTIVE_ORDER = ("ce", "scl", "tl")
+OBJECTIVE_LABELS = {"ce": "CE", "scl": "SCL", "tl": "TL"}
+OBJECTIVE_COLORS = {"ce": OKABE_ITO[0], "scl": OKABE_ITO[1], "tl": OKABE_ITO[2]}
+METHOD_ORDER = ("gradcam", "eigencam", "saliency", "integrated_gradients", "smoothgrad",
+                "input_x_gradient", "guided_backprop", "occlusion")
+METHOD_LABELS = {"gradcam": "Grad-CAM", "eigencam": "Eigen-CAM", "saliency": "Saliency",
+                 "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad",
+                 "input_x_gradient": "Input x Gradient", "guided_backprop": "Guided Backprop",
+                 "occlusion": "Occlusion"}
+METRIC_ORDER = ("pixel_flipping", "continuity", "complexity", "contrastivity", "sparseness",
+                "pointing_game", "attribution_localisation")
+METRIC_LABELS = {"pixel_flipping": "Pixel-flipping AUC", "continuity": "Continuity (SSIM)",
+                 "complexity": "Complexity (entropy)", "contrastivity": "Contrastivity (SSIM)",
+                 "sparseness": "Sparseness (Gini)", "pointing_game": "Pointing game",
+                 "attribution_localisation": "Attribution localisation"}
+DATASET_LABELS = {"cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST", "shapes": "Shapes",
+                  "imagenet_s50": "ImageNet-S50"}
+ATTRIBUTION_CMAP = "inferno"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def objective_label(o: str) -> str:
+    return OBJECTIVE_LABELS.get(o, str(o).upper())
+
+
+def method_label(m: str) -> str:
+    return METHOD_LABELS.get(m, str(m))
+
+
+def metric_label(m: str) -> str:
+    return METRIC_LABELS.get(m, str(m).replace("_", " "))
+
+
+def dataset_label(d: str) -> str:
+    return DATASET_LABELS.get(d, str(d))
+
+
+def _ordered(values: Any, order: Sequence[str]) -> list[str]:
+    """Known names in ``order`` first, then any others alphabetically."""
+    vals = list(dict.fromkeys(str(v) for v in values))
+    return [v for v in order if v in vals] + sorted(v for v in vals if v not in order)
+
+
+def ordered_objectives(values: Any) -> list[str]:
+    return _ordered(values, OBJECTIVE_ORDER)
+
+
+def ordered_methods(values: Any) -> list[str]:
+    return _ordered(values, METHOD_ORDER)
+
+
+def ordered_metrics(values: Any) -> list[str]:
+    return _ordered(values, METRIC_ORDER)
+
+
+def objective_color(o: str) -> str:
+    if o in OBJECTIVE_COLORS:
+        return OBJECTIVE_COLORS[o]
+    return OKABE_ITO[3 + (sum(map(ord, o)) % 5)]
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """Apply the companion's style (``style.mplstyle``) to figures made inside the block."""
+    with matplotlib.rc_context(fname=str(STYLE_PATH)):
+        yield
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, figsize: Optional[tuple[float, float]] = None,
+               layout: Optional[str] = "constrained", **subplot_kw: Any) -> tuple[Figure, np.ndarray]:
+    """A pyplot-free Figure and a 2-D array of axes (must be called inside :func:`style`)."""
+    figsize = figsize or (3.2 * ncols, 2.6 * nrows)
+    fig = Figure(figsize=figsize, layout=layout)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
+    return fig, axes
+
+
+def save_figure(fig: Figure, path_stem: PathLike, formats: Sequence[str] = ("pdf", "png"),
+                dpi: int = 150) -> list[Path]:
+    """Save ``fig`` as ``<path_stem>.<fmt>`` for each format; returns the written paths."""
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    with style():
+        for fmt in formats:
+            p = stem.with_suffix(f".{fmt}")
+            fig.savefig(p, format=fmt, dpi=dpi)
+            out.append(p)
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def class_names_for_run(run_dir: PathLike, num_classes: Optional[int] = None) -> list[str]:
+    """Class names from ``train_summary.json`` (key ``class_names``), else ``config.json``,
+    else the data module's table (if it has one), else ``"0", "1", ...``."""
+    run_dir = Path(run_dir)
+    for name in (runs.TRAIN_SUMMARY, runs.CONFIG):
+        names = _read_json(run_dir / name).get("class_names")
+        if names:
+            return [str(n) for n in names]
+    dataset = _read_json(run_dir / runs.CONFIG).get("dataset")
+    try:  # optional: a static table in xai_utils.data (no data is loaded)
+        from . import data  # noqa: WPS433
+        table = getattr(data, "CLASS_NAMES", {}) or {}
+        if dataset in table:
+            return [str(n) for n in table[dataset]]
+    except Exception:  # pragma: no cover - data module absent or broken
+        pass
+    n = num_classes if num_classes is not None else 0
+    return [str(i) for i in range(n)]
+
+
+def _image_hwc(img: np.ndarray) -> tuple[np.ndarray, Optional[str]]:
+    """uint8/float [C,H,W] -> displayable [H,W] (grey) or [H,W,C] and the cmap to use."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        img = np.clip(img, 0, 1)
+    if img.ndim == 3 and img.shape[0] in (1, 3):
+        if img.shape[0] == 1 or (np.array_equal(img[0], img[1]) and np.array_equal(img[0], img[2])):
+            return img[0], "gray"
+        return np.transpose(img, (1, 2, 0)), None
+    return img, "gray"
+
+
+def _unit_scale(m: np.ndarray) -> np.ndarray:
+    """Min-max scale one map to [0, 1] for display (constant maps become 0)."""
+    m = np.nan_to_num(np.asarray(m, dtype=np.float32))
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+
+def draw_overlay(ax, image: Optional[np.ndarray], amap: Optional[np.ndarray], alpha: float = 0.55) -> None:
+    """Image in grey/colour with the attribution map (min-max scaled) on top; no ticks."""
+    if image is not None:
+        img, cmap = _image_hwc(image)
+        ax.imshow(img, cmap=cmap, vmin=0, vmax=255 if img.dtype == np.uint8 else 1,
+                  interpolation="nearest")
+    if amap is not None:
+        ax.imshow(_unit_scale(np.squeeze(amap)), cmap=ATTRIBUTION_CMAP, vmin=0, vmax=1,
+                  alpha=alpha if image is not None else 1.0, interpolation="bilinear")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for s in ax.spines.values():
+        s.set_visible(False)
+
+
+def _note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes,
+            fontsize=8, color="0.4", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ----------------------------------------------------------------------------- per-run figures
+
+def read_train_log(run_dir: PathLike) -> tuple[pd.DataFrame, list[dict]]:
+    """Split ``train_log.jsonl`` into epoch rows (a DataFrame, last entry per epoch wins, so
+    a resumed run has no duplicates) and the other records (``event`` / ``stage`` lines)."""
+    records = runs.read_jsonl(Path(run_dir) / runs.TRAIN_LOG)
+    epochs, other = [], []
+    for r in records:
+        if "event" in r or "stage" in r or "epoch" not in r or "loss" not in r:
+            other.append(r)
+        else:
+            epochs.append(r)
+    df = pd.DataFrame(epochs)
+    if not df.empty:
+        df = df.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    return df, other
+
+
+def _accuracy_percent(v: float) -> float:
+    """Accuracies may be logged as fractions or percent: show percent."""
+    return float(v) * 100.0 if v is not None and float(v) <= 1.0 else float(v)
+
+
+def plot_training_curves(run_dir: PathLike) -> Figure:
+    """Loss (left) and training accuracy (right) against the epoch of one run.
+
+    ``resumed`` events are dotted vertical lines; the final linear-probe accuracy (SCL / TL,
+    a ``{"stage": "probe", ...}`` record with an accuracy-like key) and the test accuracy of
+    ``train_summary.json`` are drawn as labelled markers / dashed lines on the accuracy axis.
+    """
+    run_dir = Path(run_dir)
+    log_path = run_dir / runs.TRAIN_LOG
+    if not log_path.is_file():
+        raise FileNotFoundError(f"{log_path} not found: train the run first (notebook 01_train)")
+    df, other = read_train_log(run_dir)
+    cfg = _read_json(run_dir / runs.CONFIG)
+    summary = _read_json(run_dir / runs.TRAIN_SUMMARY)
+    title = f"{cfg.get('dataset', '?')}/{cfg.get('objective', '?')}/seed{cfg.get('seed', '?')}"
+    with style():
+        fig, axes = new_figure(1, 2, figsize=(7.0, 2.8))
+        ax_loss, ax_acc = axes[0]
+        color = objective_color(str(cfg.get("objective", "ce")))
+        if df.empty:
+            _note(ax_loss, "no epoch logged yet")
+        else:
+            ax_loss.plot(df["epoch"], df["loss"], color=color, marker="o", ms=3, label="train loss")
+        ax_loss.set_xlabel("epoch")
+        ax_loss.set_ylabel("loss")
+        ax_loss.set_title("Training loss")
+
+        has_acc = False
+        if not df.empty and "train_acc" in df and df["train_acc"].notna().any():
+            acc = df["train_acc"].astype(float)
+            acc = acc * 100.0 if acc.max() <= 1.0 else acc
+            ax_acc.plot(df["epoch"], acc, color=color, marker="o", ms=3, label="train accuracy")
+            has_acc = True
+        last_epoch = float(df["epoch"].max()) if not df.empty else 0.0
+        probes = [r for r in other if r.get("stage") == "probe"]
+        if probes:
+            key = next((k for k in ("test_acc", "test_accuracy", "val_acc", "train_acc", "acc",
+                                    "accuracy", "probe_acc") if k in probes[-1]), None)
+            if key is not None and probes[-1][key] is not None:
+                ax_acc.plot([last_epoch], [_accuracy_percent(probes[-1][key])], marker="D",
+                            ls="none", color=OKABE_ITO[5], label=f"linear probe ({key})")
+                has_acc = True
+        if summary.get("test_accuracy") is not None:
+            ax_acc.axhline(_accuracy_percent(summary["test_accuracy"]), color="0.3", ls="--", lw=1,
+                           label=f"test {float(summary['test_accuracy']):.1f}%")
+            has_acc = True
+        for r in other:
+            if r.get("event") == "resumed":
+                k = r.get("from_epoch", r.get("epoch"))
+                if k is not None:
+                    for ax in (ax_loss, ax_acc):
+                        ax.axvline(float(k), color="0.5", ls=":", lw=1)
+                    ax_loss.annotate("resumed", (float(k), 1.0), xycoords=("data", "axes fraction"),
+                                     fontsize=7, color="0.4", ha="left", va="top", rotation=90)
+        if has_acc:
+            ax_acc.legend(loc="lower right")
+        else:
+            _note(ax_acc, "no accuracy logged")
+        ax_acc.set_xlabel("epoch")
+        ax_acc.set_ylabel("accuracy (%)")
+        ax_acc.set_title("Accuracy")
+        fig.suptitle(title)
+    return fig
+
+
+def draw_embedding(ax, coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str] = (),
+                   legend: bool = True, s: float = 6.0) -> None:
+    """Scatter of 2-D ``coords`` coloured by class (Okabe-Ito colours, markers cycle after 8)."""
+    coords = np.asarray(coords, dtype=float)
+    labels = np.asarray(labels).astype(int)
+    markers = ("o", "s", "^", "v", "D")
+    for c in np.unique(labels):
+        sel = labels == c
+        name = class_names[c] if 0 <= c < len(class_names) else str(c)
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=s, color=OKABE_ITO[c % 8],
+                   marker=markers[(c // 8) % len(markers)], label=name, alpha=0.8, linewidths=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    if legend:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.8, handletextpad=0.2,
+                  borderaxespad=0.2, fontsize=7)
+
+
+def load_embedding(run_dir: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    p = Path(run_dir) / runs.EMBEDDINGS
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: training writes it at the end of a run (notebook 01_train)")
+    with np.load(p) as z:
+        if "coords2d" not in z or "labels" not in z:
+            raise KeyError(f"{p} lacks 'coords2d' or 'labels' (has {', '.join(z.files)})")
+        return z["coords2d"], z["labels"]
+
+
+def plot_embedding(run_dir: PathLike) -> Figure:
+    """2-D projection of the test features of one run (``embeddings.npz``), coloured by class."""
+    coords, labels = load_embedding(run_dir)
+    names = class_names_for_run(run_dir, int(np.max(labels)) + 1 if len(labels) else 0)
+    cfg = _read_json(Path(run_dir) / runs.CONFIG)
+    with style():
+        fig, axes = new_figure(1, 1, figsize=(4.6, 3.6))
+        ax = axes[0, 0]
+        draw_embedding(ax, coords, labels, names)
+        ax.set_title(f"{dataset_label(cfg.get('dataset', '?'))}, "
+                     f"{objective_label(cfg.get('objective', '?'))}, seed {cfg.get('seed', '?')}: "
+                     f"2-D embedding of test features")
+    return fig
+
+
+def load_attribution_npz(path: PathLike) -> dict[str, np.ndarray]:
+    """Arrays of an ``attributions/<method>.npz`` file (maps, indices, targets, preds, labels)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def available_methods(run_dir: PathLike, folder: str = "attributions") -> list[str]:
+    return ordered_methods(p.stem for p in (Path(run_dir) / folder).glob("*.npz"))
+
+
+def eval_images(run_dir: PathLike, indices: np.ndarray) -> Optional[np.ndarray]:
+    """uint8 [n,C,H,W] evaluation images of a run, or None (logged) if the data is unavailable."""
+    try:
+        from .config import load_run_config
+        from .data import load_dataset
+        cfg = load_run_config(run_dir)
+        ds = load_dataset(cfg.dataset, cfg.eval_split, cfg.data_root)
+        return ds.images[np.asarray(indices, dtype=np.int64)].cpu().numpy()
+    except Exception as e:  # data not downloaded, data module missing, ...
+        log.warning("input images of %s unavailable (%s: %s); showing maps alone",
+                    run_dir, type(e).__name__, e)
+        return None
+
+
+def plot_attribution_grid(run_dir: PathLike, methods: Optional[Sequence[str]] = None, n: int = 8) -> Figure:
+    """Rows are evaluation images, columns the input and each method's map over the input.
+
+    Images are the first ``n`` indices present in every method's file, in the order of the
+    first method. Each map is min-max scaled for display (colour map ``inferno``).
+    """
+    run_dir = Path(run_dir)
+    methods = list(methods) if methods else available_methods(run_dir)
+    if not methods:
+        raise FileNotFoundError(f"no attributions in {run_dir / 'attributions'}: run notebook 02_attribute first")
+    data = {}
+    for m in methods:
+        p = runs.attribution_path(run_dir, m)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found; available methods: {available_methods(run_dir)}")
+        data[m] = load_attribution_npz(p)
+    common = set(data[methods[0]]["indices"].tolist())
+    for m in methods[1:]:
+        common &= set(data[m]["indices"].tolist())
+    idx = [i for i in data[methods[0]]["indices"].tolist() if i in common][:n]
+    if not idx:
+        raise ValueError(f"the attribution files of {methods} share no sample index")
+    rows = {m: {int(j): k for k, j in enumerate(data[m]["indices"].tolist())} for m in methods}
+    images = eval_images(run_dir, np.asarray(idx))
+    first = data[methods[0]]
+    names = class_names_for_run(run_dir, int(max(first["labels"].max(), first["preds"].max())) + 1)
+    cfg = _read_json(run_dir / runs.CONFIG)
+    ncols = 1 + len(methods)
+    with style():
+        fig, axes = new_figure(len(idx), ncols, figsize=(1.25 * ncols + 0.9, 1.25 * len(idx) + 0.5),
+                               layout=None)
+        fig.subplots_adjust(left=0.2 if ncols <= 3 else 0.12, right=0.98, top=1 - 0.45 / fig.get_figheight(),
+                            bottom=0.02, wspace=0.05, hspace=0.08)
+        for r, i in enumerate(idx):
+            k0 = rows[methods[0]][i]
+            img = images[r] if images is not None else None
+            if img is not None:
+                draw_overlay(axes[r, 0], img, None)
+            else:
+                _note(axes[r, 0], "image\nunavailable")
+            lab, pred = int(first["labels"][k0]), int(first["preds"][k0])
+            name = lambda c: names[c] if 0 <= c < len(names) else str(c)  # noqa: E731
+            axes[r, 0].set_ylabel(f"#{i}\n{name(lab)}" + ("" if lab == pred else f"\n(pred {name(pred)})"),
+                                  fontsize=7, rotation=0, ha="right", va="center", labelpad=4)
+            for c, m in enumerate(methods, start=1):
+                draw_overlay(axes[r, c], img, data[m]["maps"][rows[m][i]])
+        axes[0, 0].set_title("input")
+        for c, m in enumerate(methods, start=1):
+            axes[0, c].set_title(method_label(m))
+        fig.suptitle(f"{dataset_label(cfg.get('dataset', '?'))}, {objective_label(cfg.get('objective', '?'))}, "
+                     f"seed {cfg.get('seed', '?')}", y=1 - 0.1 / fig.get_figheight(), va="top")
+    return fig
+
+
+def _boxes(ax, groups: list[np.ndarray], positions: Sequence[float], colors: Sequence[str],
+           width: float) -> None:
+    """Box plots without fliers clutter: median line black, box filled in the group's colour."""
+    keep = [(g, p, c) for g, p, c in zip(groups, positions, colors) if len(g)]
+    if not keep:
+        return
+    bp = ax.boxplot([g for g, _, _ in keep], positions=[p for _, p, _ in keep], widths=width,
+                    patch_artist=True, showfliers=True, manage_ticks=False,
+                    flierprops=dict(marker=".", markersize=2, alpha=0.4),
+                    medianprops=dict(color="black", lw=1))
+    for patch, (_, _, c) in zip(bp["boxes"], keep):
+        patch.set_facecolor(c)
+        patch.set_alpha(0.75)
+        patch.set_edgecolor("0.2")
+
+
+def plot_metric_summary(df: pd.DataFrame) -> Figure:
+    """One panel per metric, one box per attribution method, for one run's ``results.csv``
+    (correctly classified samples only)."""
+    need = {"method", "metric", "value", "correct"}
+    if missing := need - set(df.columns):
+        raise KeyError(f"results table lacks columns {sorted(missing)}: expected the long format of results.csv")
+    d = df[df["correct"].astype(bool)]
+    if d.empty:
+        raise ValueError("no correctly classified sample in the results table: nothing to summarise")
+    metrics = ordered_metrics(d["metric"].unique())
+    methods = ordered_methods(d["method"].unique())
+    ncols = min(4, len(metrics))
+    nrows = int(np.ceil(len(metrics) / ncols))
+    with style():
+        fig, axes = new_figure(nrows, ncols, figsize=(2.3 * ncols + 0.3, 2.4 * nrows + 0.3))
+        for k, ax in enumerate(axes.ravel()):
+            if k >= len(metrics):
+                ax.remove()
+                continue
+            metric = metrics[k]
+            sub = d[d["metric"] == metric]
+            groups = [sub.loc[sub["method"] == m, "value"].dropna().to_numpy(float) for m in methods]
+            _boxes(ax, groups, range(len(methods)), [OKABE_ITO[3 + j % 5] for j in range(len(methods))], 0.6)
+            ax.set_xticks(range(len(methods)))
+            ax.set_xticklabels([method_label(m) for m in methods], rotation=20 if len(methods) > 2 else 0)
+            ax.set_title(metric_label(metric))
+        runs_ = df["run_id"].unique() if "run_id" in df else []
+        n_corr = d["sample_index"].nunique() if "sample_index" in d else len(d)
+        fig.suptitle(f"{runs_[0] if len(runs_) == 1 else 'results'}: {n_corr} correctly classified samples")
+    return fig
+
+
+# ----------------------------------------------------------------------------- study figures
+
+def saliency_grid(images: Optional[np.ndarray], row_labels: Sequence[str],
+                  columns: Sequence[tuple[str, str, np.ndarray]], title: str = "") -> Figure:
+    """Rows are images; column 0 the input, then one column per (objective, method) with the
+    maps ``[n,H,W]`` over the input. ``columns`` = [(objective, method, maps), ...]."""
+    n = len(row_labels)
+    ncols = 1 + len(columns)
+    cell = 1.05
+    with style():
+        fig, axes = new_figure(n, ncols, figsize=(cell * ncols + 0.9, cell * n + 0.75), layout=None)
+        h, w = fig.get_figheight(), fig.get_figwidth()
+        fig.subplots_adjust(left=0.85 / w, right=1 - 0.05 / w, top=1 - 0.62 / h, bottom=0.05 / h,
+                            wspace=0.04, hspace=0.04)
+        for r in range(n):
+            img = images[r] if images is not None else None
+            if img is not None:
+                draw_overlay(axes[r, 0], img, None)
+            else:
+                _note(axes[r, 0], "image\nunavailable")
+            axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7, labelpad=3)
+            for c, (_, _, maps) in enumerate(columns, start=1):
+                draw_overlay(axes[r, c], img, maps[r])
+        axes[0, 0].set_title("input", fontsize=8)
+        for c, (obj, meth, _) in enumerate(columns, start=1):
+            axes[0, c].set_title(f"{objective_label(obj)}\n{method_label(meth)}", fontsize=8,
+                                 color=objective_color(obj), fontweight="bold")
+        if title:
+            fig.suptitle(title, y=1 - 0.06 / h, va="top")
+    return fig
+
+
+def stars(p: float) -> str:
+    """Significance mark: *** p<0.001, ** p<0.01, * p<0.05, 'ns' otherwise."""
+    if p is None or not np.isfinite(p):
+        return ""
+    return "***" if p < 1e-3 else "**" if p < 1e-2 else "*" if p < 5e-2 else "ns"
+
+
+def metric_distributions(df: pd.DataFrame, significance: Optional[pd.DataFrame] = None,
+                         p_column: str = "p_holm") -> Figure:
+    """Rows = datasets, columns = metrics; in each panel one group per attribution method
+    and one box per objective (per-sample values of correctly classified samples, pooled
+    over seeds). Brackets above a group mark the paired tests of ``significance``
+    (``p_column``; stars as in :func:`stars`, ``ns`` = not significant)."""
+    d = df[df["correct"].astype(bool)] if "correct" in df else df
+    datasets = sorted(d["dataset"].unique())
+    metrics = ordered_metrics(d["metric"].unique())
+    if not datasets or not metrics:
+        raise ValueError("no correctly classified sample to plot")
+    objectives = ordered_objectives(d["objective"].unique())
+    width = 0.8 / max(len(objectives), 1)
+    with style():
+        fig, axes = new_figure(len(datasets), len(metrics),
+                               figsize=(2.35 * len(metrics) + 0.4, 2.5 * len(datasets) + 0.5))
+        for r, ds in enumerate(datasets):
+            for c, metric in enumerate(metrics):
+                ax = axes[r, c]
+                sub = d[(d["dataset"] == ds) & (d["metric"] == metric)]
+                if c == 0:
+                    ax.set_ylabel(dataset_label(ds), fontweight="bold")
+                if r == 0:
+                    ax.set_title(metric_label(metric))
+                if sub.empty:
+                    _note(ax, "not computed")
+                    ax.grid(False)
+                    continue
+                methods = ordered_methods(sub["method"].unique())
+                top = float(np.nanmax(sub["value"])) if sub["value"].notna().any() else 1.0
+                bot = float(np.nanmin(sub["value"])) if sub["value"].notna().any() else 0.0
+                span = (top - bot) or 1.0
+                ymax = top
+                for g, meth in enumerate(methods):
+                    pos = {o: g + (j - (len(objectives) - 1) / 2) * width for j, o in enumerate(objectives)}
+                    groups = [sub.loc[(sub["method"] == meth) & (sub["objective"] == o), "value"].dropna()
+                              .to_numpy(float) for o in objectives]
+                    _boxes(ax, groups, [pos[o] for o in objectives],
+                           [objective_color(o) for o in objectives], width * 0.85)
+                    if significance is None or significance.empty:
+                        continue
+                    sig = significance[(significance["dataset"] == ds) & (significance["method"] == meth)
+                                       & (significance["metric"] == metric)]
+                    level = 0
+                    for _, row in sig.iterrows():
+                        a, b = row["objective_a"], row["objective_b"]
+                        if a not in pos or b not in pos:
+                            continue
+                        p = row[p_column] if p_column in row and pd.notna(row[p_column]) else row.get("p")
+                        mark = stars(p)
+                        if not mark:
+                            continue
+                        y = top + span * (0.06 + 0.13 * level)
+                        x0, x1 = sorted((pos[a], pos[b]))
+                        ax.plot([x0, x0, x1, x1], [y - span * 0.02, y, y, y - span * 0.02], color="0.25", lw=0.7)
+                        ax.text((x0 + x1) / 2, y, mark, ha="center", va="bottom", fontsize=6.5, color="0.15")
+                        ymax = max(ymax, y + span * 0.1)
+                        level += 1
+                ax.set_ylim(bot - span * 0.05, max(ymax, top + span * 0.05))
+                ax.set_xticks(range(len(methods)))
+                ax.set_xticklabels([method_label(m) for m in methods])
+        handles = [Patch(facecolor=objective_color(o), alpha=0.75, edgecolor="0.2", label=objective_label(o))
+                   for o in objectives]
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(objectives),
+                   title=f"correctly classified samples, pooled over seeds; brackets: paired t-test "
+                         f"({'Holm-adjusted ' if p_column == 'p_holm' else ''}p: * <0.05, ** <0.01, *** <0.001, ns)",
+                   title_fontsize=7.5)
+    return fig
+
+
+def pixel_flipping_curves(curves: Mapping[tuple[str, str, str], np.ndarray]) -> Figure:
+    """Rows = datasets, columns = methods; per objective the mean pixel-flipping curve (over
+    seeds of the per-seed mean curve of correctly classified samples) and a band of +-1 std
+    across seeds (no band with one seed). ``curves[(dataset, method, objective)]`` is
+    ``[n_seeds, S]`` of per-seed mean curves."""
+    if not curves:
+        raise ValueError("no pixel-flipping curve to plot")
+    datasets = sorted({k[0] for k in curves})
+    methods = ordered_methods({k[1] for k in curves})
+    objectives = ordered_objectives({k[2] for k in curves})
+    with style():
+        fig, axes = new_figure(len(datasets), len(methods),
+                               figsize=(3.0 * len(methods) + 0.4, 2.4 * len(datasets) + 0.5))
+        one_seed = False
+        for r, ds in enumerate(datasets):
+            for c, meth in enumerate(methods):
+                ax = axes[r, c]
+                if r == 0:
+                    ax.set_title(method_label(meth))
+                if c == 0:
+                    ax.set_ylabel(f"{dataset_label(ds)}\nprobability of true class")
+                if r == len(datasets) - 1:
+                    ax.set_xlabel("fraction of features removed")
+                drawn = False
+                for o in objectives:
+                    arr = curves.get((ds, meth, o))
+                    if arr is None or np.size(arr) == 0:
+                        continue
+                    arr = np.atleast_2d(np.asarray(arr, dtype=float))
+                    x = np.arange(1, arr.shape[1] + 1) / arr.shape[1]
+                    mean = np.nanmean(arr, axis=0)
+                    ax.plot(x, mean, color=objective_color(o), label=objective_label(o))
+                    if arr.shape[0] > 1:
+                        sd = np.nanstd(arr, axis=0, ddof=1)
+                        ax.fill_between(x, mean - sd, mean + sd, color=objective_color(o), alpha=0.2, lw=0)
+                    else:
+                        one_seed = True
+                    drawn = True
+                if not drawn:
+                    _note(ax, "no curves")
+                ax.set_xlim(0, 1)
+        handles = [Line2D([], [], color=objective_color(o), label=objective_label(o)) for o in objectives]
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(objectives),
+                   title="mean over seeds" + (" (one seed: no band)" if one_seed else "; band: +-1 std across seeds"),
+                   title_fontsize=7.5)
+    return fig
+
+
+def embedding_grid(items: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray, Sequence[str]]]) -> Figure:
+    """Rows = datasets, columns = objectives: 2-D embeddings of test features coloured by
+    class. ``items[(dataset, objective)] = (coords [N,2], labels [N], class_names)``."""
+    if not items:
+        raise ValueError("no embedding to plot")
+    datasets = sorted({k[0] for k in items})
+    objectives = ordered_objectives({k[1] for k in items})
+    with style():
+        fig, axes = new_figure(len(datasets), len(objectives),
+                               figsize=(2.4 * len(objectives) + 1.4, 2.4 * len(datasets) + 0.3))
+        for r, ds in enumerate(datasets):
+            for c, o in enumerate(objectives):
+                ax = axes[r, c]
+                if (ds, o) not in items:
+                    _note(ax, "no embedding")
+                else:
+                    coords, labels, names = items[(ds, o)]
+                    draw_embedding(ax, coords, labels, names, legend=(c == len(objectives) - 1), s=4)
+                    for s in ax.spines.values():
+                        s.set_visible(True)
+                        s.set_color("0.7")
+                if r == 0:
+                    ax.set_title(objective_label(o), color=objective_color(o), fontweight="bold")
+                if c == 0:
+                    ax.set_ylabel(dataset_label(ds), fontweight="bold")
+    return fig
