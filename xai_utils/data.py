@@ -158,8 +158,8 @@ SHAPES_HALF_EXTENT = (5.0, 11.0)   # object half-size in pixels, uniform
 # Per-channel mean/std of the 'train' split pixels in [0, 1]: computed with
 # ``load_dataset('shapes', 'train').images.float().div(255)`` -> ``.mean((0, 2, 3))`` and
 # ``.std((0, 2, 3))``; tests/test_data.py recomputes them (tolerance 1e-3).
-SHAPES_MEAN = (0.5, 0.5, 0.5)
-SHAPES_STD = (0.25, 0.25, 0.25)
+SHAPES_MEAN = (0.5034, 0.5000, 0.4964)
+SHAPES_STD = (0.2945, 0.2946, 0.2939)
 
 
 @dataclass(frozen=True)
@@ -212,11 +212,12 @@ def shapes_params(n: int, seed: int, size: int = SHAPES_SIZE) -> ShapesParams:
 
 def _unit_coords(cx: torch.Tensor, cy: torch.Tensor, half: torch.Tensor, size: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel-centre coordinates relative to the object, in units of its half-extent: [N,H,W]."""
+    """Pixel-centre coordinates relative to the object, in units of its half-extent:
+    u [N, 1, W] (columns) and v [N, H, 1] (rows), which broadcast to [N, H, W]."""
     c = torch.arange(size, dtype=torch.float32) + 0.5
     u = (c.view(1, 1, size) - cx.view(-1, 1, 1)) / half.view(-1, 1, 1)
     v = (c.view(1, size, 1) - cy.view(-1, 1, 1)) / half.view(-1, 1, 1)
-    return u.expand(-1, size, size), v.expand(-1, size, size)
+    return u, v
 
 
 # Each shape is a predicate on (u, v) = pixel-centre offset / half-extent; v grows downwards.
@@ -239,12 +240,12 @@ _SHAPE_TESTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 def shape_masks(labels: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, half: torch.Tensor,
                 size: int = SHAPES_SIZE) -> torch.Tensor:
     """Boolean masks [N, 1, size, size] of the shapes: a pixel is in when its centre is."""
-    u, v = _unit_coords(cx, cy, half, size)
     out = torch.zeros(labels.shape[0], size, size, dtype=torch.bool)
     for k, name in enumerate(SHAPE_CLASSES):          # 10 vectorised predicates, not a pixel loop
-        sel = labels == k
-        if sel.any():
-            out[sel] = _SHAPE_TESTS[name](u[sel], v[sel])
+        sel = (labels == k).nonzero().squeeze(1)
+        if sel.numel():
+            u, v = _unit_coords(cx[sel], cy[sel], half[sel], size)
+            out[sel] = _SHAPE_TESTS[name](u, v).expand(-1, size, size)
     return out.unsqueeze(1)
 
 
@@ -302,14 +303,423 @@ def load_shapes(split: str, root: Optional[PathLike] = None) -> ImageDataset:
 
 
 # --------------------------------------------------------------------------------------
+# where files are looked for, and the optional torchvision download
+# --------------------------------------------------------------------------------------
+
+# Default data folder when no ``root`` is given (also where downloads go).
+DEFAULT_ROOT = Path(os.environ.get("XAI_UTILS_DATA", Path.home() / ".cache" / "xai_utils"))
+# Set XAI_UTILS_NO_DOWNLOAD=1 (or this flag to False) to never touch the network.
+ALLOW_DOWNLOAD = os.environ.get("XAI_UTILS_NO_DOWNLOAD", "") in ("", "0")
+# (host, port) that torchvision downloads each dataset from: a quick reachability check first
+_DOWNLOAD_HOSTS = {"fashion_mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+                   "cifar10": ("www.cs.toronto.edu", 443)}
+
+
+def _online(host: tuple[str, int], timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(host, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def download_with_torchvision(name: str, root: Path) -> None:
+    """Download ``name`` into ``root`` with torchvision (its own folder layout under root)."""
+    import torchvision
+
+    cls = {"fashion_mnist": torchvision.datasets.FashionMNIST,
+           "cifar10": torchvision.datasets.CIFAR10}[name]
+    cls(str(root), train=True, download=True)
+    cls(str(root), train=False, download=True)
+
+
+def _try_download(name: str, root: Path, notes: list[str]) -> bool:
+    """Download when allowed and online; on failure remove every folder it created (nothing
+    is left behind) and note why in ``notes``."""
+    if not ALLOW_DOWNLOAD:
+        notes.append("download disabled (XAI_UTILS_NO_DOWNLOAD / data.ALLOW_DOWNLOAD)")
+        return False
+    if not _online(_DOWNLOAD_HOSTS[name]):
+        notes.append(f"download skipped: {_DOWNLOAD_HOSTS[name][0]} is not reachable (offline?)")
+        return False
+    created = root
+    while not created.parent.exists():      # the top-most folder this download would create
+        created = created.parent
+    existed = created.exists()
+    try:
+        download_with_torchvision(name, root)
+        return True
+    except Exception as e:  # noqa: BLE001 - any failure becomes one clear DatasetNotFoundError
+        if not existed:
+            shutil.rmtree(created, ignore_errors=True)
+        notes.append(f"download into {root} failed: {type(e).__name__}: {e}")
+        return False
+
+
+def _roots(root: Optional[PathLike]) -> list[Path]:
+    return [Path(root).expanduser()] if root is not None else [DEFAULT_ROOT]
+
+
+# --------------------------------------------------------------------------------------
+# Fashion-MNIST (IDX files)
+# --------------------------------------------------------------------------------------
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+# Debian's ``dataset-fashion-mnist`` package (same bytes as the upstream release).
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+# mean/std of the padded 32x32 'train' images in [0, 1] (zeros of the padding included),
+# computed with load_dataset('fashion_mnist', 'train').images.float().div(255).mean()/.std();
+# tests/test_data.py recomputes them.
+FASHION_MNIST_MEAN = (0.2190,) * 3
+FASHION_MNIST_STD = (0.3318,) * 3
+
+
+def read_idx(path: PathLike) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) of unsigned bytes into a numpy array."""
+    path = Path(path)
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {raw[:4]!r})")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {dims} but holds {len(raw) - offset} bytes (truncated?)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _find_files(folder: Path, stems: Sequence[str]) -> Optional[list[Path]]:
+    found = []
+    for stem in stems:
+        hit = next((folder / f for f in (stem, stem + ".gz") if (folder / f).is_file()), None)
+        if hit is None:
+            return None
+        found.append(hit)
+    return found
+
+
+def pad_to_32(images: np.ndarray) -> np.ndarray:
+    """[N, 28, 28] uint8 -> [N, 3, 32, 32]: 2 zero pixels on every side, grey copied to RGB."""
+    out = np.zeros((images.shape[0], 3, 32, 32), dtype=np.uint8)
+    out[:, :, 2:30, 2:30] = images[:, None]
+    return out
+
+
+def load_fashion_mnist(split: str, root: Optional[PathLike] = None) -> ImageDataset:
+    """Fashion-MNIST (Xiao et al. 2017), 60,000 train / 10,000 test, 10 classes.
+
+    Looked for in ``root/FashionMNIST/raw`` (torchvision's layout) and ``root`` (the four
+    ``*-ubyte[.gz]`` files directly), then in Debian's :data:`DEBIAN_FASHION_MNIST_DIR`
+    (``apt-get install dataset-fashion-mnist``), and only then downloaded with torchvision
+    into ``root`` (default :data:`DEFAULT_ROOT`) when online.
+
+    The 28x28 images are padded with 2 zero pixels on each side to 32x32 and replicated to 3
+    channels, so the CIFAR models apply unchanged. Padding rather than resizing keeps the pixel
+    grid intact (no interpolation) and the object centred, like LeNet's classic 32x32 input.
+    """
+    stems = _FASHION_FILES[split]
+    base = _roots(root)[0]
+    candidates = [base / "FashionMNIST" / "raw", base, DEBIAN_FASHION_MNIST_DIR]
+    files = next((f for f in (_find_files(c, stems) for c in candidates) if f is not None), None)
+    notes: list[str] = []
+    if files is None and _try_download("fashion_mnist", base, notes):
+        files = _find_files(base / "FashionMNIST" / "raw", stems)
+    if files is None:
+        raise _not_found("fashion_mnist", [f"{c}/{{{','.join(stems)}}}[.gz]" for c in candidates] + notes, [
+            "apt-get install dataset-fashion-mnist   (Debian/Ubuntu; files in "
+            f"{DEBIAN_FASHION_MNIST_DIR})",
+            "python -c \"import torchvision; torchvision.datasets.FashionMNIST('<root>', "
+            "download=True)\"  then pass root='<root>'",
+            "or put the four *-ubyte.gz files of github.com/zalandoresearch/fashion-mnist in root",
+        ])
+    images, labels = read_idx(files[0]), read_idx(files[1])
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
+        raise ValueError(f"unexpected Fashion-MNIST shapes {images.shape}, {labels.shape} in {files}")
+    return ImageDataset("fashion_mnist", split, torch.from_numpy(pad_to_32(images)),
+                        torch.from_numpy(labels.astype(np.int64)), None,
+                        FASHION_MNIST_MEAN, FASHION_MNIST_STD, 10, list(FASHION_MNIST_CLASSES))
+
+
+# --------------------------------------------------------------------------------------
+# CIFAR-10 (torchvision's cifar-10-batches-py pickles)
+# --------------------------------------------------------------------------------------
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_FOLDER = "cifar-10-batches-py"
+
+
+def _cifar_batch_files(folder: Path, split: str) -> list[Path]:
+    if split == "test":
+        return [folder / "test_batch"] if (folder / "test_batch").is_file() else []
+    found = [p for p in folder.glob("data_batch_*") if p.name[len("data_batch_"):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len("data_batch_"):]))
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def load_cifar10(split: str, root: Optional[PathLike] = None) -> ImageDataset:
+    """CIFAR-10, 50,000 train / 10,000 test, read from torchvision's on-disk format
+    (``root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``, pickled dicts
+    with ``b'data'`` uint8 [N, 3072] and ``b'labels'``); ``root`` may also be that folder
+    itself. Downloaded with torchvision into ``root`` when missing and online."""
+    base = _roots(root)[0]
+    candidates = [base / CIFAR10_FOLDER, base]
+    folder = next((c for c in candidates if _cifar_batch_files(c, split)), None)
+    notes: list[str] = []
+    if folder is None and _try_download("cifar10", base, notes):
+        folder = base / CIFAR10_FOLDER if _cifar_batch_files(base / CIFAR10_FOLDER, split) else None
+    if folder is None:
+        want = "test_batch" if split == "test" else "data_batch_1..5"
+        raise _not_found("cifar10", [f"{c}/{want}" for c in candidates] + notes, [
+            "python -c \"import torchvision; torchvision.datasets.CIFAR10('<root>', download=True)\""
+            "  then pass root='<root>'",
+            "or unpack https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into root",
+        ])
+    batches = [_unpickle(p) for p in _cifar_batch_files(folder, split)]
+    data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
+    labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
+    names = list(CIFAR10_CLASSES)
+    if (folder / "batches.meta").is_file():
+        names = [n.decode() if isinstance(n, bytes) else str(n)
+                 for n in _unpickle(folder / "batches.meta")[b"label_names"]]
+    images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
+    return ImageDataset("cifar10", split, images, torch.from_numpy(labels), None,
+                        CIFAR10_MEAN, CIFAR10_STD, len(names), names)
+
+
+# --------------------------------------------------------------------------------------
+# ImageNet-S50 (a folder the user supplies)
+# --------------------------------------------------------------------------------------
+
+# ImageNet-1k indices of the 50 ImageNet-S50 classes; label k of this module is entry k.
+IMAGENET_S50_INDICES = (
+    1, 3, 11, 31, 222, 277, 284, 295, 301, 325, 330, 333, 342, 368, 386, 388, 404, 412, 418,
+    436, 449, 466, 487, 492, 502, 510, 531, 532, 574, 579, 606, 617, 659, 670, 695, 703, 748,
+    829, 846, 851, 861, 879, 883, 898, 900, 914, 919, 951, 959, 992)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_RESIZE = 256        # shorter side, before the centre crop
+IMAGENET_EVAL_CROP = 224
+IMAGENET_TRAIN_CROP = 256    # streamed train images; the GPU augmentation crops 224 from them
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+# ImageNet-S masks: class id = R + 256 * G; 0 = other (background), 1000 = ignored.
+IMAGENET_S_BACKGROUND, IMAGENET_S_IGNORE = 0, 1000
+_IMAGENET_FOLDERS = {"train": ("train",), "val": ("val", "validation")}
+_IMAGENET_MASK_FOLDERS = ("masks", "validation-segmentation")
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_s50_classes() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(WordNet ids, short names) of the 50 classes, in label order, from timm's offline
+    ImageNet-1k metadata."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    wnids = tuple(info.index_to_label_name(i) for i in IMAGENET_S50_INDICES)
+    names = tuple(info.index_to_description(i).split(",")[0].strip() for i in IMAGENET_S50_INDICES)
+    return wnids, names
+
+
+def decode_mask_png(path: PathLike) -> np.ndarray:
+    """ImageNet-S mask PNG -> bool [H, W] foreground: ids other than 0 (other/background)
+    and 1000 (ignored, e.g. uncertain boundaries) are the annotated object."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.int32)
+    ids = rgb[..., 0] + 256 * rgb[..., 1]
+    return (ids != IMAGENET_S_BACKGROUND) & (ids != IMAGENET_S_IGNORE)
+
+
+def _resize_crop(img: Any, crop: int, nearest: bool = False) -> Any:
+    """Shorter side to 256, then centre crop ``crop`` (PIL in, PIL out)."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    mode = InterpolationMode.NEAREST if nearest else InterpolationMode.BILINEAR
+    return TF.center_crop(TF.resize(img, IMAGENET_RESIZE, interpolation=mode), crop)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files (+ optional mask files) decoded with PIL, resized/cropped, as uint8 tensors.
+
+    Item: (image uint8 [3, crop, crop], label int64) or, with ``mask_paths``, also the mask
+    bool [1, crop, crop] (all False where the mask path is None)."""
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], crop: int,
+                 mask_paths: Optional[Sequence[Optional[Path]]] = None):
+        self.paths, self.labels, self.crop, self.mask_paths = list(paths), list(labels), crop, mask_paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            rgb = im.convert("RGB")
+        size = rgb.size
+        x = torch.from_numpy(np.asarray(_resize_crop(rgb, self.crop), dtype=np.uint8).copy())
+        item = (x.permute(2, 0, 1).contiguous(), torch.tensor(self.labels[i], dtype=torch.long))
+        if self.mask_paths is None:
+            return item
+        mp = self.mask_paths[i]
+        if mp is None:
+            m = torch.zeros(1, self.crop, self.crop, dtype=torch.bool)
+        else:
+            fg = Image.fromarray(decode_mask_png(mp).astype(np.uint8) * 255)
+            if fg.size != size:    # masks share the image's size; guard against odd files
+                fg = fg.resize(size, Image.NEAREST)
+            m = torch.from_numpy(np.asarray(_resize_crop(fg, self.crop, nearest=True)) > 127)[None]
+        return item + (m,)
+
+
+@dataclass
+class StreamingImageDataset:
+    """A split too large for memory: file paths and labels, decoded in DataLoader workers.
+
+    Same metadata as :class:`ImageDataset` (no ``images``/``masks``); :meth:`loader` yields
+    (uint8 [B, 3, 256, 256], int64 [B]) batches: shorter side resized to 256, centre crop 256,
+    leaving the random resized crop to 224 to the batched GPU augmentation."""
+
+    name: str
+    split: str
+    paths: list[Path]
+    labels: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    class_names: list[str]
+    crop: int = IMAGENET_TRAIN_CROP
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def loader(self, batch_size: int, shuffle: bool = True,
+               generator: Optional[torch.Generator] = None, num_workers: int = 4,
+               drop_last: bool = True, indices: Optional[Sequence[int]] = None,
+               pin_memory: Optional[bool] = None) -> torch.utils.data.DataLoader:
+        """DataLoader over the split (or over ``indices`` of it, e.g. ``train_indices(...)``)."""
+        ds: torch.utils.data.Dataset = ImageFiles(self.paths, self.labels.tolist(), self.crop)
+        if indices is not None:
+            ds = torch.utils.data.Subset(ds, [int(i) for i in indices])
+        return torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
+            num_workers=num_workers, drop_last=drop_last,
+            pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+            persistent_workers=False)
+
+
+def _list_class_files(folder: Path, wnids: Sequence[str]) -> tuple[list[Path], list[int]]:
+    paths, labels = [], []
+    for k, wnid in enumerate(wnids):
+        d = folder / wnid
+        if d.is_dir():
+            files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            paths += files
+            labels += [k] * len(files)
+    return paths, labels
+
+
+def load_imagenet_s50(split: str, root: Optional[PathLike] = None
+                      ) -> Union[ImageDataset, StreamingImageDataset]:
+    """ImageNet-S50: the 50 ImageNet-1k classes of :data:`IMAGENET_S50_INDICES` (labels 0..49
+    in that order), from a folder you supply (ImageNet is licensed)::
+
+        root/train/<wnid>/*.JPEG        ImageNet-1k train images of the 50 classes
+        root/val/<wnid>/*.JPEG          ImageNet-1k val images of the 50 classes, sorted into
+                                        class folders (``validation/`` is accepted too)
+        root/masks/<wnid>/<stem>.png    ImageNet-S50 validation-segmentation masks (optional;
+                                        ``validation-segmentation/`` is accepted too)
+
+    Folders of other classes are ignored, so a full ImageNet-1k tree works as well.
+    ``val`` is returned in memory: shorter side resized to 256 (bilinear), centre crop 224,
+    masks transformed the same way with nearest neighbour. Mask PNGs use the ImageNet-S
+    encoding (id = R + 256 G; 0 other/background, 1000 ignored); foreground = any other id, so
+    ignored pixels count as background. A val image without a mask file gets an all-False
+    mask; ``masks`` is None when no mask folder exists. ``train`` is a
+    :class:`StreamingImageDataset` (too large for memory).
+    """
+    base = Path(root).expanduser() if root is not None else DEFAULT_ROOT / "imagenet_s50"
+    wnids, names = imagenet_s50_classes()
+    folders = [base / f for f in _IMAGENET_FOLDERS[split]]
+    paths: list[Path] = []
+    labels: list[int] = []
+    for folder in folders:
+        if folder.is_dir():
+            paths, labels = _list_class_files(folder, wnids)
+            if paths:
+                break
+    if not paths:
+        raise _not_found("imagenet_s50", [f"{f}/<wnid>/*.JPEG" for f in folders], [
+            "ImageNet is licensed: download ILSVRC2012 from https://image-net.org and arrange "
+            "the 50 classes as root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG "
+            "(see xai_utils.data.load_imagenet_s50 for the layout and the class list)",
+            "masks: ImageNet-S50 validation-segmentation from https://github.com/LUSSeg/ImageNet-S "
+            "into root/masks/<wnid>/<stem>.png",
+            "then pass root=<that folder> (RunConfig.data_root)",
+        ])
+    meta = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=50, class_names=list(names))
+    if split == "train":
+        return StreamingImageDataset("imagenet_s50", split, paths,
+                                     torch.tensor(labels, dtype=torch.long), **meta)
+    mask_dir = next((base / m for m in _IMAGENET_MASK_FOLDERS if (base / m).is_dir()), None)
+    mask_paths = None
+    if mask_dir is not None:
+        mask_paths = []
+        for p, k in zip(paths, labels):
+            mp = mask_dir / wnids[k] / (p.stem + ".png")
+            mask_paths.append(mp if mp.is_file() else None)
+    images, labels_t, masks = _decode_all(ImageFiles(paths, labels, IMAGENET_EVAL_CROP, mask_paths))
+    return ImageDataset("imagenet_s50", split, images, labels_t, masks, **meta)
+
+
+def _decode_all(ds: ImageFiles, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor,
+                                                                Optional[torch.Tensor]]:
+    """Decode every item of ``ds`` into preallocated tensors (workers when there are many)."""
+    from tqdm.auto import tqdm
+
+    n, c = len(ds), ds.crop
+    workers = min(8, os.cpu_count() or 1) if n > 256 else 0
+    images = torch.empty(n, 3, c, c, dtype=torch.uint8)
+    labels = torch.empty(n, dtype=torch.long)
+    masks = None if ds.mask_paths is None else torch.empty(n, 1, c, c, dtype=torch.bool)
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    i = 0
+    for b in tqdm(dl, desc="decoding images", disable=n <= 256):
+        k = b[0].shape[0]
+        images[i:i + k], labels[i:i + k] = b[0], b[1]
+        if masks is not None:
+            masks[i:i + k] = b[2]
+        i += k
+    return images, labels, masks
+
+
+# --------------------------------------------------------------------------------------
 # registry and entry point
 # --------------------------------------------------------------------------------------
 
-LOADERS: dict[str, Callable[[str, Optional[PathLike]], ImageDataset]] = {
+LOADERS: dict[str, Callable[[str, Optional[PathLike]], Any]] = {
     "shapes": load_shapes,
+    "fashion_mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "imagenet_s50": load_imagenet_s50,
 }
 SPLITS: dict[str, tuple[str, ...]] = {
     "shapes": ("train", "test"),
+    "fashion_mnist": ("train", "test"),
+    "cifar10": ("train", "test"),
+    "imagenet_s50": ("train", "val"),
 }
 # 'test' and 'val' both mean "the held-out split" of a dataset
 _SPLIT_ALIASES = {"val": "test", "test": "val"}
@@ -326,11 +736,14 @@ def _resolve_split(name: str, split: str) -> str:
                      f" ('test' and 'val' are aliases of the held-out split)")
 
 
-def load_dataset(name: str, split: str, root: Optional[PathLike] = None) -> ImageDataset:
+def load_dataset(name: str, split: str, root: Optional[PathLike] = None
+                 ) -> Union[ImageDataset, StreamingImageDataset]:
     """Load split ``split`` of dataset ``name`` (see the module docstring for names/splits).
 
     ``root`` is where the dataset's files are (ignored by ``shapes``). Cached per process;
-    every call returns fresh tensor copies, safe to modify.
+    every call returns fresh tensor copies, safe to modify. ``imagenet_s50`` 'train' returns
+    a :class:`StreamingImageDataset` (use its ``.loader(...)``); everything else an
+    :class:`ImageDataset`.
     """
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(LOADERS))}")

@@ -31,22 +31,69 @@ def register_backbone(name: str) -> Callable:
     return wrap
 
 
+def _conv_like(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A fresh convolution with the geometry of ``conv`` but ``in_channels`` inputs."""
+    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                     padding=conv.padding, bias=conv.bias is not None)
+
+
+def _set_stem(net: nn.Module, width: int, kernel_size: int, stride: int) -> nn.Module:
+    """Give a timm ResNet a single-convolution stem of ``width`` channels.
+
+    timm hard-codes 64 stem channels for the plain (non-deep) stem and ignores
+    ``stem_width``, so a narrow network (widths 16..128) would otherwise keep a 64-channel
+    stem at full resolution, the most expensive layer, plus a needless 64 -> 16 projection
+    shortcut in ``layer1[0]``. Rewires ``layer1[0]`` to the new width and re-initialises
+    every weight with timm's scheme (Kaiming fan-out, zero last BN of each block).
+    """
+    old = net.conv1.out_channels
+    net.conv1 = nn.Conv2d(3, width, kernel_size=kernel_size, stride=stride,
+                          padding=kernel_size // 2, bias=False)
+    if width != old:
+        net.bn1 = nn.BatchNorm2d(width)
+        net.feature_info[0]["num_chs"] = width
+        block = net.layer1[0]
+        block.conv1 = _conv_like(block.conv1, width)
+        last = block.conv3 if hasattr(block, "conv3") else block.conv2
+        if block.downsample is not None:
+            shortcut = block.downsample[0]
+            if shortcut.stride == (1, 1) and last.out_channels == width:
+                block.downsample = None          # identity shortcut, as in a standard ResNet
+            else:
+                block.downsample[0] = _conv_like(shortcut, width)
+        elif last.out_channels != width:         # e.g. narrow Bottleneck: 16 -> 64 channels
+            block.downsample = nn.Sequential(
+                nn.Conv2d(width, last.out_channels, kernel_size=1, bias=False),
+                nn.BatchNorm2d(last.out_channels))
+    net.init_weights(zero_init_last=True)
+    return net
+
+
+def _timm_resnet(name: str, widths: Optional[Sequence[int]]) -> nn.Module:
+    if widths is not None and (len(widths) != 4 or any(int(w) < 1 for w in widths)):
+        raise ValueError(f"widths must be 4 positive stage widths (e.g. [16, 32, 64, 128]), got {widths!r}")
+    kw = {} if widths is None else {"channels": tuple(int(w) for w in widths)}
+    return timm.create_model(name, pretrained=False, num_classes=0, **kw)
+
+
 @register_backbone("resnet18")
 def resnet18_cifar(widths: Optional[Sequence[int]] = None) -> nn.Module:
-    """timm ResNet-18 with the CIFAR stem: 3x3 stride-1 first convolution, no max-pool."""
-    kw = {} if widths is None else {"channels": tuple(widths), "stem_width": widths[0]}
-    net = timm.create_model("resnet18", pretrained=False, num_classes=0, **kw)
-    stem = net.conv1.out_channels
-    net.conv1 = nn.Conv2d(3, stem, kernel_size=3, stride=1, padding=1, bias=False)
+    """timm ResNet-18 with the CIFAR stem: 3x3 stride-1 first convolution, no max-pool.
+
+    The stem has ``widths[0]`` channels (64 at full width); 512-d features at full width.
+    """
+    net = _timm_resnet("resnet18", widths)
     net.maxpool = nn.Identity()
-    return net
+    return _set_stem(net, 64 if widths is None else int(widths[0]), kernel_size=3, stride=1)
 
 
 @register_backbone("resnet50")
 def resnet50(widths: Optional[Sequence[int]] = None) -> nn.Module:
-    """timm ResNet-50 (ImageNet stem) for 224 px inputs; 2048-d features at full width."""
-    kw = {} if widths is None else {"channels": tuple(widths), "stem_width": widths[0]}
-    return timm.create_model("resnet50", pretrained=False, num_classes=0, **kw)
+    """timm ResNet-50 (ImageNet stem: 7x7 stride 2 + max-pool) for 224 px inputs; 2048-d features."""
+    net = _timm_resnet("resnet50", widths)
+    if widths is None:
+        return net
+    return _set_stem(net, int(widths[0]), kernel_size=7, stride=2)
 
 
 def build_backbone(arch: str, widths: Optional[Sequence[int]] = None) -> nn.Module:

@@ -29,6 +29,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from . import runs
 
@@ -69,8 +70,13 @@ def method_label(m: str) -> str:
     return METHOD_LABELS.get(m, str(m))
 
 
-def metric_label(m: str) -> str:
-    return METRIC_LABELS.get(m, str(m).replace("_", " "))
+def metric_label(m: str, arrow: bool = False) -> str:
+    """Readable metric name; with ``arrow`` a ↓ (lower is better) or ↑ (higher is better)."""
+    label = METRIC_LABELS.get(m, str(m).replace("_", " "))
+    if arrow:
+        from .stats import metric_direction
+        label += {"lower": " ↓", "higher": " ↑"}.get(metric_direction(m) or "", "")
+    return label
 
 
 def dataset_label(d: str) -> str:
@@ -138,9 +144,10 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def class_names_for_run(run_dir: PathLike, num_classes: Optional[int] = None) -> list[str]:
+def class_names_for_run(run_dir: PathLike, num_classes: Optional[int] = None, load_data: bool = False) -> list[str]:
     """Class names from ``train_summary.json`` (key ``class_names``), else ``config.json``,
-    else the data module's table (if it has one), else ``"0", "1", ...``."""
+    else the data module's static tables, else (``load_data``) the evaluation dataset itself,
+    else ``"0", "1", ...``."""
     run_dir = Path(run_dir)
     for name in (runs.TRAIN_SUMMARY, runs.CONFIG):
         names = _read_json(run_dir / name).get("class_names")
@@ -149,25 +156,41 @@ def class_names_for_run(run_dir: PathLike, num_classes: Optional[int] = None) ->
     dataset = _read_json(run_dir / runs.CONFIG).get("dataset")
     try:  # optional: a static table in xai_utils.data (no data is loaded)
         from . import data  # noqa: WPS433
-        table = getattr(data, "CLASS_NAMES", {}) or {}
+        table = dict(getattr(data, "CLASS_NAMES", {}) or {})
+        if hasattr(data, "SHAPE_CLASSES"):
+            table.setdefault("shapes", data.SHAPE_CLASSES)
         if dataset in table:
             return [str(n) for n in table[dataset]]
     except Exception:  # pragma: no cover - data module absent or broken
         pass
+    if load_data:
+        ds = load_eval_dataset(run_dir)
+        if ds is not None and getattr(ds, "class_names", None):
+            return [str(n) for n in ds.class_names]
     n = num_classes if num_classes is not None else 0
     return [str(i) for i in range(n)]
 
 
-def _image_hwc(img: np.ndarray) -> tuple[np.ndarray, Optional[str]]:
-    """uint8/float [C,H,W] -> displayable [H,W] (grey) or [H,W,C] and the cmap to use."""
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        img = np.clip(img, 0, 1)
-    if img.ndim == 3 and img.shape[0] in (1, 3):
-        if img.shape[0] == 1 or (np.array_equal(img[0], img[1]) and np.array_equal(img[0], img[2])):
-            return img[0], "gray"
-        return np.transpose(img, (1, 2, 0)), None
-    return img, "gray"
+def load_eval_dataset(run_dir: PathLike):
+    """The evaluation split of a run (``xai_utils.data.load_dataset``), or None (logged) if
+    it is unavailable (not downloaded, no config.json, ...)."""
+    try:
+        from .config import load_run_config
+        from .data import load_dataset
+        cfg = load_run_config(run_dir)
+        return load_dataset(cfg.dataset, cfg.eval_split, cfg.data_root)
+    except Exception as e:  # noqa: BLE001 - figures go on without the images
+        log.warning("evaluation images of %s unavailable (%s: %s); showing maps alone",
+                    run_dir, type(e).__name__, e)
+        return None
+
+
+def eval_images(run_dir: PathLike, indices: np.ndarray) -> Optional[np.ndarray]:
+    """uint8 [n,C,H,W] evaluation images of a run, or None (logged) if the data is unavailable."""
+    ds = load_eval_dataset(run_dir)
+    if ds is None:
+        return None
+    return ds.images[np.asarray(indices, dtype=np.int64)].cpu().numpy()
 
 
 def _unit_scale(m: np.ndarray) -> np.ndarray:
@@ -177,20 +200,93 @@ def _unit_scale(m: np.ndarray) -> np.ndarray:
     return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
 
 
-def draw_overlay(ax, image: Optional[np.ndarray], amap: Optional[np.ndarray], alpha: float = 0.55) -> None:
-    """Image in grey/colour with the attribution map (min-max scaled) on top; no ticks."""
-    if image is not None:
-        img, cmap = _image_hwc(image)
-        ax.imshow(img, cmap=cmap, vmin=0, vmax=255 if img.dtype == np.uint8 else 1,
-                  interpolation="nearest")
-    if amap is not None:
-        ax.imshow(_unit_scale(np.squeeze(amap)), cmap=ATTRIBUTION_CMAP, vmin=0, vmax=1,
-                  alpha=alpha if image is not None else 1.0, interpolation="bilinear")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
-    for s in ax.spines.values():
-        s.set_visible(False)
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 or float [C,H,W] (C = 1 or 3) or [H,W] -> float [H,W,3] in [0, 1]."""
+    img = np.asarray(image)
+    img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else np.clip(img.astype(np.float32), 0, 1)
+    if img.ndim == 3 and img.shape[0] in (1, 3):
+        img = np.transpose(img, (1, 2, 0))
+    if img.ndim == 2:
+        img = img[..., None]
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img[..., :3]
+
+
+def _resize(a: np.ndarray, size: int) -> np.ndarray:
+    """Square resize of [H,W] or [H,W,3] (nearest for integer upscaling, else bilinear)."""
+    h, w = a.shape[:2]
+    if (h, w) == (size, size):
+        return a
+    if size % h == 0 and size % w == 0:
+        return np.repeat(np.repeat(a, size // h, axis=0), size // w, axis=1)
+    from skimage.transform import resize
+    return resize(a, (size, size) + a.shape[2:], order=1, preserve_range=True, anti_aliasing=False).astype(a.dtype)
+
+
+def overlay_rgb(image: Optional[np.ndarray], amap: Optional[np.ndarray], alpha: float = 0.55) -> np.ndarray:
+    """Float [H,W,3]: the image blended with the attribution map (min-max scaled, colour map
+    ``inferno``); the map alone if there is no image; the image alone if there is no map."""
+    import matplotlib as mpl
+    base = _to_rgb(image) if image is not None else None
+    if amap is None:
+        if base is None:
+            raise ValueError("overlay_rgb needs an image or a map")
+        return base
+    m = _unit_scale(np.squeeze(np.asarray(amap)))
+    if base is not None and m.shape != base.shape[:2]:
+        m = _resize(m, base.shape[0]) if base.shape[0] == base.shape[1] else m
+    heat = mpl.colormaps[ATTRIBUTION_CMAP](m)[..., :3].astype(np.float32)
+    return heat if base is None else (1 - alpha) * base + alpha * heat
+
+
+def image_grid(cells: Sequence[Sequence[Optional[np.ndarray]]], row_labels: Sequence[str],
+               col_titles: Sequence[str], col_colors: Optional[Sequence[str]] = None, title: str = "",
+               colorbar: bool = True, cell_inches: float = 1.0) -> Figure:
+    """A grid of RGB cells drawn as ONE image in one axes (fast for large grids), with row
+    labels on the left, column titles on top and a colour bar for the attribution scale.
+    ``cells[r][c]`` is float [H,W,3] in [0,1] or None (drawn grey with 'n/a')."""
+    import matplotlib as mpl
+    rows, cols = len(cells), max(len(r) for r in cells)
+    size = max((c.shape[0] for r in cells for c in r if c is not None), default=32)
+    gap = max(1, size // 16)
+    H, W = rows * size + (rows - 1) * gap, cols * size + (cols - 1) * gap
+    mosaic = np.ones((H, W, 3), dtype=np.float32)
+    missing = []
+    for r, row in enumerate(cells):
+        for c in range(cols):
+            y, x = r * (size + gap), c * (size + gap)
+            cell = row[c] if c < len(row) else None
+            if cell is None:
+                mosaic[y:y + size, x:x + size] = 0.92
+                missing.append((x + size / 2, y + size / 2))
+            else:
+                mosaic[y:y + size, x:x + size] = _resize(np.clip(cell, 0, 1), size)
+    px = cell_inches / size                                   # inches per mosaic pixel
+    left, right = 1.0, (0.75 if colorbar else 0.1)
+    top, bottom = 0.45 + (0.3 if title else 0.0), 0.08
+    fw, fh = W * px + left + right, H * px + top + bottom
+    with style():
+        fig = Figure(figsize=(fw, fh))
+        ax = fig.add_axes((left / fw, bottom / fh, W * px / fw, H * px / fh))
+        ax.imshow(mosaic, interpolation="nearest")
+        ax.set_axis_off()
+        for x, y in missing:
+            ax.text(x, y, "n/a", ha="center", va="center", fontsize=7, color="0.4")
+        for r, lab in enumerate(row_labels):
+            ax.text(-2 * gap, r * (size + gap) + size / 2, lab, ha="right", va="center", fontsize=7)
+        for c, t in enumerate(col_titles):
+            ax.text(c * (size + gap) + size / 2, -2 * gap, t, ha="center", va="bottom", fontsize=8,
+                    color=(col_colors[c] if col_colors else "black"),
+                    fontweight="bold" if col_colors and col_colors[c] != "black" else "normal")
+        if colorbar:
+            ch = min(H * px, 2.5)
+            cax = fig.add_axes(((left + W * px + 0.12) / fw, (bottom + (H * px - ch) / 2) / fh, 0.12 / fw, ch / fh))
+            sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=ATTRIBUTION_CMAP)
+            cb = fig.colorbar(sm, cax=cax)
+            cb.set_label("attribution (min-max scaled)", fontsize=7)
+            cb.ax.tick_params(labelsize=7)
+        if title:
+            fig.suptitle(title, y=1 - 0.08 / fh, va="top")
+    return fig
 
 
 def _note(ax, text: str) -> None:
@@ -239,8 +335,9 @@ def plot_training_curves(run_dir: PathLike) -> Figure:
     summary = _read_json(run_dir / runs.TRAIN_SUMMARY)
     title = f"{cfg.get('dataset', '?')}/{cfg.get('objective', '?')}/seed{cfg.get('seed', '?')}"
     with style():
-        fig, axes = new_figure(1, 2, figsize=(7.0, 2.8))
+        fig, axes = new_figure(1, 2, figsize=(7.0, 2.8), sharex=True)
         ax_loss, ax_acc = axes[0]
+        ax_acc.tick_params(labelbottom=True)
         color = objective_color(str(cfg.get("objective", "ce")))
         if df.empty:
             _note(ax_loss, "no epoch logged yet")
@@ -263,7 +360,8 @@ def plot_training_curves(run_dir: PathLike) -> Figure:
                                     "accuracy", "probe_acc") if k in probes[-1]), None)
             if key is not None and probes[-1][key] is not None:
                 ax_acc.plot([last_epoch], [_accuracy_percent(probes[-1][key])], marker="D",
-                            ls="none", color=OKABE_ITO[5], label=f"linear probe ({key})")
+                            ls="none", color=OKABE_ITO[5],
+                            label=f"linear probe ({key.replace('_acc', '').replace('_', ' ')} accuracy)")
                 has_acc = True
         if summary.get("test_accuracy") is not None:
             ax_acc.axhline(_accuracy_percent(summary["test_accuracy"]), color="0.3", ls="--", lw=1,
@@ -278,11 +376,13 @@ def plot_training_curves(run_dir: PathLike) -> Figure:
                     ax_loss.annotate("resumed", (float(k), 1.0), xycoords=("data", "axes fraction"),
                                      fontsize=7, color="0.4", ha="left", va="top", rotation=90)
         if has_acc:
-            ax_acc.legend(loc="lower right")
+            ax_acc.legend(loc="best")
         else:
             _note(ax_acc, "no accuracy logged")
         ax_acc.set_xlabel("epoch")
         ax_acc.set_ylabel("accuracy (%)")
+        for ax in (ax_loss, ax_acc):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_acc.set_title("Accuracy")
         fig.suptitle(title)
     return fig
@@ -302,6 +402,9 @@ def draw_embedding(ax, coords: np.ndarray, labels: np.ndarray, class_names: Sequ
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
+    for sp in ax.spines.values():
+        sp.set_visible(True)
+        sp.set_color("0.75")
     if legend:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.8, handletextpad=0.2,
                   borderaxespad=0.2, fontsize=7)
@@ -320,12 +423,12 @@ def load_embedding(run_dir: PathLike) -> tuple[np.ndarray, np.ndarray]:
 def plot_embedding(run_dir: PathLike) -> Figure:
     """2-D projection of the test features of one run (``embeddings.npz``), coloured by class."""
     coords, labels = load_embedding(run_dir)
-    names = class_names_for_run(run_dir, int(np.max(labels)) + 1 if len(labels) else 0)
+    names = class_names_for_run(run_dir, int(np.max(labels)) + 1 if len(labels) else 0, load_data=True)
     cfg = _read_json(Path(run_dir) / runs.CONFIG)
     with style():
         fig, axes = new_figure(1, 1, figsize=(4.6, 3.6))
         ax = axes[0, 0]
-        draw_embedding(ax, coords, labels, names)
+        draw_embedding(ax, coords, labels, names, s=4.0 if len(labels) > 400 else 12.0)
         ax.set_title(f"{dataset_label(cfg.get('dataset', '?'))}, "
                      f"{objective_label(cfg.get('objective', '?'))}, seed {cfg.get('seed', '?')}: "
                      f"2-D embedding of test features")
@@ -340,20 +443,6 @@ def load_attribution_npz(path: PathLike) -> dict[str, np.ndarray]:
 
 def available_methods(run_dir: PathLike, folder: str = "attributions") -> list[str]:
     return ordered_methods(p.stem for p in (Path(run_dir) / folder).glob("*.npz"))
-
-
-def eval_images(run_dir: PathLike, indices: np.ndarray) -> Optional[np.ndarray]:
-    """uint8 [n,C,H,W] evaluation images of a run, or None (logged) if the data is unavailable."""
-    try:
-        from .config import load_run_config
-        from .data import load_dataset
-        cfg = load_run_config(run_dir)
-        ds = load_dataset(cfg.dataset, cfg.eval_split, cfg.data_root)
-        return ds.images[np.asarray(indices, dtype=np.int64)].cpu().numpy()
-    except Exception as e:  # data not downloaded, data module missing, ...
-        log.warning("input images of %s unavailable (%s: %s); showing maps alone",
-                    run_dir, type(e).__name__, e)
-        return None
 
 
 def plot_attribution_grid(run_dir: PathLike, methods: Optional[Sequence[str]] = None, n: int = 8) -> Figure:
@@ -379,35 +468,24 @@ def plot_attribution_grid(run_dir: PathLike, methods: Optional[Sequence[str]] = 
     if not idx:
         raise ValueError(f"the attribution files of {methods} share no sample index")
     rows = {m: {int(j): k for k, j in enumerate(data[m]["indices"].tolist())} for m in methods}
-    images = eval_images(run_dir, np.asarray(idx))
+    ds = load_eval_dataset(run_dir)
+    images = ds.images[np.asarray(idx, dtype=np.int64)].cpu().numpy() if ds is not None else None
     first = data[methods[0]]
-    names = class_names_for_run(run_dir, int(max(first["labels"].max(), first["preds"].max())) + 1)
+    names = (list(ds.class_names) if ds is not None and getattr(ds, "class_names", None)
+             else class_names_for_run(run_dir, int(max(first["labels"].max(), first["preds"].max())) + 1))
     cfg = _read_json(run_dir / runs.CONFIG)
-    ncols = 1 + len(methods)
-    with style():
-        fig, axes = new_figure(len(idx), ncols, figsize=(1.25 * ncols + 0.9, 1.25 * len(idx) + 0.5),
-                               layout=None)
-        fig.subplots_adjust(left=0.2 if ncols <= 3 else 0.12, right=0.98, top=1 - 0.45 / fig.get_figheight(),
-                            bottom=0.02, wspace=0.05, hspace=0.08)
-        for r, i in enumerate(idx):
-            k0 = rows[methods[0]][i]
-            img = images[r] if images is not None else None
-            if img is not None:
-                draw_overlay(axes[r, 0], img, None)
-            else:
-                _note(axes[r, 0], "image\nunavailable")
-            lab, pred = int(first["labels"][k0]), int(first["preds"][k0])
-            name = lambda c: names[c] if 0 <= c < len(names) else str(c)  # noqa: E731
-            axes[r, 0].set_ylabel(f"#{i}\n{name(lab)}" + ("" if lab == pred else f"\n(pred {name(pred)})"),
-                                  fontsize=7, rotation=0, ha="right", va="center", labelpad=4)
-            for c, m in enumerate(methods, start=1):
-                draw_overlay(axes[r, c], img, data[m]["maps"][rows[m][i]])
-        axes[0, 0].set_title("input")
-        for c, m in enumerate(methods, start=1):
-            axes[0, c].set_title(method_label(m))
-        fig.suptitle(f"{dataset_label(cfg.get('dataset', '?'))}, {objective_label(cfg.get('objective', '?'))}, "
-                     f"seed {cfg.get('seed', '?')}", y=1 - 0.1 / fig.get_figheight(), va="top")
-    return fig
+    name = lambda c: names[c] if 0 <= c < len(names) else str(c)  # noqa: E731
+    cells, labels = [], []
+    for r, i in enumerate(idx):
+        k0 = rows[methods[0]][i]
+        img = images[r] if images is not None else None
+        lab, pred = int(first["labels"][k0]), int(first["preds"][k0])
+        labels.append(f"#{i} {name(lab)}" + ("" if lab == pred else f"\n(pred {name(pred)})"))
+        cells.append([overlay_rgb(img, None) if img is not None else None]
+                     + [overlay_rgb(img, data[m]["maps"][rows[m][i]]) for m in methods])
+    return image_grid(cells, labels, ["input"] + [method_label(m) for m in methods],
+                      title=f"{dataset_label(cfg.get('dataset', '?'))}, {objective_label(cfg.get('objective', '?'))}, "
+                            f"seed {cfg.get('seed', '?')}")
 
 
 def _boxes(ax, groups: list[np.ndarray], positions: Sequence[float], colors: Sequence[str],
@@ -451,7 +529,7 @@ def plot_metric_summary(df: pd.DataFrame) -> Figure:
             _boxes(ax, groups, range(len(methods)), [OKABE_ITO[3 + j % 5] for j in range(len(methods))], 0.6)
             ax.set_xticks(range(len(methods)))
             ax.set_xticklabels([method_label(m) for m in methods], rotation=20 if len(methods) > 2 else 0)
-            ax.set_title(metric_label(metric))
+            ax.set_title(metric_label(metric, arrow=True))
         runs_ = df["run_id"].unique() if "run_id" in df else []
         n_corr = d["sample_index"].nunique() if "sample_index" in d else len(d)
         fig.suptitle(f"{runs_[0] if len(runs_) == 1 else 'results'}: {n_corr} correctly classified samples")
@@ -460,34 +538,22 @@ def plot_metric_summary(df: pd.DataFrame) -> Figure:
 
 # ----------------------------------------------------------------------------- study figures
 
-def saliency_grid(images: Optional[np.ndarray], row_labels: Sequence[str],
-                  columns: Sequence[tuple[str, str, np.ndarray]], title: str = "") -> Figure:
+def saliency_grid(images: Sequence[Optional[np.ndarray]], row_labels: Sequence[str],
+                  columns: Sequence[tuple[str, str, Sequence[Optional[np.ndarray]]]], title: str = "") -> Figure:
     """Rows are images; column 0 the input, then one column per (objective, method) with the
-    maps ``[n,H,W]`` over the input. ``columns`` = [(objective, method, maps), ...]."""
-    n = len(row_labels)
-    ncols = 1 + len(columns)
-    cell = 1.05
-    with style():
-        fig, axes = new_figure(n, ncols, figsize=(cell * ncols + 0.9, cell * n + 0.75), layout=None)
-        h, w = fig.get_figheight(), fig.get_figwidth()
-        fig.subplots_adjust(left=0.85 / w, right=1 - 0.05 / w, top=1 - 0.62 / h, bottom=0.05 / h,
-                            wspace=0.04, hspace=0.04)
-        for r in range(n):
-            img = images[r] if images is not None else None
-            if img is not None:
-                draw_overlay(axes[r, 0], img, None)
-            else:
-                _note(axes[r, 0], "image\nunavailable")
-            axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7, labelpad=3)
-            for c, (_, _, maps) in enumerate(columns, start=1):
-                draw_overlay(axes[r, c], img, maps[r])
-        axes[0, 0].set_title("input", fontsize=8)
-        for c, (obj, meth, _) in enumerate(columns, start=1):
-            axes[0, c].set_title(f"{objective_label(obj)}\n{method_label(meth)}", fontsize=8,
-                                 color=objective_color(obj), fontweight="bold")
-        if title:
-            fig.suptitle(title, y=1 - 0.06 / h, va="top")
-    return fig
+    maps over the input. ``images[r]`` is uint8 [C,H,W] or None (not available);
+    ``columns`` = [(objective, method, maps), ...] with ``maps[r]`` [H,W] or None (not computed)."""
+    cells = []
+    for r in range(len(row_labels)):
+        img = images[r] if images is not None else None
+        row = [overlay_rgb(img, None) if img is not None else None]
+        for _, _, maps in columns:
+            amap = maps[r] if maps is not None else None
+            row.append(overlay_rgb(img, amap) if amap is not None else None)
+        cells.append(row)
+    titles = ["input"] + [f"{objective_label(o)}\n{method_label(m)}" for o, m, _ in columns]
+    colors = ["black"] + [objective_color(o) for o, _, _ in columns]
+    return image_grid(cells, row_labels, titles, colors, title=title)
 
 
 def stars(p: float) -> str:
@@ -497,72 +563,92 @@ def stars(p: float) -> str:
     return "***" if p < 1e-3 else "**" if p < 1e-2 else "*" if p < 5e-2 else "ns"
 
 
+def _bracket_levels(spans: list[tuple[float, float]]) -> list[int]:
+    """Stack brackets: shortest first, each on the lowest level where it overlaps no other."""
+    order = sorted(range(len(spans)), key=lambda k: (spans[k][1] - spans[k][0], spans[k][0]))
+    levels: list[list[tuple[float, float]]] = []
+    out = [0] * len(spans)
+    for k in order:
+        x0, x1 = spans[k]
+        for lv, taken in enumerate(levels):
+            if all(x1 < a - 1e-9 or x0 > b + 1e-9 for a, b in taken):
+                taken.append((x0, x1))
+                out[k] = lv
+                break
+        else:
+            levels.append([(x0, x1)])
+            out[k] = len(levels) - 1
+    return out
+
+
 def metric_distributions(df: pd.DataFrame, significance: Optional[pd.DataFrame] = None,
-                         p_column: str = "p_holm") -> Figure:
-    """Rows = datasets, columns = metrics; in each panel one group per attribution method
-    and one box per objective (per-sample values of correctly classified samples, pooled
-    over seeds). Brackets above a group mark the paired tests of ``significance``
-    (``p_column``; stars as in :func:`stars`, ``ns`` = not significant)."""
+                         p_column: str = "p_holm", ncols: int = 4) -> Figure:
+    """One panel per dataset x metric (rows of at most ``ncols`` panels, each dataset starting
+    a new row); in each panel one group per attribution method and one box per objective
+    (per-sample values of correctly classified samples, pooled over seeds). Brackets above a
+    group mark the paired tests of ``significance`` (``p_column``; stars as in :func:`stars`,
+    ``ns`` = not significant)."""
     d = df[df["correct"].astype(bool)] if "correct" in df else df
+    d = d.dropna(subset=["value"])
     datasets = sorted(d["dataset"].unique())
-    metrics = ordered_metrics(d["metric"].unique())
-    if not datasets or not metrics:
-        raise ValueError("no correctly classified sample to plot")
+    panels = [(ds, m) for ds in datasets for m in ordered_metrics(d.loc[d["dataset"] == ds, "metric"].unique())]
+    if not panels:
+        raise ValueError("no metric value of a correctly classified sample to plot")
+    ncols = min(ncols, max(sum(1 for p in panels if p[0] == ds) for ds in datasets))
+    grid: list[list[tuple[str, str]]] = []
+    for ds in datasets:
+        mine = [p for p in panels if p[0] == ds]
+        grid += [mine[i:i + ncols] for i in range(0, len(mine), ncols)]
     objectives = ordered_objectives(d["objective"].unique())
     width = 0.8 / max(len(objectives), 1)
     with style():
-        fig, axes = new_figure(len(datasets), len(metrics),
-                               figsize=(2.35 * len(metrics) + 0.4, 2.5 * len(datasets) + 0.5))
-        for r, ds in enumerate(datasets):
-            for c, metric in enumerate(metrics):
+        fig, axes = new_figure(len(grid), ncols, figsize=(2.5 * ncols + 0.3, 2.55 * len(grid) + 0.6))
+        for r, row in enumerate(grid):
+            for c in range(ncols):
                 ax = axes[r, c]
-                sub = d[(d["dataset"] == ds) & (d["metric"] == metric)]
-                if c == 0:
-                    ax.set_ylabel(dataset_label(ds), fontweight="bold")
-                if r == 0:
-                    ax.set_title(metric_label(metric))
-                if sub.empty:
-                    _note(ax, "not computed")
-                    ax.grid(False)
+                if c >= len(row):
+                    ax.remove()
                     continue
+                ds, metric = row[c]
+                sub = d[(d["dataset"] == ds) & (d["metric"] == metric)]
+                title = metric_label(metric, arrow=True)
+                ax.set_title(f"{dataset_label(ds)}: {title}" if len(datasets) > 1 else title)
                 methods = ordered_methods(sub["method"].unique())
-                top = float(np.nanmax(sub["value"])) if sub["value"].notna().any() else 1.0
-                bot = float(np.nanmin(sub["value"])) if sub["value"].notna().any() else 0.0
+                top, bot = float(sub["value"].max()), float(sub["value"].min())
                 span = (top - bot) or 1.0
                 ymax = top
                 for g, meth in enumerate(methods):
                     pos = {o: g + (j - (len(objectives) - 1) / 2) * width for j, o in enumerate(objectives)}
-                    groups = [sub.loc[(sub["method"] == meth) & (sub["objective"] == o), "value"].dropna()
+                    groups = [sub.loc[(sub["method"] == meth) & (sub["objective"] == o), "value"]
                               .to_numpy(float) for o in objectives]
                     _boxes(ax, groups, [pos[o] for o in objectives],
                            [objective_color(o) for o in objectives], width * 0.85)
                     if significance is None or significance.empty:
                         continue
                     sig = significance[(significance["dataset"] == ds) & (significance["method"] == meth)
-                                       & (significance["metric"] == metric)]
-                    level = 0
-                    for _, row in sig.iterrows():
-                        a, b = row["objective_a"], row["objective_b"]
-                        if a not in pos or b not in pos:
-                            continue
-                        p = row[p_column] if p_column in row and pd.notna(row[p_column]) else row.get("p")
-                        mark = stars(p)
-                        if not mark:
-                            continue
-                        y = top + span * (0.06 + 0.13 * level)
-                        x0, x1 = sorted((pos[a], pos[b]))
+                                       & (significance["metric"] == metric)
+                                       & significance["objective_a"].isin(pos) & significance["objective_b"].isin(pos)]
+                    marks, spans = [], []
+                    for _, row_ in sig.iterrows():
+                        p = row_[p_column] if p_column in row_ and pd.notna(row_[p_column]) else row_.get("p")
+                        if stars(p):
+                            marks.append(stars(p))
+                            spans.append(tuple(sorted((pos[row_["objective_a"]], pos[row_["objective_b"]]))))
+                    for mark, (x0, x1), lv in zip(marks, spans, _bracket_levels(spans)):
+                        y = top + span * (0.06 + 0.12 * lv)
                         ax.plot([x0, x0, x1, x1], [y - span * 0.02, y, y, y - span * 0.02], color="0.25", lw=0.7)
                         ax.text((x0 + x1) / 2, y, mark, ha="center", va="bottom", fontsize=6.5, color="0.15")
-                        ymax = max(ymax, y + span * 0.1)
-                        level += 1
+                        ymax = max(ymax, y + span * 0.09)
                 ax.set_ylim(bot - span * 0.05, max(ymax, top + span * 0.05))
                 ax.set_xticks(range(len(methods)))
                 ax.set_xticklabels([method_label(m) for m in methods])
         handles = [Patch(facecolor=objective_color(o), alpha=0.75, edgecolor="0.2", label=objective_label(o))
                    for o in objectives]
         fig.legend(handles=handles, loc="outside upper center", ncols=len(objectives),
-                   title=f"correctly classified samples, pooled over seeds; brackets: paired t-test "
-                         f"({'Holm-adjusted ' if p_column == 'p_holm' else ''}p: * <0.05, ** <0.01, *** <0.001, ns)",
+                   title="correctly classified samples, pooled over seeds"
+                         + ("" if significance is None or significance.empty else
+                            f"; brackets: paired t-test, {'Holm-adjusted ' if p_column == 'p_holm' else ''}"
+                            "p: * <0.05, ** <0.01, *** <0.001, ns not significant"),
                    title_fontsize=7.5)
     return fig
 
@@ -632,10 +718,8 @@ def embedding_grid(items: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray,
                     _note(ax, "no embedding")
                 else:
                     coords, labels, names = items[(ds, o)]
-                    draw_embedding(ax, coords, labels, names, legend=(c == len(objectives) - 1), s=4)
-                    for s in ax.spines.values():
-                        s.set_visible(True)
-                        s.set_color("0.7")
+                    draw_embedding(ax, coords, labels, names, legend=(c == len(objectives) - 1),
+                                   s=4.0 if len(labels) > 400 else 10.0)
                 if r == 0:
                     ax.set_title(objective_label(o), color=objective_color(o), fontweight="bold")
                 if c == 0:

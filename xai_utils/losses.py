@@ -1,0 +1,159 @@
+"""Training losses of the contrastive baselines: Supervised Contrastive and Triplet.
+
+Both are fully vectorised (masks on a similarity / distance matrix, no Python loop over
+the batch), device-agnostic and compute in at least float32 (half / bfloat16 inputs from
+autocast are promoted), so that they are numerically safe inside a bf16 training step.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["SupConLoss", "TripletLoss", "pairwise_distances", "MINING"]
+
+MINING = ("semi-hard", "batch-hard")
+
+
+def _promote(x: torch.Tensor) -> torch.Tensor:
+    """float16 / bfloat16 -> float32; float32 / float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _zero_loss(x: torch.Tensor) -> torch.Tensor:
+    """A zero that still belongs to the autograd graph of ``x`` (backward gives zero grads)."""
+    return x.sum() * 0.0
+
+
+class SupConLoss(nn.Module):
+    """Supervised Contrastive loss, the L_out form of Khosla et al. (2020), eq. 2.
+
+    ``features`` [B, V, D] holds V L2-normalised views of B images, ``labels`` [B]. The
+    N = B*V views are all anchors; for anchor i with positives P(i) (same label, not i)
+    and the set A(i) of all other views::
+
+        l_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / t) / sum_{a in A(i)} exp(z_i.z_a / t) )
+
+    The loss is the mean of l_i over the anchors that have at least one positive; anchors
+    without a positive (a class seen once, with V = 1) contribute nothing, and a batch where
+    no anchor has a positive gives 0 (with a gradient path, all gradients zero). There is no
+    ``t / base_t`` rescaling (the reference implementation's optional factor; 1 at t = 0.07).
+    The log-softmax subtracts the row maximum (``logsumexp``), so small temperatures are safe.
+    """
+
+    def __init__(self, temperature: float = 0.07):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"SupConLoss: temperature must be > 0, got {temperature!r}")
+        self.temperature = float(temperature)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if features.dim() != 3:
+            raise ValueError(f"SupConLoss: features must be [batch, views, dim], got shape "
+                             f"{tuple(features.shape)} (stack the views with torch.stack(views, 1))")
+        b, v, d = features.shape
+        if labels.shape != (b,):
+            raise ValueError(f"SupConLoss: labels must have shape ({b},), got {tuple(labels.shape)}")
+        features = _promote(features)
+        if b * v < 2:
+            return _zero_loss(features)
+        z = features.transpose(0, 1).reshape(v * b, d)       # view-major: row k = view k//b of image k%b
+        lab = labels.repeat(v)
+        n = z.shape[0]
+        self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+        logits = (z @ z.T / self.temperature).masked_fill(self_mask, float("-inf"))
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        pos = (lab[:, None] == lab[None, :]) & ~self_mask
+        n_pos = pos.sum(dim=1)
+        valid = n_pos > 0
+        if not bool(valid.any()):
+            return _zero_loss(features)
+        # where() keeps the -inf of the diagonal out of both the sum and its gradient
+        mean_log_prob_pos = torch.where(pos, log_prob, 0.0).sum(dim=1) / n_pos.clamp(min=1)
+        return -mean_log_prob_pos[valid].mean()
+
+
+def pairwise_distances(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Euclidean distance matrix [B, B] of the rows of ``x`` [B, D], safe to differentiate.
+
+    Uses the Gram form (memory O(B^2), not O(B^2 D)). Squared distances at or below ``eps``
+    (the diagonal, duplicates) give distance 0 with zero gradient instead of NaN from
+    d sqrt(s)/ds = 1 / (2 sqrt(s)) at s = 0.
+    """
+    x = _promote(x)
+    sq_norm = (x * x).sum(dim=1)
+    sq = (sq_norm[:, None] + sq_norm[None, :] - 2.0 * (x @ x.T)).clamp(min=0.0)
+    sq = sq.masked_fill(torch.eye(x.shape[0], dtype=torch.bool, device=x.device), 0.0)
+    zero = sq <= eps
+    return torch.sqrt(torch.where(zero, torch.ones_like(sq), sq)) * (~zero)
+
+
+class TripletLoss(nn.Module):
+    """In-batch triplet loss on raw (not normalised) embeddings with Euclidean distance.
+
+    ``mining="semi-hard"`` (default; Schroff et al. 2015, FaceNet): for every anchor-positive
+    pair (a, p) (same label, a != p), the *semi-hard* negatives are those with
+
+        d(a, p) < d(a, n) < d(a, p) + margin
+
+    (farther than the positive but still inside the margin, so the triplet has a positive
+    loss). Each pair takes the hardest of them, i.e. the closest negative farther than the
+    positive, and the loss is the mean of d(a, p) - d(a, n) + margin over the pairs that have
+    one. Pairs without a semi-hard negative are left out of that mean. When NO pair of the
+    batch has a semi-hard negative, the batch falls back to batch-hard mining.
+
+    ``mining="batch-hard"`` (Hermans et al. 2017): per anchor with at least one positive and
+    one negative, relu(max_p d(a, p) - min_n d(a, n) + margin), mean over those anchors.
+
+    A batch without any (anchor, positive, negative) triple gives 0 with a gradient path.
+    """
+
+    def __init__(self, margin: float = 0.3, mining: str = "semi-hard"):
+        super().__init__()
+        if mining not in MINING:
+            raise ValueError(f"TripletLoss: mining must be one of {', '.join(MINING)}, got {mining!r}")
+        if not margin >= 0:
+            raise ValueError(f"TripletLoss: margin must be >= 0, got {margin!r}")
+        self.margin = float(margin)
+        self.mining = mining
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if embeddings.dim() != 2:
+            raise ValueError(f"TripletLoss: embeddings must be [batch, dim], got shape {tuple(embeddings.shape)}")
+        if labels.shape != (embeddings.shape[0],):
+            raise ValueError(f"TripletLoss: labels must have shape ({embeddings.shape[0]},), "
+                             f"got {tuple(labels.shape)}")
+        embeddings = _promote(embeddings)
+        dist = pairwise_distances(embeddings)
+        same = labels[:, None] == labels[None, :]
+        pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        neg = ~same
+        if self.mining == "semi-hard":
+            loss = self._semi_hard(dist, pos, neg)
+            if loss is not None:
+                return loss
+        loss = self._batch_hard(dist, pos, neg)
+        return loss if loss is not None else _zero_loss(embeddings)
+
+    def _semi_hard(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
+        """Mean loss over anchor-positive pairs with a semi-hard negative, or None if there is none."""
+        a_idx, p_idx = pos.nonzero(as_tuple=True)            # P pairs; memory O(P * B), not O(B^3)
+        if a_idx.numel() == 0:
+            return None
+        d_ap = dist[a_idx, p_idx]                             # [P]
+        d_an = dist[a_idx]                                    # [P, B]
+        semi = neg[a_idx] & (d_an > d_ap[:, None]) & (d_an < d_ap[:, None] + self.margin)
+        has = semi.any(dim=1)
+        if not bool(has.any()):
+            return None
+        hardest = torch.where(semi, d_an, torch.full_like(d_an, float("inf"))).min(dim=1).values
+        return (d_ap[has] - hardest[has] + self.margin).mean()
+
+    def _batch_hard(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
+        """Mean batch-hard loss over anchors with a positive and a negative, or None."""
+        valid = pos.any(dim=1) & neg.any(dim=1)
+        if not bool(valid.any()):
+            return None
+        hardest_pos = torch.where(pos, dist, torch.full_like(dist, float("-inf"))).max(dim=1).values
+        hardest_neg = torch.where(neg, dist, torch.full_like(dist, float("inf"))).min(dim=1).values
+        return F.relu(hardest_pos[valid] - hardest_neg[valid] + self.margin).mean()

@@ -1,0 +1,638 @@
+"""Tables and figures of a study, from saved results only (no model is loaded).
+
+:func:`build_all` reads every run of a profile (``results/<profile>/...``) and writes into
+``figures/<profile>/``:
+
+=============================  ==========================================================
+``table_accuracy``             test accuracy (%), dataset x objective, mean +- std over seeds
+``table_attribution_metrics``  method x facet/metric x dataset x objective, mean +- std
+``table_significance``         paired t-tests between objectives: t, p, Holm p, Cohen's d
+``paper_vs_reproduced``        the paper's numbers beside ours, differences, ordering agreement
+``fig_saliency_grid``          images x (input, objective x method)
+``fig_metric_distributions``   per-sample metric values by objective, with test marks
+``fig_pixel_flipping_curves``  mean pixel-flipping curve and band per objective
+``fig_embeddings``             2-D embedding of test features per objective
+=============================  ==========================================================
+
+Tables are written as CSV (numbers, for machines), Markdown and LaTeX (booktabs; mean +-
+std, best value of a row in bold, judged at the displayed precision); figures as PDF and
+PNG. Anything that cannot be made (no masks metrics, one seed, no curves...) is skipped with
+a logged note (also listed in ``report_notes.md``); nothing here raises for missing parts.
+Statistics: :mod:`xai_utils.stats`; figure style: :mod:`xai_utils.plots`.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from . import plots, runs, stats
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+
+TABLES = ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced")
+FIGURES = ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings")
+DASH = "–"
+ARROW = {"lower": "↓", "higher": "↑"}
+
+# reproduced dataset -> (paper dataset compared against, is a stand-in, note)
+PAPER_DATASET: dict[str, tuple[str, bool, str]] = {
+    "cifar10": ("cifar10", False, ""),
+    "imagenet_s50": ("imagenet_s50", False, ""),
+    "fashion_mnist": ("cifar10", True, "stand-in: Fashion-MNIST (32 px, grey) for CIFAR-10; "
+                                       "compare orderings, not magnitudes"),
+    "shapes": ("imagenet_s50", True, "stand-in: synthetic shapes with exact masks for ImageNet-S50 "
+                                     "(meant for coherence); compare orderings, not magnitudes"),
+}
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def fmt_num(x: float, decimals: int = 3) -> str:
+    return DASH if x is None or not np.isfinite(x) else f"{x:.{decimals}f}"
+
+
+def fmt_mean_std(mean: float, std: float, decimals: int = 3) -> str:
+    """'0.370 ± 0.010'; a missing std (one seed) is shown as '–'."""
+    if mean is None or not np.isfinite(mean):
+        return DASH
+    return f"{mean:.{decimals}f} ± {fmt_num(std, decimals)}"
+
+
+def fmt_p(p: float) -> str:
+    if p is None or not np.isfinite(p):
+        return DASH
+    return "<0.001" if p < 1e-3 else f"{p:.3f}"
+
+
+def best_objectives(means: dict[str, float], direction: Optional[str], decimals: int = 3) -> set[str]:
+    """Objectives with the best mean at the displayed precision (ties all win); none if the
+    direction is unknown or fewer than two values exist."""
+    vals = {o: round(float(v), decimals) for o, v in means.items() if v is not None and np.isfinite(v)}
+    if direction not in ("lower", "higher") or len(vals) < 2:
+        return set()
+    target = min(vals.values()) if direction == "lower" else max(vals.values())
+    return {o for o, v in vals.items() if v == target}
+
+
+@dataclass
+class Table:
+    """A table in two forms: ``data`` (numbers, written as CSV) and ``display`` (strings,
+    written as Markdown and LaTeX, with ``bold`` marking cells to emphasise)."""
+
+    name: str
+    data: pd.DataFrame
+    display: pd.DataFrame
+    bold: Optional[pd.DataFrame] = None
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def bold_mask(self) -> pd.DataFrame:
+        if self.bold is None:
+            return pd.DataFrame(False, index=self.display.index, columns=self.display.columns)
+        return self.bold.reindex(index=self.display.index, columns=self.display.columns, fill_value=False)
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub Markdown; bold cells as **x**; caption and notes as text under the table."""
+    disp, bold = table.display, table.bold_mask()
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(esc(c) for c in disp.columns) + " |",
+             "|" + "|".join("---:" if num else ":---" for num in _numeric_columns(disp)) + "|"]
+    for i in range(len(disp)):
+        cells = [f"**{esc(v)}**" if bold.iat[i, j] and str(v) != DASH else esc(v)
+                 for j, v in enumerate(disp.iloc[i])]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if table.caption:
+        text = f"**{table.name}.** {table.caption}\n\n" + text
+    for n in table.notes:
+        text += f"\n{n}\n"
+    return text
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_UNICODE = {"±": r"$\pm$", DASH: "--", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "Δ": r"$\Delta$",
+                  "≈": r"$\approx$", "<": r"$<$", ">": r"$>$", "×": r"$\times$"}
+
+
+def latex_escape(s: object) -> str:
+    out = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(s))
+    for k, v in _LATEX_UNICODE.items():
+        out = out.replace(k, v)
+    return out
+
+
+def _numeric_columns(disp: pd.DataFrame) -> list[bool]:
+    """Columns whose every non-empty cell starts like a number (right-aligned); others left."""
+    out = []
+    for c in disp.columns:
+        vals = [str(v) for v in disp[c] if str(v) not in (DASH, "")]
+        out.append(bool(vals) and all(re.match(r"^[\s\-+<]*\d", v) for v in vals))
+    return out
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table (``\\toprule``, ``\\midrule``, ``\\bottomrule``), bold as \\textbf."""
+    disp, bold = table.display, table.bold_mask()
+    spec = "".join("r" if num else "l" for num in _numeric_columns(disp))
+    lines = [r"\begin{table}[t]", r"\centering", r"\small"]
+    if table.caption:
+        lines.append(r"\caption{" + latex_escape(table.caption) + "}")
+    lines += [r"\label{tab:" + table.name.replace("_", "-") + "}", r"\begin{tabular}{" + spec + "}", r"\toprule",
+              " & ".join(latex_escape(c) for c in disp.columns) + r" \\", r"\midrule"]
+    for i in range(len(disp)):
+        cells = []
+        for j, v in enumerate(disp.iloc[i]):
+            s = latex_escape(v)
+            cells.append(r"\textbf{" + s + "}" if bold.iat[i, j] and str(v) != DASH else s)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    for n in table.notes:
+        lines.append(r"\par\smallskip\footnotesize " + latex_escape(n))
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: Table, output_dir: PathLike) -> list[Path]:
+    """``<name>.csv`` (numbers), ``<name>.md`` and ``<name>.tex``."""
+    out = Path(output_dir)
+    paths = [runs.save_text(out / f"{table.name}.csv", table.data.to_csv(index=False)),
+             runs.save_text(out / f"{table.name}.md", to_markdown(table)),
+             runs.save_text(out / f"{table.name}.tex", to_latex(table))]
+    return paths
+
+
+# ----------------------------------------------------------------------------- tables
+
+def _wide(summary: pd.DataFrame, keys: list[str], objectives: list[str]) -> pd.DataFrame:
+    """mean/std/n_seeds per objective side by side: <obj>_mean, <obj>_std, <obj>_n_seeds."""
+    w = summary.pivot_table(index=keys, columns="objective", values=["mean", "std", "n_seeds"],
+                            aggfunc="first", dropna=False)
+    cols = {}
+    for o in objectives:
+        for v in ("mean", "std", "n_seeds"):
+            cols[f"{o}_{v}"] = w[(v, o)] if (v, o) in w.columns else np.nan
+    return pd.DataFrame(cols, index=w.index).reset_index()
+
+
+def table_accuracy(summaries: pd.DataFrame, decimals: int = 2) -> Table:
+    """The paper's accuracy table: rows datasets, columns CE / SCL / TL (mean ± std, %)."""
+    acc = stats.accuracy_summary(summaries)
+    if acc.empty:
+        raise ValueError("no train_summary.json with a test_accuracy")
+    objs = stats.order_objectives(acc["objective"].unique())
+    data = _wide(acc, ["dataset"], objs)
+    disp = pd.DataFrame({"Dataset": data["dataset"].map(plots.dataset_label)})
+    bold = pd.DataFrame(False, index=data.index, columns=["Dataset"] + [o.upper() for o in objs])
+    best = []
+    for i, r in data.iterrows():
+        b = best_objectives({o: r[f"{o}_mean"] for o in objs}, "higher", decimals)
+        best.append(",".join(sorted(b)))
+        for o in objs:
+            bold.loc[i, o.upper()] = o in b
+    for o in objs:
+        disp[o.upper()] = [fmt_mean_std(m, s, decimals) for m, s in zip(data[f"{o}_mean"], data[f"{o}_std"])]
+    data["best"] = best
+    n = int(acc["n_seeds"].max())
+    return Table("table_accuracy", data, disp, bold,
+                 caption=f"Test accuracy (%), mean ± std over seeds (n = {n} seed{'s' if n != 1 else ''}; "
+                         f"std '{DASH}' with one seed). Best per row in bold.")
+
+
+def _metric_sort_key(metric: str) -> int:
+    return plots.METRIC_ORDER.index(metric) if metric in plots.METRIC_ORDER else len(plots.METRIC_ORDER)
+
+
+def table_attribution_metrics(results: pd.DataFrame, decimals: int = 3) -> Table:
+    """Rows: attribution method x facet/metric x dataset; columns CE / SCL / TL, mean ± std
+    across seeds of the per-seed means over correctly classified samples."""
+    summ = stats.summarize(results)
+    if summ.empty:
+        raise ValueError("no metric value of a correctly classified sample")
+    objs = stats.order_objectives(summ["objective"].unique())
+    data = _wide(summ, ["method", "metric", "dataset"], objs)
+    data.insert(1, "facet", data["metric"].map(stats.facet))
+    data.insert(3, "direction", data["metric"].map(lambda m: stats.metric_direction(m) or "unknown"))
+    mo = {m: i for i, m in enumerate(plots.ordered_methods(data["method"].unique()))}
+    data = data.assign(_a=data["method"].map(mo), _b=data["metric"].map(_metric_sort_key)) \
+               .sort_values(["_a", "_b", "metric", "dataset"]).drop(columns=["_a", "_b"]).reset_index(drop=True)
+    cols = ["Method", "Facet", "Metric", "Dataset"] + [o.upper() for o in objs]
+    disp = pd.DataFrame({"Method": data["method"].map(plots.method_label), "Facet": data["facet"],
+                         "Metric": [f"{plots.metric_label(m)} {ARROW.get(d, '')}".strip()
+                                    for m, d in zip(data["metric"], data["direction"])],
+                         "Dataset": data["dataset"].map(plots.dataset_label)})
+    bold = pd.DataFrame(False, index=data.index, columns=cols)
+    best = []
+    for i, r in data.iterrows():
+        b = best_objectives({o: r[f"{o}_mean"] for o in objs}, stats.metric_direction(r["metric"]), decimals)
+        best.append(",".join(sorted(b)))
+        for o in objs:
+            bold.loc[i, o.upper()] = o in b
+    for o in objs:
+        disp[o.upper()] = [fmt_mean_std(m, s, decimals) for m, s in zip(data[f"{o}_mean"], data[f"{o}_std"])]
+    data["best"] = best
+    n = int(summ["n_seeds"].max())
+    return Table("table_attribution_metrics", data, disp, bold,
+                 caption=f"Attribution metrics: mean ± std over seeds (n = {n}) of the per-seed means over "
+                         f"correctly classified samples. ↓ lower is better, ↑ higher is better; "
+                         f"best per row in bold.")
+
+
+def table_significance(results: pd.DataFrame, seeds: str = "image_mean", **kw) -> Table:
+    """Paired t-tests between objectives (see :func:`stats.compare_objectives`)."""
+    sig = stats.compare_objectives(results, seeds=seeds, **kw)
+    if sig.empty:
+        raise ValueError("no pair of objectives to compare")
+    mo = {m: i for i, m in enumerate(plots.ordered_methods(sig["method"].unique()))}
+    sig = sig.assign(_a=sig["method"].map(mo), _b=sig["metric"].map(_metric_sort_key)) \
+             .sort_values(["dataset", "_a", "_b", "metric"], kind="stable").drop(columns=["_a", "_b"]) \
+             .reset_index(drop=True)
+    disp = pd.DataFrame({
+        "Dataset": sig["dataset"].map(plots.dataset_label),
+        "Method": sig["method"].map(plots.method_label),
+        "Metric": [f"{plots.metric_label(m)} {ARROW.get(stats.metric_direction(m), '')}".strip() for m in sig["metric"]],
+        "Comparison": [f"{a.upper()} vs {b.upper()}" + ("" if s == "all" else f" (seed {s})")
+                       for a, b, s in zip(sig["objective_a"], sig["objective_b"], sig["seed"])],
+        "n": sig["n_pairs"].astype(int).astype(str),
+        "t": [fmt_num(x, 2) for x in sig["t"]],
+        "p": [fmt_p(x) for x in sig["p"]],
+        "p (Holm)": [fmt_p(x) for x in sig["p_holm"]],
+        "d": [fmt_num(x, 2) for x in sig["d"]],
+        "Result": [v if v not in ("no significant difference",) else f"n.s. ({d})" if d else "n.s."
+                   for v, d in zip(sig["verdict"], sig["direction"])],
+    })
+    bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
+    bold["p (Holm)"] = sig["significant"].to_numpy(bool)
+    bold["Result"] = sig["significant"].to_numpy(bool)
+    return Table("table_significance", sig, disp, bold,
+                 caption="Paired t-tests (scipy ttest_rel) between objectives on the images every compared "
+                         "model classifies correctly; pairs keyed by (seed, image), per-image differences "
+                         f"averaged over seeds ({seeds}); d = mean(A−B)/sd(A−B) (ddof 1); Holm correction "
+                         "within each dataset × method × metric; alpha 0.05. Bold: significant after Holm.")
+
+
+# ----------------------------------------------------------------------------- paper comparison
+
+def load_paper_values() -> pd.DataFrame:
+    """The paper's reported numbers (``paper_values.csv`` inside the package): paper_dataset,
+    method, metric, objective, mean, std (NaN when not reported), source."""
+    with resources.files("xai_utils").joinpath("paper_values.csv").open("r") as f:
+        df = pd.read_csv(f, keep_default_na=False, na_values=[""])
+    df["mean"] = df["mean"].astype(float)
+    df["std"] = pd.to_numeric(df["std"], errors="coerce")
+    return df
+
+
+def study_summary(results: Optional[pd.DataFrame], summaries: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """One long summary: metric rows (:func:`stats.summarize`) plus accuracy rows
+    (method 'model', metric 'test_accuracy'); columns dataset, method, metric, objective,
+    mean, std, n_seeds."""
+    parts = []
+    if results is not None and not results.empty:
+        parts.append(stats.summarize(results))
+    if summaries is not None and not summaries.empty:
+        acc = stats.accuracy_summary(summaries)
+        parts.append(acc.assign(method="model", metric="test_accuracy"))
+    cols = ["dataset", "method", "metric", "objective", "mean", "std", "n_seeds"]
+    return pd.concat([p[cols] for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def ordering(values: dict[str, float], direction: Optional[str] = "lower") -> str:
+    """Objectives from best to worst, e.g. 'SCL < TL < CE' (lower better) or 'SCL > TL = CE'."""
+    vals = {o: float(v) for o, v in values.items() if v is not None and np.isfinite(v)}
+    if not vals:
+        return ""
+    rev = direction == "higher"
+    items = sorted(vals.items(), key=lambda kv: kv[1], reverse=rev)
+    out = items[0][0].upper()
+    for (_, v0), (o, v) in zip(items, items[1:]):
+        out += (" = " if np.isclose(v, v0, rtol=0, atol=1e-12) else (" > " if rev else " < ")) + o.upper()
+    return out
+
+
+def ordering_agreement(paper: dict[str, float], ours: dict[str, float]) -> tuple[float, int, int]:
+    """Do the pairwise orderings agree? Over the objective pairs with values on both sides
+    and a strict ordering in the paper (pairs the paper reports as tied are not judged):
+    returns (all agree as 1.0/0.0, or NaN if no pair can be judged; n agreeing; n judged).
+    A tie in our values where the paper has a strict ordering counts as disagreement."""
+    objs = [o for o in paper if o in ours and np.isfinite(paper[o]) and np.isfinite(ours[o])]
+    agree = judged = 0
+    for a, b in itertools.combinations(objs, 2):
+        sp = np.sign(paper[a] - paper[b])
+        if sp == 0:
+            continue
+        judged += 1
+        agree += int(np.sign(ours[a] - ours[b]) == sp)
+    return (float(agree == judged) if judged else np.nan), agree, judged
+
+
+def paper_vs_reproduced(summary: pd.DataFrame, profile: str = "") -> pd.DataFrame:
+    """The paper's values beside ours, per paper dataset x method x metric.
+
+    ``summary``: :func:`study_summary` (accuracy rows have method 'model', metric
+    'test_accuracy'). Each of our datasets is compared with a paper dataset
+    (:data:`PAPER_DATASET`; stand-ins such as Fashion-MNIST for CIFAR-10 are flagged in
+    ``stand_in`` and ``note``). Columns: profile, paper_dataset, reproduced_dataset, stand_in,
+    method, metric, direction, paper_<obj>, reproduced_<obj>, diff_<obj> (ours - paper),
+    paper_order, reproduced_order, ordering_agrees, pairs_agreeing, note.
+    """
+    paper = load_paper_values()
+    objs = list(stats.OBJECTIVE_ORDER)
+    rows = []
+    for (ds, method, metric), g in summary.groupby(["dataset", "method", "metric"], sort=False):
+        if ds not in PAPER_DATASET:
+            log.info("paper_vs_reproduced: no paper dataset for '%s'", ds)
+            continue
+        pds, stand_in, note = PAPER_DATASET[ds]
+        pv = paper[(paper["paper_dataset"] == pds) & (paper["method"] == method) & (paper["metric"] == metric)]
+        if pv.empty:
+            continue
+        p = dict(zip(pv["objective"], pv["mean"]))
+        ours = dict(zip(g["objective"], g["mean"].astype(float)))
+        direction = stats.metric_direction(metric)
+        agrees, n_agree, n_judged = ordering_agreement(p, ours)
+        row = {"profile": profile, "paper_dataset": pds, "reproduced_dataset": ds, "stand_in": stand_in,
+               "method": method, "metric": metric, "direction": direction or "unknown"}
+        for o in objs:
+            row[f"paper_{o}"] = p.get(o, np.nan)
+            row[f"reproduced_{o}"] = ours.get(o, np.nan)
+            row[f"diff_{o}"] = ours.get(o, np.nan) - p.get(o, np.nan)
+        row.update(paper_order=ordering(p, direction),
+                   reproduced_order=ordering({o: v for o, v in ours.items() if o in p}, direction),
+                   ordering_agrees=agrees, pairs_agreeing=f"{n_agree}/{n_judged}",
+                   note=note + ("; " if note else "") + str(pv["source"].iloc[0]))
+        rows.append(row)
+    cols = (["profile", "paper_dataset", "reproduced_dataset", "stand_in", "method", "metric", "direction"]
+            + [f"{k}_{o}" for o in objs for k in ("paper", "reproduced", "diff")]
+            + ["paper_order", "reproduced_order", "ordering_agrees", "pairs_agreeing", "note"])
+    out = pd.DataFrame(rows, columns=cols)
+    key = out["metric"].map(lambda m: -1 if m == "test_accuracy" else _metric_sort_key(m))
+    mkey = out["method"].map(lambda m: plots.METHOD_ORDER.index(m) if m in plots.METHOD_ORDER else 99)
+    return out.assign(_k=key, _m=mkey).sort_values(["_k", "paper_dataset", "_m", "method"], kind="stable") \
+              .drop(columns=["_k", "_m"]).reset_index(drop=True)
+
+
+def table_paper_vs_reproduced(summary: pd.DataFrame, profile: str = "") -> Table:
+    cmp_ = paper_vs_reproduced(summary, profile)
+    if cmp_.empty:
+        raise ValueError("none of this study's datasets / metrics has a reported value in the paper")
+    objs = [o for o in stats.OBJECTIVE_ORDER if cmp_[f"paper_{o}"].notna().any()]
+
+    def cell(pv: float, rv: float, metric: str) -> str:
+        dec = 2 if metric == "test_accuracy" else 3
+        if not np.isfinite(pv):
+            return DASH
+        diff = rv - pv
+        return f"{pv:g} / {fmt_num(rv, dec)}" + (f" ({diff:+.{dec}f})" if np.isfinite(diff) else "")
+
+    disp = pd.DataFrame({
+        "Paper dataset": cmp_["paper_dataset"].map(plots.dataset_label),
+        "Ours": [plots.dataset_label(d) + (" (stand-in)" if s else "")
+                 for d, s in zip(cmp_["reproduced_dataset"], cmp_["stand_in"])],
+        "Method": [DASH if m == "model" else plots.method_label(m) for m in cmp_["method"]],
+        "Metric": [("Test accuracy (%)" if m == "test_accuracy" else plots.metric_label(m))
+                   + f" {ARROW.get(d, '')}".rstrip() for m, d in zip(cmp_["metric"], cmp_["direction"])],
+    })
+    for o in objs:
+        disp[f"{o.upper()} paper / ours (Δ)"] = [cell(p, r, m) for p, r, m in
+                                                 zip(cmp_[f"paper_{o}"], cmp_[f"reproduced_{o}"], cmp_["metric"])]
+    disp["Paper order"] = cmp_["paper_order"]
+    disp["Our order"] = cmp_["reproduced_order"]
+    disp["Agrees"] = [DASH if not np.isfinite(a) else ("yes" if a else "no") + f" ({n})"
+                      for a, n in zip(cmp_["ordering_agrees"].astype(float), cmp_["pairs_agreeing"])]
+    bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
+    bold["Agrees"] = cmp_["ordering_agrees"].astype(float).eq(1.0).to_numpy()
+    notes = sorted({n.split(";")[0] for n, s in zip(cmp_["note"], cmp_["stand_in"]) if s})
+    return Table("paper_vs_reproduced", cmp_, disp, bold,
+                 caption="The paper's values (mean over 5 seeds) beside ours (mean over this study's seeds); "
+                         "Δ = ours − paper. Orders list objectives from best to worst; 'Agrees' counts the "
+                         "objective pairs ordered the same way (pairs tied in the paper are not judged).",
+                 notes=[f"Profile '{profile}'. " + n for n in notes])
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _reference_runs(run_dirs: Sequence[Path], need: Callable[[Path], bool]) -> dict[tuple[str, str], Path]:
+    """Per (dataset, objective): the run of the lowest seed satisfying ``need`` (seed 0 normally)."""
+    best: dict[tuple[str, str], tuple[int, Path]] = {}
+    for rd in run_dirs:
+        k = stats.run_key(rd)
+        if not need(rd):
+            continue
+        key = (k["dataset"], k["objective"])
+        if key not in best or k["seed"] < best[key][0]:
+            best[key] = (k["seed"], rd)
+    return {k: v[1] for k, v in best.items()}
+
+
+def select_images(loaded: dict[tuple[str, str], dict[str, np.ndarray]], n: int) -> list[tuple[int, list[str]]]:
+    """Pick ``n`` evaluation images for the saliency grid: those classified correctly by
+    every model first (smallest indices first); if fewer than ``n`` exist, the grid is
+    filled with the images the fewest models get wrong. Returns [(index, objectives wrong)]."""
+    present = None
+    wrong: dict[int, set[str]] = {}
+    for (obj, _), z in loaded.items():
+        idx = z["indices"].astype(int)
+        present = set(idx.tolist()) if present is None else present & set(idx.tolist())
+        for i in idx[z["preds"] != z["labels"]].tolist():
+            wrong.setdefault(int(i), set()).add(obj)
+    ranked = sorted(present or [], key=lambda i: (len(wrong.get(i, ())), i))
+    return [(i, plots.ordered_objectives(wrong.get(i, ()))) for i in ranked[:n]]
+
+
+def fig_saliency_grid(run_dirs: Sequence[Path], n_images: Optional[int] = None):
+    """The same ``n_images`` evaluation images (see :func:`select_images`: correctly
+    classified by every objective's reference model, seed 0, first indices first) with every
+    method's map of every objective."""
+    refs = _reference_runs(run_dirs, lambda rd: bool(plots.available_methods(rd)))
+    if not refs:
+        raise FileNotFoundError("no attributions/<method>.npz in any run")
+    datasets = sorted({d for d, _ in refs})
+    n_images = n_images or (6 if len(datasets) == 1 else 4)
+    objectives = plots.ordered_objectives({o for _, o in refs})
+    methods = plots.ordered_methods({m for rd in refs.values() for m in plots.available_methods(rd)})
+    columns = [(o, m) for o in objectives for m in methods]
+    images, labels, col_maps = [], [], {c: [] for c in columns}
+    any_wrong = False
+    for ds in datasets:
+        loaded = {}
+        for o in objectives:
+            rd = refs.get((ds, o))
+            for m in (plots.available_methods(rd) if rd else []):
+                loaded[(o, m)] = plots.load_attribution_npz(runs.attribution_path(rd, m))
+        chosen = select_images(loaded, n_images)
+        if not chosen:
+            log.warning("saliency grid: the attribution files of %s share no image; skipped", ds)
+            continue
+        idx = [i for i, _ in chosen]
+        first_rd = refs[(ds, next(o for o in objectives if (ds, o) in refs))]
+        data = plots.load_eval_dataset(first_rd)
+        imgs = data.images[np.asarray(idx, dtype=np.int64)].cpu().numpy() if data is not None else None
+        z0 = next(iter(loaded.values()))
+        pos0 = {int(j): k for k, j in enumerate(z0["indices"].tolist())}
+        names = (list(data.class_names) if data is not None and getattr(data, "class_names", None)
+                 else plots.class_names_for_run(first_rd, int(z0["labels"].max()) + 1))
+        for r, (i, wrong) in enumerate(chosen):
+            images.append(imgs[r] if imgs is not None else None)
+            lab = int(z0["labels"][pos0[i]])
+            label = f"{plots.dataset_label(ds)}\n#{i} {names[lab] if lab < len(names) else lab}"
+            if wrong:
+                any_wrong = True
+                label += "\nwrong: " + ", ".join(plots.objective_label(o) for o in wrong)
+            labels.append(label)
+            for c in columns:
+                z = loaded.get(c)
+                if z is None:
+                    col_maps[c].append(None)
+                    continue
+                pos = np.flatnonzero(z["indices"] == i)
+                col_maps[c].append(np.squeeze(z["maps"][pos[0]]) if pos.size else None)
+    if not labels:
+        raise ValueError("the reference models' attribution files share no image")
+    seeds = sorted({stats.run_key(rd)["seed"] for rd in refs.values()})
+    note = ("images correctly classified by all" if not any_wrong else
+            "too few images correct for all models: 'wrong:' marks the misclassifying ones")
+    return plots.saliency_grid(images, labels, [(o, m, col_maps[(o, m)]) for o, m in columns],
+                               title=f"Attribution maps (seed {', '.join(map(str, seeds))} of each objective; {note})")
+
+
+def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
+    """Per-seed mean curves over correctly classified samples, stacked over seeds."""
+    correct = {}
+    if not results.empty:
+        for rid, g in results.groupby("run_id"):
+            correct[rid] = set(g.loc[g["correct"].astype(bool), "sample_index"].astype(int).tolist())
+    per: dict[tuple[str, str, str], list[np.ndarray]] = {}
+    for rd in run_dirs:
+        k = stats.run_key(rd)
+        rid = f"{k['dataset']}/{k['objective']}/seed{k['seed']}"
+        for m in plots.available_methods(rd, "curves"):
+            with np.load(runs.curves_path(rd, m)) as z:
+                curves, idx = z["curves"].astype(float), z["indices"].astype(int)
+            if rid in correct:
+                sel = np.isin(idx, list(correct[rid]))
+                curves = curves[sel]
+            if curves.size == 0:
+                continue
+            per.setdefault((k["dataset"], m, k["objective"]), []).append(np.nanmean(curves, axis=0))
+    if not per:
+        raise FileNotFoundError("no curves/<method>.npz in any run")
+    stacked = {}
+    for key, lst in per.items():
+        s = min(len(c) for c in lst)
+        stacked[key] = np.stack([c[:s] for c in lst])
+    return plots.pixel_flipping_curves(stacked)
+
+
+def fig_embeddings(run_dirs: Sequence[Path]):
+    refs = _reference_runs(run_dirs, lambda rd: (rd / runs.EMBEDDINGS).is_file())
+    if not refs:
+        raise FileNotFoundError("no embeddings.npz in any run")
+    items = {}
+    for key, rd in refs.items():
+        coords, labels = plots.load_embedding(rd)
+        items[key] = (coords, labels, plots.class_names_for_run(rd, int(labels.max()) + 1 if len(labels) else 0,
+                                                                   load_data=True))
+    return plots.embedding_grid(items)
+
+
+# ----------------------------------------------------------------------------- build
+
+def build_all(profile: str, results_root: PathLike = "results", output_dir: Optional[PathLike] = None,
+              n_images: Optional[int] = None, seeds: str = "image_mean") -> list[Path]:
+    """Write every table (CSV, Markdown, LaTeX) and figure (PDF, PNG) of a study.
+
+    Reads ``<results_root>/<profile>/<dataset>/<objective>/seed<k>/``; writes into
+    ``output_dir`` (default ``figures/<profile>``). Parts that cannot be made are skipped
+    with a note (log + ``report_notes.md``). Returns the written paths.
+    """
+    start = time.perf_counter()
+    out = Path(output_dir) if output_dir else Path("figures") / profile
+    out.mkdir(parents=True, exist_ok=True)
+    run_dirs = stats.find_run_dirs(results_root, profile)
+    notes: list[str] = []
+    written: list[Path] = []
+
+    def skip(what: str, e: BaseException) -> None:
+        msg = f"{what} skipped: {e}"
+        log.warning(msg)
+        notes.append(msg)
+
+    if not run_dirs:
+        skip("everything", FileNotFoundError(f"no run folder under {Path(results_root) / profile}"))
+    results = stats.load_results(results_root, profile) if run_dirs else stats.empty_results()
+    summaries = stats.load_summaries(results_root, profile) if run_dirs else pd.DataFrame()
+    sig = None
+
+    tables: dict[str, Callable[[], Table]] = {
+        "table_accuracy": lambda: table_accuracy(summaries),
+        "table_attribution_metrics": lambda: table_attribution_metrics(results),
+        "table_significance": lambda: table_significance(results, seeds=seeds),
+        "paper_vs_reproduced": lambda: table_paper_vs_reproduced(study_summary(results, summaries), profile),
+    }
+    for name, make in tables.items():
+        try:
+            if name in ("table_attribution_metrics", "table_significance") and results.empty:
+                raise ValueError("no results.csv (run the evaluation stage)")
+            if name == "paper_vs_reproduced" and results.empty and summaries.empty:
+                raise ValueError("neither results.csv nor train_summary.json")
+            if name == "table_accuracy" and summaries.empty:
+                raise ValueError("no train_summary.json (run the training stage)")
+            t = make()
+            if name == "table_significance":
+                sig = t.data
+            written += write_table(t, out)
+        except Exception as e:  # noqa: BLE001 - a missing part never stops the report
+            skip(name, e)
+
+    figures: dict[str, Callable] = {
+        "fig_saliency_grid": lambda: fig_saliency_grid(run_dirs, n_images),
+        "fig_metric_distributions": lambda: plots.metric_distributions(results, sig),
+        "fig_pixel_flipping_curves": lambda: fig_pixel_flipping_curves(run_dirs, results),
+        "fig_embeddings": lambda: fig_embeddings(run_dirs),
+    }
+    for name, make in figures.items():
+        try:
+            if name == "fig_metric_distributions" and results.empty:
+                raise ValueError("no results.csv (run the evaluation stage)")
+            fig = make()
+            written += plots.save_figure(fig, out / name)
+        except Exception as e:  # noqa: BLE001
+            skip(name, e)
+
+    text = f"# Report notes ({profile})\n\nBuilt in {time.perf_counter() - start:.1f} s from {len(run_dirs)} run folders.\n"
+    text += "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "\nNothing was skipped.\n")
+    written.append(runs.save_text(out / "report_notes.md", text))
+    log.info("report of '%s' written to %s in %.1f s", profile, out, time.perf_counter() - start)
+    return written
+
+
+def load_table(output_dir: PathLike, name: str, kind: str = "md") -> Union[str, pd.DataFrame]:
+    """Read back a written table: the Markdown / LaTeX text, or the CSV as a DataFrame."""
+    p = Path(output_dir) / f"{name}.{kind}"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: run report.build_all first (or it was skipped: see report_notes.md)")
+    return pd.read_csv(p) if kind == "csv" else p.read_text()
+
+
+def table_markdown(output_dir: PathLike, name: str) -> str:
+    """The Markdown of a written table, or a one-line note saying it was skipped (for notebooks)."""
+    p = Path(output_dir) / f"{name}.md"
+    return p.read_text() if p.is_file() else f"*{name}: not made for this study (see report_notes.md).*"
+
+
+def figure_png(output_dir: PathLike, name: str) -> Optional[Path]:
+    """The PNG of a written figure, or None if it was skipped."""
+    p = Path(output_dir) / f"{name}.png"
+    return p if p.is_file() else None
