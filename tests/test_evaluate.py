@@ -106,9 +106,9 @@ def test_values_equal_direct_metric_calls(results, run_dir):
     np.testing.assert_allclose(col("pointing_game"), M.pointing_game(maps, masks).numpy(), equal_nan=True)
     np.testing.assert_allclose(col("attribution_localisation"), M.attribution_localisation(maps, masks).numpy(),
                                atol=1e-9, equal_nan=True)
-    cont = M.continuity_ssim(model, x, pred, "gradcam", sigma=0.02, sample_ids=idx)
+    cont = M.continuity_ssim(model, x, pred, "gradcam", sigma=0.02, sample_ids=idx, maps=maps, batch_size=4)
     np.testing.assert_allclose(col("continuity"), cont.numpy(), atol=1e-6)
-    contr = M.contrastivity_ssim(model, x, pred, "gradcam", seed=0, sample_ids=idx)
+    contr = M.contrastivity_ssim(model, x, pred, "gradcam", seed=0, sample_ids=idx, maps=maps, batch_size=4)
     np.testing.assert_allclose(col("contrastivity"), contr.numpy(), atol=1e-6)
     z = np.load(runs.curves_path(run_dir, "gradcam"))
     assert z["curves"].shape == (N, 96) and z["curves"].dtype == np.float32

@@ -53,9 +53,14 @@ Method = Callable[..., Tensor]
 METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str) -> Callable[[Method], Method]:
-    """Register ``fn(model, x, target, **options) -> [N, 1, H, W]`` under ``name``."""
+def register_method(name: str, class_agnostic: bool = False) -> Callable[[Method], Method]:
+    """Register ``fn(model, x, target, **options) -> [N, 1, H, W]`` under ``name``.
+
+    ``class_agnostic``: the map ignores ``target`` (stored as ``fn.class_agnostic``; e.g.
+    contrastivity is undefined for such a method).
+    """
     def wrap(fn: Method) -> Method:
+        fn.class_agnostic = class_agnostic  # type: ignore[attr-defined]
         METHODS[name] = fn
         return fn
     return wrap
@@ -242,7 +247,7 @@ def eigencam_projection(acts: Tensor, sign: str = "activation") -> Tensor:
     return proj.view(n, h, w)
 
 
-@register_method("eigencam")
+@register_method("eigencam", class_agnostic=True)
 def eigencam(model: nn.Module, x: Tensor, target: Tensor, *, scale: bool = True,
              sign: str = "activation") -> Tensor:
     """Eigen-CAM (Muhammad & Yeasin 2020): ReLU of the first-principal-component projection
@@ -462,17 +467,19 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
                   method_options: Optional[dict[str, dict]] = None) -> dict[str, Path]:
     """Explain a trained run's fixed evaluation subset with each method; one .npz per method.
 
-    Empty values (None, [], 0, "") take the run's config: ``methods``, ``eval_samples``,
-    ``target`` ("pred" | "true"), ``batch_size_eval``. ``method_options``: optional
-    {method: {option: value}}. Returns {method: path of attributions/<method>.npz}.
+    Settings come from the run's ``config.json`` (kept up to date by the pipeline), not from
+    the copy inside ``model.pt``. Empty values (None, [], 0, "") take that config:
+    ``methods``, ``eval_samples``, ``target`` ("pred" | "true"), ``batch_size_eval``.
+    ``method_options``: optional {method: {option: value}}. Unknown methods, options or
+    target kinds are reported before anything is loaded. Returns {method: written .npz path}.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     from .config import load_run_config
     from .data import eval_indices, load_dataset
     from .models import load_model
 
     cfg = load_run_config(run_dir)
-    methods = check_methods(methods or cfg.methods)
+    methods = check_methods([methods] if isinstance(methods, str) else (methods or cfg.methods))
     target = target or cfg.target
     if target not in TARGET_KINDS:
         raise ValueError(f"unknown target kind '{target}'; use one of: {', '.join(TARGET_KINDS)}")
@@ -486,7 +493,7 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
     batch_size = batch_size or cfg.batch_size_eval
 
     dev = runs.resolve_device(device)
-    model, cfg = load_model(run_dir, dev)
+    model, _ = load_model(run_dir, dev)          # config.json holds the up-to-date evaluation settings
     ds = load_dataset(cfg.dataset, cfg.eval_split, cfg.data_root)
     idx = np.asarray(eval_indices(len(ds), n_samples, seed=0), dtype=np.int64)
     batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
@@ -514,3 +521,22 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
         paths[m] = save_attributions(runs.attribution_path(run_dir, m), all_maps, targets_t, preds_t,
                                      labels_t, idx, options)
     return paths
+
+
+def summarize_attributions(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = None):
+    """One row per stored method: samples, map size, target kind, number of constant maps
+    (degenerate explanations, e.g. an all-zero Grad-CAM) and the range and mean of the values."""
+    import pandas as pd
+    folder = Path(run_dir) / "attributions"
+    methods = list(methods) if methods else sorted(p.stem for p in folder.glob("*.npz"))
+    rows = []
+    for m in methods:
+        d = load_attributions(runs.attribution_path(run_dir, m))
+        flat = d["maps"].reshape(len(d["maps"]), -1)
+        rows.append({"method": m, "samples": len(flat), "map_size": "x".join(map(str, d["maps"].shape[-2:])),
+                     "target": d["options"].get("target", ""),
+                     "constant_maps": int((flat.max(1) == flat.min(1)).sum()) if len(flat) else 0,
+                     "min": float(flat.min()) if flat.size else float("nan"),
+                     "max": float(flat.max()) if flat.size else float("nan"),
+                     "mean": float(flat.mean()) if flat.size else float("nan")})
+    return pd.DataFrame(rows)

@@ -12,6 +12,8 @@ What Quantus 0.6.0 does (read from its source) and we reproduce:
 * **Normalisation.** ``normalise=True`` divides by ``max |a|`` over *everything passed in
   one call* (all-zero input left as is); the authors call Quantus once per image, so we
   normalise per image, in the maps' own dtype (which matters for exact ties at the max).
+  Only Sparseness depends on it (its 1e-7 is added after normalising): a batch call of
+  Quantus differs from per-image calls by up to ~1e-4 unless every map has the same max.
   Defaults: PixelFlipping ``abs=False``, Complexity / Sparseness / AttributionLocalisation
   ``abs=True``, PointingGame ``abs=False``, all ``normalise=True``.
 * **PixelFlipping.** The 1-channel map is broadcast over the C channels, so there are
@@ -22,7 +24,9 @@ What Quantus 0.6.0 does (read from its source) and we reproduce:
   ``features_in_step`` features of a running copy are set to the baseline and the softmax
   probability of class y is recorded (no point for the unperturbed image). Baseline
   "black" = the minimum over all values of the (running) image, i.e. the original image's
-  minimum. ``return_auc_per_sample=True`` returns ``np.trapz(curve, dx=1)``, *not*
+  minimum; here in pixel space (our model takes pixel-space images). The authors' Quantus
+  saw *normalised* images, so their "black" is the normalised image's minimum given to
+  every channel: ``baseline="black_normalised"`` reproduces that (nearly black, per channel). ``return_auc_per_sample=True`` returns ``np.trapz(curve, dx=1)``, *not*
   normalised (range [0, S-1]); the authors divide it by ``len(curve) - 1``, which is our
   ``auc`` (the mean height of the curve, in [0, 1]). They set it to NaN for all-zero maps.
 * **Complexity**: entropy ``-sum p log(p + 1e-12)`` of ``p = |a| / sum |a|`` (0/0 = NaN for
@@ -386,20 +390,39 @@ def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, win_size: int = 7,
          k1: float = 0.01, k2: float = 0.03) -> Tensor:
     """Mean SSIM per pair of maps (float64 [N]) = ``skimage.metrics.structural_similarity(
     a2d, b2d, data_range=data_range)`` with its defaults: 7x7 uniform window, sample
-    covariance, K1=0.01, K2=0.03, mean over the windows that fit inside the map."""
-    a, b = _as_nchw(a).double(), _as_nchw(b).double()
+    covariance, K1=0.01, K2=0.03, mean over the windows that fit inside the map.
+
+    Computed in float64; on the CPU in chunks of images small enough to stay in cache."""
+    a, b = _as_nchw(a), _as_nchw(b)
     if a.shape != b.shape:
         raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if min(a.shape[-2:]) < win_size:
         raise ValueError(f"maps of size {tuple(a.shape[-2:])} are smaller than the SSIM window {win_size}")
-    pool = lambda t: F.avg_pool2d(t, win_size, stride=1)
-    ux, uy = pool(a), pool(b)
-    uxx, uyy, uxy = pool(a * a), pool(b * b), pool(a * b)
+    n, hw = a.shape[0], a.shape[-1] * a.shape[-2]
+    chunk = n if a.device.type != "cpu" else max(1, SSIM_CPU_CHUNK // hw)
+    return torch.cat([_ssim(a[s:s + chunk].double(), b[s:s + chunk].double(), data_range, win_size, k1, k2)
+                      for s in range(0, n, chunk)]) if n else a.new_zeros(0, dtype=torch.float64)
+
+
+SSIM_CPU_CHUNK = 1 << 16          # map pixels per chunk on the CPU (~2.6 MB of float64 temporaries)
+
+
+def _ssim(a: Tensor, b: Tensor, data_range: float, win_size: int, k1: float, k2: float) -> Tensor:
+    ux, uy, uxx, uyy, uxy = _box_mean(torch.cat([a, b, a * a, b * b, a * b], dim=1), win_size).unbind(1)
     cov_norm = win_size ** 2 / (win_size ** 2 - 1)
     vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
-    return s.mean(dim=(1, 2, 3))
+    return s.mean(dim=(1, 2))
+
+
+def _box_mean(t: Tensor, w: int) -> Tensor:
+    """Mean over every w x w window that fits (valid region): running sums along H then W
+    (float64 keeps them exact to ~1e-15; faster than pooling or convolution in float64)."""
+    s = F.pad(t, (0, 0, 1, 0)).cumsum(dim=-2)
+    t = s[..., w:, :] - s[..., :-w, :]
+    s = F.pad(t, (1, 0)).cumsum(dim=-1)
+    return (s[..., w:] - s[..., :-w]) / (w * w)
 
 
 def gaussian_noise(shape: Sequence[int], seed: int, sample_ids: Optional[Any] = None,

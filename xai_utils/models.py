@@ -37,14 +37,16 @@ def _conv_like(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
                      padding=conv.padding, bias=conv.bias is not None)
 
 
-def _set_stem(net: nn.Module, width: int, kernel_size: int, stride: int) -> nn.Module:
+def _set_stem(net: nn.Module, width: int, kernel_size: int, stride: int,
+              zero_init_last: bool = True) -> nn.Module:
     """Give a timm ResNet a single-convolution stem of ``width`` channels.
 
     timm hard-codes 64 stem channels for the plain (non-deep) stem and ignores
     ``stem_width``, so a narrow network (widths 16..128) would otherwise keep a 64-channel
     stem at full resolution, the most expensive layer, plus a needless 64 -> 16 projection
     shortcut in ``layer1[0]``. Rewires ``layer1[0]`` to the new width and re-initialises
-    every weight with timm's scheme (Kaiming fan-out, zero last BN of each block).
+    every convolution with timm's scheme (Kaiming normal, fan-out), the last BN of each
+    residual branch at zero when ``zero_init_last`` and at one otherwise.
     """
     old = net.conv1.out_channels
     net.conv1 = nn.Conv2d(3, width, kernel_size=kernel_size, stride=stride,
@@ -65,7 +67,11 @@ def _set_stem(net: nn.Module, width: int, kernel_size: int, stride: int) -> nn.M
             block.downsample = nn.Sequential(
                 nn.Conv2d(width, last.out_channels, kernel_size=1, bias=False),
                 nn.BatchNorm2d(last.out_channels))
-    net.init_weights(zero_init_last=True)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    net.init_weights(zero_init_last=zero_init_last)
     return net
 
 
@@ -81,10 +87,14 @@ def resnet18_cifar(widths: Optional[Sequence[int]] = None) -> nn.Module:
     """timm ResNet-18 with the CIFAR stem: 3x3 stride-1 first convolution, no max-pool.
 
     The stem has ``widths[0]`` channels (64 at full width); 512-d features at full width.
+    Initialised like the authors' CIFAR ResNet: Kaiming-normal (fan-out) convolutions, every
+    BN at weight 1 / bias 0 (no zero-init of the last BN of a block, unlike timm's default:
+    with it, SupCon on a narrow network collapses to a constant embedding in a few steps).
     """
     net = _timm_resnet("resnet18", widths)
     net.maxpool = nn.Identity()
-    return _set_stem(net, 64 if widths is None else int(widths[0]), kernel_size=3, stride=1)
+    return _set_stem(net, 64 if widths is None else int(widths[0]), kernel_size=3, stride=1,
+                     zero_init_last=False)
 
 
 @register_backbone("resnet50")

@@ -262,7 +262,7 @@ def image_grid(cells: Sequence[Sequence[Optional[np.ndarray]]], row_labels: Sequ
                 mosaic[y:y + size, x:x + size] = _resize(np.clip(cell, 0, 1), size)
     px = cell_inches / size                                   # inches per mosaic pixel
     left, right = 1.0, (0.75 if colorbar else 0.1)
-    top, bottom = 0.45 + (0.3 if title else 0.0), 0.08
+    top, bottom = 0.45 + (0.1 + 0.18 * (title.count("\n") + 1) if title else 0.0), 0.08
     fw, fh = W * px + left + right, H * px + top + bottom
     with style():
         fig = Figure(figsize=(fw, fh))

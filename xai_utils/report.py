@@ -123,7 +123,7 @@ def to_markdown(table: Table) -> str:
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_UNICODE = {"±": r"$\pm$", DASH: "--", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "Δ": r"$\Delta$",
-                  "≈": r"$\approx$", "<": r"$<$", ">": r"$>$", "×": r"$\times$"}
+                  "≈": r"$\approx$", "<": r"$<$", ">": r"$>$", "×": r"$\times$", "−": r"$-$"}
 
 
 def latex_escape(s: object) -> str:
@@ -501,10 +501,10 @@ def fig_saliency_grid(run_dirs: Sequence[Path], n_images: Optional[int] = None):
     if not labels:
         raise ValueError("the reference models' attribution files share no image")
     seeds = sorted({stats.run_key(rd)["seed"] for rd in refs.values()})
-    note = ("images correctly classified by all" if not any_wrong else
-            "too few images correct for all models: 'wrong:' marks the misclassifying ones")
+    note = ("images correctly classified by every model" if not any_wrong else
+            "too few images right for every model; 'wrong:' names the models that misclassify it")
     return plots.saliency_grid(images, labels, [(o, m, col_maps[(o, m)]) for o, m in columns],
-                               title=f"Attribution maps (seed {', '.join(map(str, seeds))} of each objective; {note})")
+                               title=f"Attribution maps, seed {', '.join(map(str, seeds))} of each objective\n({note})")
 
 
 def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
