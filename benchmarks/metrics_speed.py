@@ -11,7 +11,10 @@ Pixel flipping is bound by the model's forward passes (96 per image on 32x32x3 w
 features per step): the per-image Quantus loop runs on ``--quantus-subset`` images and ours
 on ``--pf-n`` images (0 = all ``--n``); the script also times the bare forward passes ours
 needs (same images x steps, same batch size) and prints ours/bare (bookkeeping overhead,
-target <= 1.25) and quantus/ours per image (target >= 2.5 on CPU). The model has random
+target <= 1.25) and quantus/ours per image (target >= 2.5 on CPU). That last ratio is the
+gain of batched over single-image forward passes plus Quantus's overhead: with one thread
+a 32x32 ResNet-18 costs about the same per image at batch 1 and 128 (ratio ~1.2 here),
+with torch's default threads batch 1 leaves cores idle (ratio ~4 here); on a GPU it is large. The model has random
 weights (speed does not depend on them); maps are CAM-like (a ReLU'd random 4x4 grid,
 bilinearly upsampled and min-max scaled, so with zeros and ties like Grad-CAM).
 """
@@ -66,10 +69,11 @@ def main() -> None:
     p.add_argument("--n", type=int, default=512, help="images (all metrics but pixel flipping)")
     p.add_argument("--widths", type=int, nargs=4, default=None,
                    help="ResNet-18 stage widths; default: full width (64 128 256 512), the paper's model")
-    p.add_argument("--quantus-subset", type=int, default=16, help="images for the per-image Quantus pixel flipping")
-    p.add_argument("--pf-n", type=int, default=48, help="images for our pixel flipping and the bare passes (0 = --n)")
+    p.add_argument("--quantus-subset", type=int, default=12, help="images for the per-image Quantus pixel flipping")
+    p.add_argument("--pf-n", type=int, default=32, help="images for our pixel flipping and the bare passes (0 = --n)")
     p.add_argument("--batch-size", type=int, default=128, help="perturbed images per forward pass")
     p.add_argument("--features-in-step", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=2, help="alternating timings of ours and the bare passes (best kept)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--skip-pixel-flipping", action="store_true")
     p.add_argument("--only-pixel-flipping", action="store_true")
@@ -119,6 +123,7 @@ def main() -> None:
             ref, t_ref = timed(lambda: np.array([ref_fn(i) for i in range(n)], dtype=float), sync)
             ours_fn()                                              # warm-up (CUDA kernels)
             ours, t_ours = timed(ours_fn, sync)
+            t_ours = min(t_ours, min(timed(ours_fn, sync)[1] for _ in range(2)))
             diff = float(np.nanmax(np.abs(ref - ours.cpu().numpy())))
             row(name, n, t_ref, n, t_ours, diff)
             sys.stdout.flush()
@@ -137,20 +142,31 @@ def main() -> None:
                                               a_batch=an[i:i + 1], device=qdev) for i in range(q_n)]), sync)
     print(f"  quantus pixel flipping: {t_q:.1f} s for {q_n} images", flush=True)
     M.pixel_flipping(model, xd, yd, ad, x[0].numel(), batch_size=bs)            # warm-up: one step
-    (curves, auc), t_ours = timed(lambda: M.pixel_flipping(model, xd, yd, ad, k, batch_size=bs), sync)
-    print(f"  ours: {t_ours:.1f} s for {pf_n} images", flush=True)
+
+    block = min(pf_n, bs)
+    per_pass = max(1, bs // block)
+    passes = []                                       # (input, times) built outside the timing
+    for b0 in range(0, pf_n, block):
+        xb = xd[b0:b0 + block]
+        full, rest = divmod(steps, per_pass)
+        passes.append((xb.repeat(per_pass, 1, 1, 1).contiguous(), full))
+        if rest:
+            passes.append((xb.repeat(rest, 1, 1, 1).contiguous(), 1))
 
     def bare() -> None:
-        block = min(pf_n, bs)
-        per_pass = max(1, bs // block)
+        """The forward passes ours makes: same images x steps, same batch composition."""
         with torch.inference_mode():
-            for b0 in range(0, pf_n, block):
-                xb = xd[b0:b0 + block]
-                if per_pass > 1:
-                    xb = xb.repeat(per_pass, 1, 1, 1)
-                for _ in range(int(np.ceil(steps / per_pass))):
+            for xb, times in passes:
+                for _ in range(times):
                     model(xb)
-    _, t_bare = timed(bare, sync)
+
+    t_ours, t_bare = float("inf"), float("inf")
+    for rep in range(args.repeats):                     # alternate, keep the best: the machine is shared
+        (curves, auc), t = timed(lambda: M.pixel_flipping(model, xd, yd, ad, k, batch_size=bs), sync)
+        t_ours = min(t_ours, t)
+        _, t = timed(bare, sync)
+        t_bare = min(t_bare, t)
+        print(f"  repeat {rep + 1}: ours {t_ours:.1f} s, bare {t_bare:.1f} s (best so far) for {pf_n} images", flush=True)
     diff_c = float(np.abs(q - curves[:q_n].cpu().numpy()).max())
     diff_a = float(np.abs(np.trapz(q, axis=1) / (steps - 1) - auc[:q_n].cpu().numpy()).max())
     row("pixel_flipping (AUC)", q_n, t_q, pf_n, t_ours, max(diff_c, diff_a))

@@ -45,6 +45,12 @@ def test_notebook_clean_and_parameterised(path):
     for stmt in ast.parse("".join(tagged[0]["source"])).body:
         assert isinstance(stmt, (ast.Assign, ast.AnnAssign))
         ast.literal_eval(stmt.value)
+    # Papermill sees every parameter (it silently skips a line it cannot parse, e.g. a
+    # comment holding '='), so the pipeline's validation covers all of them
+    import papermill as pm
+    names = {t.id for stmt in ast.parse("".join(tagged[0]["source"])).body
+             for t in ([stmt.target] if isinstance(stmt, ast.AnnAssign) else stmt.targets)}
+    assert set(pm.inspect_notebook(str(path))) == names
     # the Colab cell installs the package in Colab only
     colab = "".join(code[0]["source"])
     assert "google.colab" in colab and "pip install" in colab

@@ -21,6 +21,7 @@ Files written into the run folder: see :mod:`xai_utils.runs` and :func:`train_ru
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -423,7 +424,8 @@ def _mismatch_error(run_dir: Path, what: str, keys: list[str], saved: dict, cfg:
 def _refresh_configs(run_dir: Path, cfg: RunConfig) -> None:
     """Settings that do not change the weights (evaluation, device, ...) may change between
     calls: keep config.json and the config inside model.pt up to date with them."""
-    if runs.load_json(run_dir / runs.CONFIG) != cfg.to_dict():
+    config_path = run_dir / runs.CONFIG
+    if not config_path.is_file() or runs.load_json(config_path) != cfg.to_dict():
         runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
         state = torch.load(run_dir / runs.MODEL, map_location="cpu", weights_only=False)
         state["config"] = cfg.to_dict()
@@ -435,7 +437,6 @@ def _truncate_log(run_dir: Path, last_epoch: int) -> None:
     log = run_dir / runs.TRAIN_LOG
     keep = [r for r in runs.read_jsonl(log)
             if "event" in r or ("stage" not in r and r.get("epoch", 0) <= last_epoch)]
-    import json
     runs.save_text(log, "".join(json.dumps(r, default=str) + "\n" for r in keep))
 
 
@@ -474,7 +475,8 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     run_dir = Path(run_dir)
     summary_path = run_dir / runs.TRAIN_SUMMARY
     if summary_path.is_file() and (run_dir / runs.MODEL).is_file():
-        saved = runs.load_json(run_dir / runs.CONFIG)
+        saved = (runs.load_json(run_dir / runs.CONFIG) if (run_dir / runs.CONFIG).is_file() else
+                 torch.load(run_dir / runs.MODEL, map_location="cpu", weights_only=False)["config"])
         diff = _training_differences(saved, cfg)
         if diff:
             raise _mismatch_error(run_dir, "finished run", diff, saved, cfg)
@@ -494,7 +496,7 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     start_epoch, train_seconds, resumed_from = 0, 0.0, None
     ckpt_path = run_dir / runs.CHECKPOINT
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)   # states move on load
         diff = _training_differences(ckpt["config"], cfg)
         if diff:
             raise _mismatch_error(run_dir, "checkpoint", diff, ckpt["config"], cfg)
@@ -555,15 +557,15 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
         epochs_bar.set_postfix(loss=f"{record['loss']:.4f}")
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             save_checkpoint(epoch + 1)
-    if start_epoch >= cfg.epochs and not ckpt_path.is_file():   # pragma: no cover (defensive)
-        save_checkpoint(cfg.epochs)
 
     # ---- linear probe of the contrastive models
+    probe_acc = None
     if objective.needs_probe:
         t0 = time.perf_counter()
         feats, labels = engine.extract(data.plain_batches(cfg.batch_size_eval))
         probe, final = train_probe(feats, labels, data.num_classes, cfg)
         model.head.load_state_dict(probe.state_dict())
+        probe_acc = final["train_acc"]
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         runs.append_jsonl(run_dir / runs.TRAIN_LOG, {
@@ -571,6 +573,7 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
 
     # ---- evaluation, final files
     model.eval()
+    t0 = time.perf_counter()
     acc, n_test, emb = evaluate_test(engine, cfg, device)
     runs.save_npz(run_dir / runs.EMBEDDINGS, **emb)
     if engine.channels_last:
@@ -579,7 +582,8 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     summary = {"run_id": cfg.run_id, "dataset": cfg.dataset, "objective": cfg.objective,
                "seed": cfg.seed, "arch": cfg.arch, "widths": cfg.widths,
                "test_accuracy": acc, "n_test": n_test, "n_train": data.n, "epochs": cfg.epochs,
-               "wall_time_s": round(train_seconds, 3), "device": str(device),
+               "probe_train_accuracy": probe_acc, "wall_time_s": round(train_seconds, 3),
+               "eval_time_s": round(time.perf_counter() - t0, 3), "device": str(device),
                "resumed_from": resumed_from}
     runs.save_json(summary_path, summary)
     return summary

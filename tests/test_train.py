@@ -1,0 +1,222 @@
+"""Training: the smoke profile learns, a killed run resumes bit-exactly, the schedule follows
+its formula, and bad settings fail with clear errors."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xai_utils import runs
+from xai_utils.config import ConfigError, RunConfig, load_profile
+from xai_utils.data import eval_indices, load_dataset
+from xai_utils.models import load_model
+from xai_utils.train import build_scheduler, pca_2d, train_probe, train_run
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE_MIN_ACCURACY = 40.0       # percent, 10 balanced classes: chance is 10 %
+SMOKE_BUDGET_S = 120.0          # the three smoke runs together, on an unloaded 2-core CPU
+
+
+# ----------------------------------------------------------------------------- smoke profile
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """Train CE, SCL and TL with the smoke profile once for the tests of this module."""
+    root = tmp_path_factory.mktemp("smoke")
+    profile = load_profile("smoke", results_root=str(root), device="cpu")
+    out, t0 = {}, time.perf_counter()
+    for objective in ("ce", "scl", "tl"):
+        cfg = profile.run_config("shapes", objective, 0)
+        out[objective] = (cfg, profile.run_dir(cfg), train_run(cfg, profile.run_dir(cfg), progress=False))
+    return out, time.perf_counter() - t0
+
+
+def test_smoke_runs_learn(smoke_runs):
+    out, seconds = smoke_runs
+    accs = {o: s["test_accuracy"] for o, (_, _, s) in out.items()}
+    print(f"smoke: {seconds:.0f} s for the three runs, test accuracy {accs}")
+    for objective, acc in accs.items():
+        assert acc >= SMOKE_MIN_ACCURACY, f"{objective}: {acc:.1f}% < {SMOKE_MIN_ACCURACY}%"
+    # a wall-clock bound with slack for a shared machine: catches an order-of-magnitude slowdown
+    assert seconds < 3 * SMOKE_BUDGET_S
+
+
+@pytest.mark.parametrize("objective", ["ce", "scl", "tl"])
+def test_smoke_run_files(smoke_runs, objective):
+    out, _ = smoke_runs
+    cfg, run_dir, summary = out[objective]
+    assert runs.load_json(run_dir / runs.CONFIG) == cfg.to_dict()
+    log = runs.read_jsonl(run_dir / runs.TRAIN_LOG)
+    epochs = [r for r in log if "stage" not in r and "event" not in r]
+    assert [r["epoch"] for r in epochs] == list(range(1, cfg.epochs + 1))
+    assert all(math.isfinite(r["loss"]) and r["lr"] > 0 and r["seconds"] > 0 for r in epochs)
+    assert ("train_acc" in epochs[-1]) == (objective == "ce")
+    probes = [r for r in log if r.get("stage") == "probe"]
+    assert len(probes) == (0 if objective == "ce" else 1)
+    ckpt = torch.load(run_dir / runs.CHECKPOINT, map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == cfg.epochs
+    assert summary["n_train"] == cfg.train_subset and summary["objective"] == objective
+    assert summary["resumed_from"] is None
+
+    # accuracy recomputed independently from model.pt on the full test split
+    model, cfg2 = load_model(run_dir)
+    assert cfg2 == cfg
+    test = load_dataset("shapes", "test")
+    with torch.no_grad():
+        preds = torch.cat([model(test.batch(slice(s, s + 500))[0]).argmax(1) for s in range(0, len(test), 500)])
+    acc = 100.0 * (preds == test.labels).float().mean().item()
+    assert summary["n_test"] == len(test)
+    assert abs(acc - summary["test_accuracy"]) < 1e-6
+
+    with np.load(run_dir / runs.EMBEDDINGS) as z:
+        idx = eval_indices(len(test), 1000, seed=0)
+        assert np.array_equal(z["indices"], idx)
+        assert np.array_equal(z["labels"], test.labels.numpy()[idx])
+        assert z["features"].shape == (len(idx), model.feature_dim)
+        assert z["coords2d"].shape == (len(idx), 2)
+        with torch.no_grad():
+            feats = model.features(test.batch(idx)[0])
+        np.testing.assert_allclose(z["features"], feats.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_finished_run_is_not_retrained(smoke_runs):
+    out, _ = smoke_runs
+    cfg, run_dir, summary = out["ce"]
+    stamp = (run_dir / runs.MODEL).stat().st_mtime_ns
+    t0 = time.perf_counter()
+    assert train_run(cfg, run_dir, progress=False) == summary
+    assert time.perf_counter() - t0 < 5 and (run_dir / runs.MODEL).stat().st_mtime_ns == stamp
+    changed = RunConfig.from_dict({**cfg.to_dict(), "lr": cfg.lr * 2})
+    with pytest.raises(ConfigError, match="Delete the folder"):
+        train_run(changed, run_dir, progress=False)
+
+
+# ----------------------------------------------------------------------------- kill and resume
+
+TINY = dict(train_subset=128, batch_size=32, epochs=3, warmup_epochs=1, probe_epochs=5,
+            widths=[8, 16, 32, 64], checkpoint_every=1, device="cpu", eval_samples=8)
+
+
+def _tiny_cfg(objective: str = "scl") -> RunConfig:
+    return load_profile("smoke", **TINY).run_config("shapes", objective, 3)
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    cfg = _tiny_cfg("scl")
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    script = ("import json, sys; from xai_utils.config import RunConfig; from xai_utils.train import train_run; "
+              "train_run(RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_dict()), str(killed)],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 120
+        while not (killed / runs.CHECKPOINT).is_file():
+            assert proc.poll() is None, "the training subprocess ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / runs.MODEL).exists(), "the run finished before it could be killed"
+    done = torch.load(killed / runs.CHECKPOINT, weights_only=False)["epoch"]
+    assert 1 <= done < cfg.epochs
+
+    resumed = train_run(cfg, killed, progress=False)
+    log = runs.read_jsonl(killed / runs.TRAIN_LOG)
+    assert {"event": "resumed", "from_epoch": done} in log
+    assert resumed["resumed_from"] == done
+    assert [r["epoch"] for r in log if "loss" in r and "stage" not in r] == list(range(1, cfg.epochs + 1))
+
+    train_run(cfg, clean, progress=False)
+    a = torch.load(killed / runs.MODEL, weights_only=False)["state_dict"]
+    b = torch.load(clean / runs.MODEL, weights_only=False)["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    pa = torch.load(killed / runs.CHECKPOINT, weights_only=False)["objective"]
+    pb = torch.load(clean / runs.CHECKPOINT, weights_only=False)["objective"]
+    assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_checkpoint_with_other_settings_is_refused(tmp_path):
+    cfg = _tiny_cfg("ce")
+    runs.save_torch(tmp_path / runs.CHECKPOINT, {"config": {**cfg.to_dict(), "epochs": 9}, "epoch": 1})
+    with pytest.raises(ConfigError, match=r"epochs: 9 -> 3.*Delete the folder"):
+        train_run(cfg, tmp_path, progress=False)
+
+
+# ----------------------------------------------------------------------------- schedule, probe, PCA
+
+@pytest.mark.parametrize("warmup_epochs", [0, 2])
+def test_schedule_warmup_then_cosine(warmup_epochs):
+    base, epochs, per_epoch = 0.5, 5, 3
+    cfg = RunConfig(lr=base, epochs=epochs, warmup_epochs=warmup_epochs)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=base)
+    sched = build_scheduler(opt, cfg, per_epoch)
+    warm, total = warmup_epochs * per_epoch, epochs * per_epoch
+    for step in range(total + 1):
+        if step < warm:
+            expected = base * (step + 1) / warm
+        else:
+            expected = base * 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-12), step
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_probe_uses_l2_normalised_features():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    feats = torch.randn(60, 8, generator=g) + 3 * torch.nn.functional.one_hot(labels, 8)
+    scale = torch.rand(60, 1, generator=g) * 10 + 0.1
+    cfg = RunConfig(probe_epochs=50, seed=1)
+    p1, f1 = train_probe(feats, labels, 3, cfg)
+    p2, f2 = train_probe(feats * scale, labels, 3, cfg)       # per-sample rescaling changes nothing
+    torch.testing.assert_close(p1.weight, p2.weight, rtol=1e-5, atol=1e-6)
+    assert f1["train_acc"] > 90 and f1["loss"] < math.log(3)
+
+
+def test_pca_2d_matches_numpy():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(50, 6, generator=g) * torch.tensor([5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
+    coords = pca_2d(feats).double().numpy()
+    x = feats.double().numpy()
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    x = x - x.mean(0)
+    evals, evecs = np.linalg.eigh(np.cov(x.T))
+    ref = x @ evecs[:, ::-1][:, :2]
+    for k in range(2):                       # principal axes are defined up to sign
+        assert np.allclose(coords[:, k], ref[:, k], atol=1e-5) or np.allclose(coords[:, k], -ref[:, k], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("key, value, match", [
+    ("optimizer", "adam", "unknown optimizer 'adam'; available: adamw, radam, sgd"),
+    ("objective", "simclr", "unknown objective 'simclr'"),
+    ("arch", "vgg", "unknown arch 'vgg'"),
+    ("augmentation", "mixup", "unknown augmentation 'mixup'"),
+    ("mining", "hardest", "unknown mining 'hardest'"),
+    ("warmup_epochs", 9, "'warmup_epochs' must be between 0 and epochs"),
+    ("lr", 0.0, "'lr' must be > 0"),
+    ("epochs", 0, "'epochs' must be an integer >= 1"),
+    ("batch_size", 1, "'batch_size' must be >= 2 for scl"),
+])
+def test_bad_settings_are_refused(tmp_path, key, value, match):
+    cfg = RunConfig.from_dict({**_tiny_cfg("scl").to_dict()})
+    setattr(cfg, key, value)                 # bypasses the profile loader's own checks
+    with pytest.raises(ConfigError, match=match):
+        train_run(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
