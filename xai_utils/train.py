@@ -392,9 +392,7 @@ def evaluate_test(engine: _Engine, cfg: RunConfig, device: torch.device
 
     test = load_dataset(cfg.dataset, "test", cfg.data_root)
     feats, labels = engine.extract(_dataset_batches(test, cfg.batch_size_eval, device))
-    model = engine.model
-    with engine.autocast():
-        logits = model.logits_from_features(feats).float()
+    logits = engine.model.logits_from_features(feats)        # float32 features -> float32 logits
     preds = logits.argmax(dim=1)
     acc = 100.0 * float((preds == labels).float().mean())
     idx = torch.as_tensor(eval_indices(len(test), EMBED_SAMPLES, seed=0), device=feats.device)
