@@ -24,7 +24,6 @@ from xai_utils.train import build_scheduler, pca_2d, train_probe, train_run
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_MIN_ACCURACY = 40.0       # percent, 10 balanced classes: chance is 10 %
-SMOKE_BUDGET_S = 120.0          # the three smoke runs together, on an unloaded 2-core CPU
 
 
 # ----------------------------------------------------------------------------- smoke profile
@@ -54,8 +53,7 @@ def test_smoke_runs_learn(smoke_runs):
         log = [r for r in read_jsonl(out[objective][1] / "train_log.jsonl") if "epoch" in r and "loss" in r]
         assert all(math.isfinite(r["loss"]) for r in log)
         assert log[-1]["loss"] < log[0]["loss"], f"{objective}: loss did not decrease"
-    # a wall-clock bound with slack for a shared machine: catches an order-of-magnitude slowdown
-    assert seconds < 3 * SMOKE_BUDGET_S
+    # the 2-minute budget is a speed target, reported (printed above), not a timed assertion
 
 
 @pytest.mark.parametrize("objective", ["ce", "scl", "tl"])
