@@ -41,6 +41,8 @@ from xai_utils.config import RunConfig
 from xai_utils.data import SHAPES_MEAN, SHAPES_STD, eval_indices, load_dataset, make_shapes
 from xai_utils.models import build_model, model_state
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 N = 4
 FAST = {"integrated_gradients": {"n_steps": 4}, "smoothgrad": {"nt_samples": 2},
         "occlusion": {"window": 16, "stride": 16}}
@@ -48,13 +50,6 @@ CFG = RunConfig(dataset="shapes", arch="resnet18", widths=[16, 32, 64, 128], obj
                 eval_samples=8, batch_size_eval=4, target="true", methods=["gradcam", "eigencam"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,13 @@ from xai_utils.config import RunConfig
 from xai_utils.data import eval_indices, load_dataset
 from xai_utils.models import build_model, model_state
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 PAPER_METRICS = ["pixel_flipping", "continuity", "complexity", "contrastivity", "sparseness",
                  "pointing_game", "attribution_localisation"]
 N = 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,12 @@ from xai_utils.config import RunConfig
 from xai_utils.data import load_dataset
 from xai_utils.models import build_model
 
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 N_EVAL = 8
 FIT = 48              # images the test model is fitted on; the evaluation images are among them
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core machine this is several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def grad_map(model, x, target):
