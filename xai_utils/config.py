@@ -57,7 +57,7 @@ class RunConfig:
     proj_dim: int = 128                        # SCL projection head output
     # data for training
     train_subset: Optional[int] = None         # first-k of a fixed permutation of the train split
-    augmentation: str = "auto"                 # auto | ce | scl | none (auto: scl for SCL, ce otherwise)
+    augmentation: str = "auto"                 # auto | ce | scl | none (+ _imagenet variants); auto: scl for SCL, ce otherwise
     # optimisation
     epochs: int = 200
     batch_size: int = 128
@@ -135,7 +135,7 @@ def stage_hash(cfg: "RunConfig", stage: str) -> str:
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS,
     "objective": OBJECTIVES,
-    "augmentation": ("auto", "ce", "scl", "none"),
+    "augmentation": ("auto", "ce", "scl", "none", "ce_imagenet", "scl_imagenet", "none_imagenet"),
     "optimizer": ("sgd", "adamw", "radam"),
     "mining": ("semi-hard", "batch-hard"),
     "target": ("pred", "true"),
