@@ -186,6 +186,21 @@ def _wide(summary: pd.DataFrame, keys: list[str], objectives: list[str]) -> pd.D
     return pd.DataFrame(cols, index=w.index).reset_index()
 
 
+def _objective_cells(data: pd.DataFrame, disp: pd.DataFrame, bold: pd.DataFrame, objs: list[str],
+                     direction, decimals: int) -> None:
+    """Fill one "mean ± std" column per objective, bold the best of each row (``direction(row)``
+    is "higher" or "lower") and record the winners in ``data["best"]``."""
+    best = []
+    for i, r in data.iterrows():
+        b = best_objectives({o: r[f"{o}_mean"] for o in objs}, direction(r), decimals)
+        best.append(",".join(sorted(b)))
+        for o in objs:
+            bold.loc[i, o.upper()] = o in b
+    for o in objs:
+        disp[o.upper()] = [fmt_mean_std(m, s, decimals) for m, s in zip(data[f"{o}_mean"], data[f"{o}_std"])]
+    data["best"] = best
+
+
 def table_accuracy(summaries: pd.DataFrame, decimals: int = 2) -> Table:
     """The paper's accuracy table: rows datasets, columns CE / SCL / TL (mean ± std, %)."""
     acc = stats.accuracy_summary(summaries)
@@ -195,15 +210,7 @@ def table_accuracy(summaries: pd.DataFrame, decimals: int = 2) -> Table:
     data = _wide(acc, ["dataset"], objs)
     disp = pd.DataFrame({"Dataset": data["dataset"].map(plots.dataset_label)})
     bold = pd.DataFrame(False, index=data.index, columns=["Dataset"] + [o.upper() for o in objs])
-    best = []
-    for i, r in data.iterrows():
-        b = best_objectives({o: r[f"{o}_mean"] for o in objs}, "higher", decimals)
-        best.append(",".join(sorted(b)))
-        for o in objs:
-            bold.loc[i, o.upper()] = o in b
-    for o in objs:
-        disp[o.upper()] = [fmt_mean_std(m, s, decimals) for m, s in zip(data[f"{o}_mean"], data[f"{o}_std"])]
-    data["best"] = best
+    _objective_cells(data, disp, bold, objs, lambda r: "higher", decimals)
     n = int(acc["n_seeds"].max())
     return Table("table_accuracy", data, disp, bold,
                  caption=f"Test accuracy (%), mean ± std over seeds (n = {n} seed{'s' if n != 1 else ''}; "
@@ -233,15 +240,7 @@ def table_attribution_metrics(results: pd.DataFrame, decimals: int = 3) -> Table
                                     for m, d in zip(data["metric"], data["direction"])],
                          "Dataset": data["dataset"].map(plots.dataset_label)})
     bold = pd.DataFrame(False, index=data.index, columns=cols)
-    best = []
-    for i, r in data.iterrows():
-        b = best_objectives({o: r[f"{o}_mean"] for o in objs}, stats.metric_direction(r["metric"]), decimals)
-        best.append(",".join(sorted(b)))
-        for o in objs:
-            bold.loc[i, o.upper()] = o in b
-    for o in objs:
-        disp[o.upper()] = [fmt_mean_std(m, s, decimals) for m, s in zip(data[f"{o}_mean"], data[f"{o}_std"])]
-    data["best"] = best
+    _objective_cells(data, disp, bold, objs, lambda r: stats.metric_direction(r["metric"]), decimals)
     n = int(summ["n_seeds"].max())
     return Table("table_attribution_metrics", data, disp, bold,
                  caption=f"Attribution metrics: mean ± std over seeds (n = {n}) of the per-seed means over "
