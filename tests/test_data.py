@@ -56,6 +56,9 @@ def test_shapes_format_classes_and_masks():
     obj = (ds.images.float() * ds.masks).sum((2, 3)) / area.view(-1, 1) / 255
     per_class = torch.stack([obj[ds.labels == k].mean(0) for k in range(10)])
     assert (per_class - obj.mean(0)).abs().max() < 0.05
+    # ... and the object is always visible: lighter than its background in every channel
+    back = (ds.images.float() * ~ds.masks).sum((2, 3)) / (32 * 32 - area).view(-1, 1) / 255
+    assert (obj - back).min() > 0.15
 
 
 def test_shapes_image_is_object_inside_mask_background_outside():

@@ -44,11 +44,10 @@ def test_smoke_runs_learn(smoke_runs):
     out, seconds = smoke_runs
     accs = {o: s["test_accuracy"] for o, (_, _, s) in out.items()}
     print(f"smoke: {seconds:.0f} s for the three runs, test accuracy {accs}")
-    # CE learns shapes in the smoke budget (72 % measured). SCL and TL stay near chance in
-    # ~250 steps of batch 32 (measured 10 %): the contrastive objectives need larger batches
-    # and more steps than the 2-minute smoke budget allows; issue 3 tracks this. They are
-    # held to "not broken" (finite loss that decreased), CE to clearly above chance.
-    assert accs["ce"] >= SMOKE_MIN_ACCURACY, f"ce: {accs['ce']:.1f}% < {SMOKE_MIN_ACCURACY}%"
+    # 10 balanced classes, chance is 10 %. Measured on a quiet 2-core CPU: CE 99.9 %,
+    # SCL 81.7 %, TL 85.4 %, 92 s for the three. A collapsed contrastive model sits at chance.
+    for objective, acc in accs.items():
+        assert acc >= SMOKE_MIN_ACCURACY, f"{objective}: {acc:.1f}% < {SMOKE_MIN_ACCURACY}%"
     for objective in ("scl", "tl"):
         log = [r for r in read_jsonl(out[objective][1] / "train_log.jsonl") if "epoch" in r and "loss" in r]
         assert all(math.isfinite(r["loss"]) for r in log)

@@ -158,8 +158,8 @@ SHAPES_HALF_EXTENT = (5.0, 11.0)   # object half-size in pixels, uniform
 # Per-channel mean/std of the 'train' split pixels in [0, 1]: computed with
 # ``load_dataset('shapes', 'train').images.float().div(255)`` -> ``.mean((0, 2, 3))`` and
 # ``.std((0, 2, 3))``; tests/test_data.py recomputes them (tolerance 1e-3).
-SHAPES_MEAN = (0.5034, 0.5000, 0.4964)
-SHAPES_STD = (0.2945, 0.2946, 0.2939)
+SHAPES_MEAN = (0.2583, 0.2593, 0.2592)
+SHAPES_STD = (0.2401, 0.2402, 0.2397)
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ class ShapesParams:
     cy: torch.Tensor
     half: torch.Tensor         # [N] half-extent in pixels
     fg: torch.Tensor           # [N, 3] object colour
-    bg: torch.Tensor           # [N, 3] background base colour (every channel >= 0.25 from fg)
+    bg: torch.Tensor           # [N, 3] background base colour (every channel >= 0.25 below fg)
     stripe_freq: torch.Tensor  # [N] cycles per pixel of the background stripes
     stripe_theta: torch.Tensor  # [N] stripe orientation
     stripe_phase: torch.Tensor  # [N]
@@ -196,10 +196,13 @@ def shapes_params(n: int, seed: int, size: int = SHAPES_SIZE) -> ShapesParams:
     # centre such that the whole bounding box [c - half, c + half] lies in the image
     cx = half + (size - 2 * half) * torch.rand(n, generator=g)
     cy = half + (size - 2 * half) * torch.rand(n, generator=g)
-    # colours independent of the class; background differs from the object by 0.25..0.75
-    # (circularly) in every channel, so the object is always visible
-    fg = torch.rand(n, 3, generator=g)
-    bg = torch.remainder(fg + 0.25 + 0.5 * torch.rand(n, 3, generator=g), 1.0)
+    # colours independent of the class: a light object (every channel in [0.6, 1]) on a dark
+    # background (every channel in [0, 0.35]), so the object is always visible and salient.
+    # With fully random colours a randomly initialised network's features carry almost no
+    # class information (1-NN accuracy 12-14 % on them, against 23-24 % here), and SCL and
+    # the triplet loss collapse to one point before any shape feature forms.
+    fg = 0.6 + 0.4 * torch.rand(n, 3, generator=g)
+    bg = 0.35 * torch.rand(n, 3, generator=g)
     return ShapesParams(
         seed=seed, size=size, labels=labels.long(), cx=cx, cy=cy, half=half, fg=fg, bg=bg,
         stripe_freq=0.08 + 0.17 * torch.rand(n, generator=g),
@@ -294,7 +297,8 @@ def make_shapes(n: int, seed: int, size: int = SHAPES_SIZE
 
 def load_shapes(split: str, root: Optional[PathLike] = None) -> ImageDataset:
     """Synthetic shapes: 10 classes (:data:`SHAPE_CLASSES`), random size, position and colour
-    (colour independent of the class) on striped, noisy backgrounds; exact object masks.
+    (colour independent of the class; light objects on dark, striped, noisy backgrounds);
+    exact object masks.
     No files: ``root`` is ignored."""
     n, seed = SHAPES_SPLITS[split]
     images, labels, masks = make_shapes(n, seed)
