@@ -6,12 +6,13 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= quick
 ARGS    ?=
+JOBS    ?= 2
 FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
 .PHONY: setup test reproduce figures lab data clean-results help
 
 help:
-	@echo "make reproduce [PROFILE=quick|smoke|cifar10|imagenet_s50] [ARGS='--stage train ...']"
+	@echo "make reproduce [PROFILE=quick|smoke|cifar10|imagenet_s50] [JOBS=2] [ARGS='--stage train ...']"
 	@echo "make test      run the test suite (CPU, offline)"
 	@echo "make figures   rebuild figures/\$$PROFILE from saved results (no model needed)"
 	@echo "make lab       open the notebooks in JupyterLab"
@@ -47,7 +48,7 @@ data:
 	fi
 
 reproduce: setup data
-	$(PY) -m xai_utils.pipeline --profile $(PROFILE) $(ARGS)
+	$(PY) -m xai_utils.pipeline --profile $(PROFILE) --jobs $(JOBS) $(ARGS)
 
 figures: setup
 	$(PY) -m xai_utils.pipeline --profile $(PROFILE) --stage figures --force

@@ -27,6 +27,7 @@ def _files(root: Path) -> list[Path]:
     (["--profile", "smoke", "--set", "epochs=abc"], "'epochs' must be an int"),
     (["--profile", "smoke", "--set", "no_such_key=1"], "unknown key 'no_such_key'"),
     (["--profile", "smoke", "--only", "cifar10"], "matches no run"),
+    (["--profile", "smoke", "--jobs", "0"], "--jobs must be at least 1"),
 ])
 def test_bad_arguments_fail_with_one_line_and_write_nothing(tmp_path, args, needle):
     res = _cli(*args, "--set", f"results_root={tmp_path / 'r'}", "--set", f"figures_root={tmp_path / 'f'}")
@@ -69,7 +70,7 @@ def test_smoke_study_end_to_end(tmp_path):
     start = time.perf_counter()
     first = _cli(*common, "--stage", "train")
     assert first.returncode == 0, first.stdout + first.stderr
-    second = _cli(*common)
+    second = _cli(*common, "--jobs", "2")      # the three runs on two workers
     elapsed = time.perf_counter() - start
     assert second.returncode == 0, second.stdout + second.stderr
     # speed targets live in benchmarks, not in timed tests: the time is printed for the record
@@ -113,10 +114,28 @@ settings:
   default: {{arch: resnet18, widths: [8, 8, 16, 16], epochs: 1, train_subset: 64, batch_size: 32,
              data_root: {tmp_path / 'no-imagenet-here'}}}
 """)
-    res = _cli("--profile", str(prof), "--stage", "train")
+    res = _cli("--profile", str(prof), "--stage", "train", "--jobs", "2")
     assert res.returncode == 1
     assert "FAILED imagenet_s50/ce/seed0:train" in res.stdout
     assert "1 done" in res.stdout and "1 failed" in res.stdout
     failed_nb = tmp_path / "results" / "mixed" / "imagenet_s50" / "ce" / "seed0" / "notebooks" / "01_train.ipynb"
     assert str(failed_nb) in res.stdout and failed_nb.is_file()
     assert (tmp_path / "results" / "mixed" / "shapes" / "ce" / "seed0" / "model.pt").is_file()
+
+
+def test_parallel_kernels_share_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 8)
+    with pipeline._threads_per_kernel(3):
+        assert pipeline.os.environ["OMP_NUM_THREADS"] == "2"
+        assert pipeline.os.environ["MKL_NUM_THREADS"] == "2"
+    assert "OMP_NUM_THREADS" not in pipeline.os.environ
+    with pipeline._threads_per_kernel(16):             # never below one thread
+        assert pipeline.os.environ["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")         # the user's choice wins
+    with pipeline._threads_per_kernel(2):
+        assert pipeline.os.environ["OMP_NUM_THREADS"] == "5"
+    assert pipeline.os.environ["OMP_NUM_THREADS"] == "5"
+    with pipeline._threads_per_kernel(1):              # one worker: nothing changes
+        assert pipeline.os.environ["OMP_NUM_THREADS"] == "5"

@@ -1,10 +1,11 @@
 """Run a whole study with Papermill: the four notebooks for every run of a profile.
 
-    python -m xai_utils.pipeline --profile quick
+    python -m xai_utils.pipeline --profile quick --jobs 2
     python -m xai_utils.pipeline --profile smoke --stage train --only shapes/ce/0 --set epochs=2
 
 A profile expands into runs (dataset x objective x seed). Each run executes
-``01_train``, ``02_attribute`` and ``03_evaluate``; ``04_figures`` runs once at the end.
+``01_train``, ``02_attribute`` and ``03_evaluate`` (``--jobs N`` runs N runs at once);
+``04_figures`` runs once at the end.
 Before anything runs, every notebook parameter is checked against the notebook's tagged
 ``parameters`` cell (``papermill.inspect_notebook``). Each executed notebook is kept beside
 its results (``<run_dir>/notebooks/``). A stage whose marker (``<run_dir>/stages/<stage>.json``)
@@ -16,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import concurrent.futures
+import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -113,7 +117,7 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
         digest = "-".join(stage_hash(r, "evaluate") for r in profile.runs())
         out.jobs.append(Job(stage="figures",
                             params={"profile": profile.name, "results_root": str(Path(profile.results_root).resolve()),
-                                    "output_dir": str(profile.figures_dir())},
+                                    "output_dir": str(profile.figures_dir().resolve())},
                             output=study / "notebooks" / NOTEBOOKS["figures"],
                             marker=study / "stages" / "figures.json", digest=digest))
     return out
@@ -211,28 +215,86 @@ def _refresh_config(run_dir: Path, run: RunConfig) -> None:
         save_json(path, {k: (stored[k] if k in keep and k in stored else v) for k, v in run.to_dict().items()})
 
 
-def run_plan(p: Plan, force: bool = False, progress: bool = True) -> list[Job]:
-    """Execute the jobs in order; a failed stage blocks the later stages of its run only."""
+def _groups(jobs: Sequence[Job]) -> list[list[Job]]:
+    """The jobs of each run, in stage order, one list per run (the figures job on its own)."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.run_id, []).append(job)
+    return list(groups.values())
+
+
+@contextlib.contextmanager
+def _threads_per_kernel(workers: int):
+    """With several notebooks at once, give each kernel its share of the CPU cores.
+
+    Kernels inherit this process's environment; torch reads OMP_NUM_THREADS at import. A
+    value the user set is left alone. On 2 cores, 2 single-threaded kernels beat 1 kernel
+    with 2 threads (small CNNs scale poorly across threads, and kernel start-up is serial).
+    """
+    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    if workers <= 1 or any(k in os.environ for k in keys):
+        yield
+        return
+    n = str(max(1, (os.cpu_count() or 1) // workers))
+    os.environ.update({k: n for k in keys})
+    try:
+        yield
+    finally:
+        for k in keys:
+            os.environ.pop(k, None)
+
+
+def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int = 1) -> list[Job]:
+    """Execute the jobs; ``workers`` runs at once (each run's stages in order), then the
+    figures. A failed stage blocks the later stages of its run only."""
     from tqdm.auto import tqdm
-    failed_runs: set[str] = set()
-    bar = tqdm(p.jobs, desc=f"study {p.profile.name}", unit="notebook", disable=not progress)
-    for job in bar:
-        bar.set_postfix_str(job.label)
-        if job.run_id in failed_runs:
-            job.status = "blocked"
-            continue
-        if not force and job.finished():
-            job.status = "skipped"
-            continue
-        try:
-            execute(job)
-            job.status = "done"
-        except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
-            job.status, job.error = "failed", _one_line(e)
-            failed_runs.add(job.run_id)
-            job.marker.unlink(missing_ok=True)
-            tqdm.write(f"FAILED {job.label}: {job.error}\n  notebook: {job.output}")
+    bar = tqdm(total=len(p.jobs), desc=f"study {p.profile.name}", unit="notebook", disable=not progress)
+
+    def run_group(group: list[Job]) -> None:
+        failed = False
+        for job in group:
+            bar.set_postfix_str(job.label, refresh=False)
+            if failed:
+                job.status = "blocked"
+            elif not force and job.finished():
+                job.status = "skipped"
+            else:
+                try:
+                    execute(job)
+                    job.status = "done"
+                except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
+                    job.status, job.error, failed = "failed", _one_line(e), True
+                    job.marker.unlink(missing_ok=True)
+                    tqdm.write(f"FAILED {job.label}: {job.error}\n  notebook: {job.output}")
+            bar.update(1)
+
+    groups = _groups(p.jobs)
+    runs = [g for g in groups if g[0].stage != "figures"]
+    rest = [g for g in groups if g[0].stage == "figures"]
+    workers = max(1, min(workers, len(runs)))
+    with _threads_per_kernel(workers), _in_repo_root():
+        if workers == 1:
+            for group in runs:
+                run_group(group)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run_group, runs))
+        for group in rest:
+            run_group(group)
+    bar.close()
     return p.jobs
+
+
+@contextlib.contextmanager
+def _in_repo_root():
+    """Run from the repository root: papermill changes directory to ``cwd`` and back per
+    notebook, which is not thread-safe unless every notebook starts where it returns."""
+    here = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 def _one_line(e: Exception) -> str:
@@ -246,7 +308,7 @@ def summary(jobs: Sequence[Job]) -> str:
     per_stage: dict[str, float] = {}
     for j in jobs:
         per_stage[j.stage] = per_stage.get(j.stage, 0.0) + j.seconds
-    lines.append("time per stage: " + ", ".join(f"{s} {t:.0f} s" for s, t in per_stage.items()))
+    lines.append("notebook time per stage (summed over runs): " + ", ".join(f"{s} {t:.0f} s" for s, t in per_stage.items()))
     for j in jobs:
         if j.status == "failed":
             lines.append(f"FAILED {j.label}: {j.error}\n  executed notebook: {j.output}")
@@ -265,8 +327,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="override a profile or run setting, e.g. --set epochs=2 --set seeds=[0]")
     ap.add_argument("--dry-run", action="store_true", help="show what would run, write nothing")
     ap.add_argument("--force", action="store_true", help="rerun stages even if their results exist")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="runs executed at once, each kernel with its share of the CPU threads (default 1)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
     try:
         profile = load_profile(args.profile, **parse_set(args.sets))
         p = plan(profile, args.stage or STAGES, args.only)
@@ -280,7 +347,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{job.label:40s} {state:18s} -> {job.output}")
         return 0
     start = time.perf_counter()
-    jobs = run_plan(p, force=args.force, progress=not args.no_progress)
+    jobs = run_plan(p, force=args.force, progress=not args.no_progress, workers=args.jobs)
     print(summary(jobs))
     print(f"total {time.perf_counter() - start:.0f} s; figures and tables in {profile.figures_dir()}")
     return 1 if any(j.status in ("failed", "blocked") for j in jobs) else 0
