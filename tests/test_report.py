@@ -271,6 +271,19 @@ def test_missing_parts_are_skipped_not_fatal(tmp_path):
     assert paths == [tmp_path / "none" / "report_notes.md"] and "skipped" in paths[0].read_text()
 
 
+def test_metric_table_lists_only_measured_combinations(tmp_path):
+    """Each dataset with its own metrics (as in the quick profile): no all-empty rows."""
+    root = tmp_path / "results"
+    for d, metrics in (("fashion_mnist", ("pixel_flipping",)), ("shapes", ("pointing_game", "complexity"))):
+        for o in ("ce", "scl"):
+            write_fake_run(root / "mix" / d / o / "seed0", d, o, 0, methods=("gradcam",),
+                           metrics=metrics, n=8, curves=False, embeddings=False)
+    results = pd.concat([pd.read_csv(p) for p in sorted(root.glob("mix/*/*/seed0/results.csv"))])
+    t = report.table_attribution_metrics(results)
+    got = sorted(zip(t.data["dataset"], t.data["metric"]))
+    assert got == [("fashion_mnist", "pixel_flipping"), ("shapes", "complexity"), ("shapes", "pointing_game")]
+
+
 def test_formatting_helpers():
     assert report.fmt_mean_std(0.12345, np.nan) == "0.123 ± –"
     assert report.best_objectives({"ce": 0.1004, "scl": 0.1001, "tl": 0.2}, "lower") == {"ce", "scl"}  # tie at 3 dp

@@ -183,7 +183,10 @@ def _wide(summary: pd.DataFrame, keys: list[str], objectives: list[str]) -> pd.D
     for o in objectives:
         for v in ("mean", "std", "n_seeds"):
             cols[f"{o}_{v}"] = w[(v, o)] if (v, o) in w.columns else np.nan
-    return pd.DataFrame(cols, index=w.index).reset_index()
+    out = pd.DataFrame(cols, index=w.index).reset_index()
+    # only the combinations that were measured (the pivot spans every combination of keys,
+    # e.g. pixel flipping on a dataset where only coherence was computed)
+    return out.merge(summary[keys].drop_duplicates(), on=keys, how="inner")
 
 
 def _objective_cells(data: pd.DataFrame, disp: pd.DataFrame, bold: pd.DataFrame, objs: list[str],
