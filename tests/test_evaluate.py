@@ -65,6 +65,8 @@ def results(run_dir):
 def _direct(run_dir, method):
     from xai_utils.models import load_model
     model, cfg = load_model(run_dir)
+    assert cfg.channels_last           # the evaluation stage runs the model in channels_last
+    model = model.to(memory_format=torch.channels_last)
     z = np.load(runs.attribution_path(run_dir, method))
     ds = load_dataset("shapes", "test")
     x, y = ds.batch(z["indices"])

@@ -77,7 +77,7 @@ class RunConfig:
     # engineering
     device: str = "auto"                       # auto | cpu | cuda | cuda:N
     amp: bool = True                           # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True                 # on CUDA
+    channels_last: bool = True                 # training on CUDA; evaluation on any device
     compile: bool = False                      # torch.compile
     num_workers: int = 4                       # streamed datasets (imagenet_s50) only
     checkpoint_every: int = 1                  # epochs between checkpoints
