@@ -154,3 +154,16 @@ def test_embedding_grid_and_saliency_grid():
     texts = _texts(fig)
     assert {"input", "CE\nGrad-CAM", "SCL\nGrad-CAM", "row a", "row b"} <= set(texts)
     assert texts.count("n/a") == 2                  # missing image and missing map
+
+
+def test_saved_figures_are_byte_identical_across_saves(tmp_path):
+    """Same figure, same bytes: the committed figures/ diff only when results change."""
+    import time
+    fig, axes = plots.new_figure(1, 1)
+    axes[0, 0].plot([0, 1, 2], [1, 0, 2])
+    first = plots.save_figure(fig, tmp_path / "a" / "f")
+    time.sleep(1.1)                                  # a creation date would now differ
+    second = plots.save_figure(fig, tmp_path / "b" / "f")
+    assert [p.suffix for p in first] == [".pdf", ".png"]
+    for p, q in zip(first, second):
+        assert p.read_bytes() == q.read_bytes(), p.name

@@ -125,14 +125,16 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: Optional[tuple[float, fl
 
 def save_figure(fig: Figure, path_stem: PathLike, formats: Sequence[str] = ("pdf", "png"),
                 dpi: int = 150) -> list[Path]:
-    """Save ``fig`` as ``<path_stem>.<fmt>`` for each format; returns the written paths."""
+    """Save ``fig`` as ``<path_stem>.<fmt>`` for each format; returns the written paths.
+    Without a creation date, so the same results give byte-identical files."""
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
     with style():
         for fmt in formats:
             p = stem.with_suffix(f".{fmt}")
-            fig.savefig(p, format=fmt, dpi=dpi)
+            meta = {"CreationDate": None} if fmt == "pdf" else None
+            fig.savefig(p, format=fmt, dpi=dpi, metadata=meta)
             out.append(p)
     return out
 
