@@ -176,17 +176,19 @@ def write_table(table: Table, output_dir: PathLike) -> list[Path]:
 # ----------------------------------------------------------------------------- tables
 
 def _wide(summary: pd.DataFrame, keys: list[str], objectives: list[str]) -> pd.DataFrame:
-    """mean/std/n_seeds per objective side by side: <obj>_mean, <obj>_std, <obj>_n_seeds."""
+    """mean/std/n_seeds per objective side by side: <obj>_mean, <obj>_std, <obj>_n_seeds.
+
+    One row per measured combination of ``keys`` (``dropna=False`` would span every
+    combination, e.g. pixel flipping on a dataset where only coherence was computed); a
+    column that is NaN throughout (std with one seed) is dropped by the pivot and restored here.
+    """
     w = summary.pivot_table(index=keys, columns="objective", values=["mean", "std", "n_seeds"],
-                            aggfunc="first", dropna=False)
+                            aggfunc="first", dropna=True)
     cols = {}
     for o in objectives:
         for v in ("mean", "std", "n_seeds"):
             cols[f"{o}_{v}"] = w[(v, o)] if (v, o) in w.columns else np.nan
-    out = pd.DataFrame(cols, index=w.index).reset_index()
-    # only the combinations that were measured (the pivot spans every combination of keys,
-    # e.g. pixel flipping on a dataset where only coherence was computed)
-    return out.merge(summary[keys].drop_duplicates(), on=keys, how="inner")
+    return pd.DataFrame(cols, index=w.index).reset_index()
 
 
 def _objective_cells(data: pd.DataFrame, disp: pd.DataFrame, bold: pd.DataFrame, objs: list[str],
