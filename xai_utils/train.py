@@ -424,7 +424,7 @@ def _refresh_configs(run_dir: Path, cfg: RunConfig) -> None:
     calls: keep config.json and the config inside model.pt up to date with them."""
     config_path = run_dir / runs.CONFIG
     if not config_path.is_file() or runs.load_json(config_path) != cfg.to_dict():
-        runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
+        runs.save_json(config_path, cfg.to_dict())
         state = torch.load(run_dir / runs.MODEL, map_location="cpu", weights_only=False)
         state["config"] = cfg.to_dict()
         runs.save_torch(run_dir / runs.MODEL, state)
