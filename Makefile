@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (xai_utils)" >/dev/null
 	touch $(STAMP)
 
-test: setup
+test: setup data
 	$(PY) -m pytest -q
 
 # Fashion-MNIST offline: Debian ships it. Installed when nothing else provides it and

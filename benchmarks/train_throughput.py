@@ -22,7 +22,8 @@ import torch
 from xai_utils.augment import get_augmentation
 from xai_utils.config import RunConfig
 from xai_utils.runs import resolve_device
-from xai_utils.train import OBJECTIVES, OPTIMIZERS, _Engine, build_model, resolve_augmentation
+from xai_utils.objectives import OBJECTIVES
+from xai_utils.train import OPTIMIZERS, _Engine, build_model, resolve_augmentation
 
 NUM_CLASSES = 10
 

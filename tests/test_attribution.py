@@ -303,7 +303,11 @@ def test_method_contract(model, batch, method):
     assert torch.isfinite(a).all() and (a >= 0).all() and a.flatten(1).max(1).values.gt(0).all()
     assert torch.equal(a, A.attribute(model, x, t, method, **opts))            # deterministic
     single = torch.cat([A.attribute(model, x[i:i + 1], t[i:i + 1], method, **opts) for i in range(2)])
-    assert _rel_err(single, a[:2]) <= 1e-4                              # same image alone / in a batch
+    # same image alone / in a batch: equal up to float32 summation order, which differs between
+    # batch sizes (oneDNN picks other kernels). Integrated Gradients sums gradients at points
+    # along a path where a ReLU can change its gate under such rounding: 5e-4 was measured on an
+    # Intel Xeon (1e-6 on AMD EPYC); any batch mixing would give errors of order 1.
+    assert _rel_err(single, a[:2]) <= (2e-3 if method == "integrated_gradients" else 1e-4)
 
 
 def test_scale_option(model, batch):

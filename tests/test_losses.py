@@ -38,10 +38,12 @@ def supcon_loop(features: torch.Tensor, labels: torch.Tensor, t: float) -> torch
 
 
 def triplet_loop(x: torch.Tensor, labels: torch.Tensor, margin: float, mining: str):
-    """Returns (loss, mode, n_semi_hard) following the definitions in TripletLoss' docstring."""
+    """Returns (loss, mode, n_semi_hard) following the definitions in TripletLoss' docstring:
+    "semi-hard" averages over every semi-hard triple (a, p, n) (the authors' rule),
+    "semi-hard-hardest" over pairs (a, p) of their closest semi-hard negative (FaceNet)."""
     n = len(labels)
     d = lambda i, j: torch.linalg.norm(x[i] - x[j])  # noqa: E731
-    if mining == "semi-hard":
+    if mining in ("semi-hard", "semi-hard-hardest"):
         losses = []
         for a in range(n):
             for p in range(n):
@@ -53,7 +55,11 @@ def triplet_loop(x: torch.Tensor, labels: torch.Tensor, margin: float, mining: s
                     if labels[q] == labels[a]:
                         continue
                     d_an = d(a, q)
-                    if d_ap < d_an < d_ap + margin and (best is None or d_an < best):
+                    if not d_ap < d_an < d_ap + margin:
+                        continue
+                    if mining == "semi-hard":
+                        losses.append(d_ap - d_an + margin)
+                    elif best is None or d_an < best:
                         best = d_an
                 if best is not None:
                     losses.append(d_ap - best + margin)
@@ -155,12 +161,27 @@ def _check_triplet(x, labels, margin, mining, expect_mode=None):
     return lv, n_semi
 
 
-def test_triplet_semi_hard_random():
+@pytest.mark.parametrize("mining", ["semi-hard", "semi-hard-hardest"])
+def test_triplet_semi_hard_random(mining):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(14, 3, generator=g, dtype=torch.float64) * 0.6
     labels = torch.randint(0, 3, (14,), generator=g)
-    loss, n_semi = _check_triplet(x, labels, 0.3, "semi-hard", expect_mode="semi-hard")
+    loss, n_semi = _check_triplet(x, labels, 0.3, mining, expect_mode="semi-hard")
     assert n_semi >= 3 and loss > 0
+
+
+def test_triplet_semi_hard_rules_differ():
+    """The authors' rule (every semi-hard triple) and FaceNet's (the hardest per pair) are
+    different losses on a batch where some pair has several semi-hard negatives."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(14, 3, generator=g, dtype=torch.float64) * 0.6
+    labels = torch.randint(0, 3, (14,), generator=g)
+    every, _, n_every = triplet_loop(x, labels, 0.3, "semi-hard")
+    hardest, _, n_pairs = triplet_loop(x, labels, 0.3, "semi-hard-hardest")
+    assert n_every > n_pairs                      # some pair has more than one semi-hard negative
+    assert hardest > every                        # the closest negative has the largest loss
+    torch.testing.assert_close(TripletLoss(0.3, "semi-hard")(x, labels), every, **TOL)
+    torch.testing.assert_close(TripletLoss(0.3, "semi-hard-hardest")(x, labels), hardest, **TOL)
 
 
 def test_triplet_semi_hard_falls_back_to_batch_hard():
@@ -171,8 +192,9 @@ def test_triplet_semi_hard_falls_back_to_batch_hard():
     offset = torch.randn(4, generator=g, dtype=torch.float64)
     x = offset + (2.0 ** torch.arange(8, dtype=torch.float64))[:, None] * u
     labels = torch.tensor([0, 1, 0, 2, 1, 2, 0, 1])
-    loss, n_semi = _check_triplet(x, labels, 0.3, "semi-hard", expect_mode="batch-hard")
-    assert n_semi == 0 and loss > 0
+    for mining in ("semi-hard", "semi-hard-hardest"):
+        loss, n_semi = _check_triplet(x, labels, 0.3, mining, expect_mode="batch-hard")
+        assert n_semi == 0 and loss > 0
 
 
 def test_triplet_batch_hard_random():
@@ -183,7 +205,7 @@ def test_triplet_batch_hard_random():
     assert loss > 0
 
 
-@pytest.mark.parametrize("mining", ["semi-hard", "batch-hard"])
+@pytest.mark.parametrize("mining", ["semi-hard", "semi-hard-hardest", "batch-hard"])
 def test_triplet_all_same_and_all_different_labels(mining):
     g = torch.Generator().manual_seed(8)
     x = torch.randn(6, 4, generator=g, dtype=torch.float64)
@@ -195,7 +217,7 @@ def test_triplet_all_same_and_all_different_labels(mining):
 def test_triplet_zero_distance_has_finite_gradient():
     x = torch.tensor([[1.0, 2.0], [1.0, 2.0], [1.2, 2.0], [5.0, 5.0]], dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([0, 0, 1, 1])    # images 0 and 1 coincide (positive pair at distance 0)
-    for mining in ("semi-hard", "batch-hard"):
+    for mining in ("semi-hard", "semi-hard-hardest", "batch-hard"):
         loss = TripletLoss(0.3, mining)(x, labels)
         (g,) = torch.autograd.grad(loss, x)
         assert torch.isfinite(loss) and torch.isfinite(g).all()

@@ -1,4 +1,6 @@
 """The Papermill pipeline: validation before work, the smoke study end to end, skipping, resuming."""
+import json
+import os
 import subprocess
 import sys
 import time
@@ -8,7 +10,8 @@ import pandas as pd
 import pytest
 
 from xai_utils import pipeline
-from xai_utils.config import ConfigError, load_profile
+from xai_utils.config import ConfigError, load_profile, stage_hash
+from xai_utils.runs import save_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,6 +105,19 @@ def test_smoke_study_end_to_end(tmp_path):
     print(f"rerun with every stage done: {time.perf_counter() - start:.1f} s")
 
 
+def _corrupt_imagenet(root: Path) -> Path:
+    """An ImageNet-S50 folder whose files exist (validation passes) but are not images
+    (decoding fails at run time)."""
+    from xai_utils.data import imagenet_s50_classes
+    wnid = imagenet_s50_classes()[0][0]
+    for split in ("train", "val"):
+        d = root / split / wnid
+        d.mkdir(parents=True)
+        for i in range(4):
+            (d / f"img{i}.JPEG").write_bytes(b"not a jpeg")
+    return root
+
+
 def test_failed_run_does_not_stop_the_others(tmp_path):
     prof = tmp_path / "mixed.yaml"
     prof.write_text(f"""
@@ -112,15 +128,132 @@ results_root: {tmp_path / 'results'}
 figures_root: {tmp_path / 'figures'}
 settings:
   default: {{arch: resnet18, widths: [8, 8, 16, 16], epochs: 1, train_subset: 64, batch_size: 32,
-             data_root: {tmp_path / 'no-imagenet-here'}}}
+             data_root: {_corrupt_imagenet(tmp_path / 'corrupt-imagenet')}, num_workers: 0}}
 """)
+    # a marker of another stage of the failing run, left by an earlier invocation
+    other = tmp_path / "results" / "mixed" / "imagenet_s50" / "ce" / "seed0" / "stages" / "attribute.json"
+    save_json(other, {"hash": "earlier", "stage": "attribute"})
     res = _cli("--profile", str(prof), "--stage", "train", "--jobs", "2")
     assert res.returncode == 1
     assert "FAILED imagenet_s50/ce/seed0:train" in res.stdout
+    assert json.loads(other.read_text())["hash"] == "earlier"      # a failure deletes no marker
     assert "1 done" in res.stdout and "1 failed" in res.stdout
-    failed_nb = tmp_path / "results" / "mixed" / "imagenet_s50" / "ce" / "seed0" / "notebooks" / "01_train.ipynb"
+    nb_dir = tmp_path / "results" / "mixed" / "imagenet_s50" / "ce" / "seed0" / "notebooks"
+    failed_nb = nb_dir / "01_train.failed.ipynb"
     assert str(failed_nb) in res.stdout and failed_nb.is_file()
+    assert not (nb_dir / "01_train.ipynb").exists()          # only a success takes the notebook's name
     assert (tmp_path / "results" / "mixed" / "shapes" / "ce" / "seed0" / "model.pt").is_file()
+    assert "Kernel is running over TCP" not in res.stderr
+
+
+# ----------------------------------------------------------------------------- validation before work
+
+def _fake_finished_study(tmp_path: Path, name: str = "smoke") -> tuple[list[str], dict[Path, bytes]]:
+    """Stage markers of a finished smoke study (no real work): the common arguments and a
+    snapshot of every file, to check that an invocation leaves it as it was."""
+    common = ["--profile", name, "--set", f"results_root={tmp_path / 'results'}",
+              "--set", f"figures_root={tmp_path / 'figures'}"]
+    prof = load_profile(name, results_root=str(tmp_path / "results"), figures_root=str(tmp_path / "figures"))
+    p = pipeline.plan(prof)
+    for job in p.jobs:
+        save_json(job.marker, {"hash": job.digest, "stage": job.stage})
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        job.output.write_text("{}")
+    return common, {f: f.read_bytes() for f in _files(tmp_path) if f.is_file()}
+
+
+@pytest.mark.parametrize("setting, key", [
+    ("methods=[foo]", "methods"), ("metrics=[bar]", "metrics"), ("epochs=-1", "epochs"),
+    ("batch_size=0", "batch_size"), ("features_in_step=0", "features_in_step"),
+    ("eval_samples=0", "eval_samples"), ("method_options.eigencam.sign=nope", "method_options.eigencam"),
+    ("pixel_flipping_baseline=grey", "pixel_flipping_baseline"), ("metrics=[contrastivity]", "metrics"),
+])
+def test_bad_values_are_rejected_before_any_work(tmp_path, setting, key):
+    common, before = _fake_finished_study(tmp_path)
+    extra = ["--set", "methods=[eigencam]"] if setting == "metrics=[contrastivity]" else []
+    res = _cli(*common, "--set", setting, *extra)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"'{key}'" in lines[0], res.stderr
+    assert res.stdout == ""
+    after = {f: f.read_bytes() for f in _files(tmp_path) if f.is_file()}
+    assert after == before                       # no file written, no marker touched
+
+
+def test_missing_data_stops_before_a_kernel(tmp_path):
+    empty = tmp_path / "no-cifar-here"
+    empty.mkdir()
+    env = {**os.environ, "XAI_UTILS_NO_DOWNLOAD": "1"}
+    res = subprocess.run([sys.executable, "-m", "xai_utils.pipeline", "--no-progress", "--profile", "cifar10",
+                          "--set", f"data_root={empty}", "--set", f"results_root={tmp_path / 'r'}",
+                          "--set", f"figures_root={tmp_path / 'f'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: dataset 'cifar10' not found") and str(empty) in res.stderr
+    assert "How to get it" in res.stderr and "Kernel" not in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-cifar-here"]
+
+
+def test_dotted_set_keys_merge_into_mappings():
+    parsed = pipeline.parse_set(["method_options.eigencam.sign=numpy", "epochs=2",
+                                 "method_options.gradcam.scale=false"])
+    assert parsed == {"method_options": {"eigencam": {"sign": "numpy"}, "gradcam": {"scale": False}}, "epochs": 2}
+    prof = load_profile("smoke", **parsed)
+    cfg = next(prof.runs())
+    assert cfg.method_options == {"eigencam": {"sign": "numpy"}, "gradcam": {"scale": False}}
+
+
+# ----------------------------------------------------------------------------- what a change re-runs
+
+@pytest.mark.parametrize("setting, value, reruns", [
+    ("lr", 1e-3, {"train", "attribute", "evaluate"}),
+    ("mining", "semi-hard-hardest", {"train", "attribute", "evaluate"}),
+    ("method_options", {"eigencam": {"sign": "numpy"}}, {"attribute", "evaluate"}),
+    ("method_options", {"gradcam": {"scale": False}}, {"attribute", "evaluate"}),
+    ("eval_samples", 16, {"attribute", "evaluate"}),
+    ("target", "pred", {"attribute", "evaluate"}),
+    ("pixel_flipping_baseline", "white", {"evaluate"}),
+    ("pixel_flipping_tie_break", "stable", {"evaluate"}),
+    ("noise_space", "official", {"evaluate"}),
+    ("continuity_sigma", 0.05, {"evaluate"}),
+    ("metric_seed", 3, {"evaluate"}),
+    ("features_in_step", 16, {"evaluate"}),
+    ("max_sensitivity_samples", 5, {"evaluate"}),
+    ("max_sensitivity_radius", 0.1, {"evaluate"}),
+    ("faithfulness_correlation_subset", 64, {"evaluate"}),
+    ("randomisation_similarity", "spearman", {"evaluate"}),
+    ("batch_size_eval", 7, set()),
+    ("device", "cpu", set()),
+])
+def test_a_changed_setting_reruns_exactly_the_stages_it_affects(tmp_path, setting, value, reruns):
+    _fake_finished_study(tmp_path)
+    prof = load_profile("smoke", results_root=str(tmp_path / "results"), **{setting: value})
+    for job in pipeline.plan(prof).jobs:
+        if job.stage == "figures":
+            assert job.finished() == (not reruns)
+        else:
+            assert job.finished() == (job.stage not in reruns), (job.label, setting)
+    # and every such setting is written to the run's config.json by the stages that use it
+    from xai_utils.config import STAGE_KEYS, NO_RESULT_KEYS
+    assert setting in {k for keys in STAGE_KEYS.values() for k in keys} | set(NO_RESULT_KEYS)
+
+
+def test_figures_cover_what_is_evaluated(tmp_path):
+    """No results: no figures folder. Some runs: the -partial folder. All: the study's folder."""
+    prof = load_profile("smoke", results_root=str(tmp_path / "results"), figures_root=str(tmp_path / "figures"))
+    assert pipeline.figures_output(prof) is None
+    runs_ = list(prof.runs())
+    for i, run in enumerate(runs_):
+        rd = prof.run_dir(run)
+        save_json(rd / "stages" / "evaluate.json", {"hash": stage_hash(run, "evaluate")})
+        (rd / "results.csv").write_text("")
+        done, missing = pipeline.evaluated_runs(prof)
+        assert done == [r.run_id for r in runs_[:i + 1]]
+        out = pipeline.figures_output(prof)
+        if i + 1 < len(runs_):
+            assert out.name == "smoke-partial" and missing == [r.run_id for r in runs_[i + 1:]]
+        else:
+            assert out == (tmp_path / "figures" / "smoke").resolve() and missing == []
 
 
 def test_parallel_kernels_share_the_cores(monkeypatch):

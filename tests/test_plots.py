@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from test_report import write_fake_run
+from xai_utils import metrics as M
 from xai_utils import plots, stats
 from xai_utils.data import SHAPE_CLASSES, load_dataset
 
@@ -89,12 +90,15 @@ def test_attribution_grid(runs_):
     # the input cell of row 1 is the dataset's image 1
     x0 = ds.images[1].permute(1, 2, 0).numpy() / 255.0
     assert np.allclose(img[32 + gap:64 + gap, :32], x0, atol=1e-6)
-    # where the Grad-CAM map is largest, the cell is 45 % image + 55 % the top colour of inferno
+    # the Grad-CAM cell is the map alone in the colour bar's colour map: every pixel is the
+    # inferno colour of its min-max scaled value, so the colour bar reads the cell exactly
     with np.load(runs_["ce"] / "attributions" / "gradcam.npz") as z:
         m = z["maps"][1, 0]
-    r, c = np.unravel_index(np.argmax(m), m.shape)
-    top = np.asarray(mpl.colormaps["inferno"](1.0)[:3])
-    assert np.allclose(img[32 + gap + r, 32 + gap + c], 0.45 * x0[r, c] + 0.55 * top, atol=1e-5)
+    scaled = (m - m.min()) / (m.max() - m.min())
+    expected = mpl.colormaps["inferno"](scaled)[..., :3]
+    assert np.allclose(img[32 + gap:64 + gap, 32 + gap:64 + gap], expected, atol=1e-6)
+    cbar = fig.axes[1]
+    assert cbar.get_ylim() == (0.0, 1.0) and "min-max" in cbar.get_ylabel()
 
 
 def test_metric_summary(runs_):
@@ -122,10 +126,42 @@ def test_metric_distributions_with_significance(runs_):
     fig = plots.metric_distributions(df, sig)
     assert len(fig.axes) == df["metric"].nunique()
     for ax in fig.axes:
-        assert len(ax.patches) == 2 * 3              # 2 methods x 3 objectives
+        metric = next(m for m in df["metric"].unique() if ax.get_title().startswith(plots.metric_label(m)))
+        if metric == "pointing_game":                # binary: hit rates with intervals, no boxes
+            assert len(ax.patches) == 0 and "hit rate" in ax.get_title()
+        else:
+            assert len(ax.patches) == 2 * 3          # 2 methods x 3 objectives
+        # the value axis never runs past what the metric can take (e.g. SSIM <= 1)
+        lo, hi = M.METRICS[metric].bounds
+        ticks = ax.get_yticks()
+        assert (hi is None or ticks.max() <= hi + 1e-9) and (lo is None or ticks.min() >= lo - 1e-9)
+        assert ax.spines["left"].get_bounds()[1] <= (hi if hi is not None else np.inf) + 1e-9
+        # brackets are drawn inside the axes
+        for t in ax.texts:
+            assert ax.get_ylim()[0] <= t.get_position()[1] <= ax.get_ylim()[1]
     marks = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert len(marks) == len(sig) and set(marks) <= {"ns", "*", "**", "***"}
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["CE", "SCL", "TL"]
+
+
+def test_hit_rates_and_wilson_interval(runs_):
+    """A binary metric is drawn as the share of hits of each objective with its 95 % Wilson
+    interval, computed here from the textbook formula."""
+    df = pd.concat([pd.read_csv(rd / "results.csv") for rd in runs_.values()])
+    df = df[df["metric"] == "pointing_game"]
+    fig = plots.metric_distributions(df)
+    ax = fig.axes[0]
+    d = df[df["correct"] & df["value"].notna()]
+    for o in ("ce", "scl", "tl"):
+        v = d[(d["objective"] == o) & (d["method"] == "gradcam")]["value"].to_numpy()
+        k, n = v.sum(), len(v)
+        z = 1.959964
+        p = k / n
+        centre = (p + z ** 2 / (2 * n)) / (1 + z ** 2 / n)
+        half = z / (1 + z ** 2 / n) * np.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2))
+        assert plots.wilson_interval(k, n) == pytest.approx((max(0, centre - half), min(1, centre + half)))
+        dots = [l for l in ax.lines if l.get_color() == plots.objective_color(o) and len(l.get_ydata()) == 1]
+        assert any(l.get_ydata()[0] == pytest.approx(p) for l in dots)
 
 
 def test_pixel_flipping_curves():

@@ -210,7 +210,9 @@ def test_significance_table_matches_scipy(study):
     assert r["n_pairs"] == len(keys)
     assert r["t"] == pytest.approx(ref.statistic, rel=1e-9)
     assert r["p"] == pytest.approx(ref.pvalue, rel=1e-9)
-    assert r["d"] == pytest.approx((x - y).mean() / (x - y).std(ddof=1), rel=1e-9)
+    assert r["d_z"] == pytest.approx((x - y).mean() / (x - y).std(ddof=1), rel=1e-9)
+    assert r["d_pooled"] == pytest.approx((x.mean() - y.mean()) / np.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2),
+                                          rel=1e-9)
     md = (out / "table_significance.md").read_text()
     assert f"| {ref.statistic:.2f} |" in md
 
@@ -266,9 +268,11 @@ def test_missing_parts_are_skipped_not_fatal(tmp_path):
     assert "fig_pixel_flipping_curves skipped" in notes and "fig_embeddings skipped" in notes
     md = (out / "table_attribution_metrics.md").read_text()
     assert "± –" in md                                              # one seed: no std
-    # nothing at all: no crash, a note
-    paths = report.build_all("nothing", results_root=root, output_dir=tmp_path / "none")
-    assert paths == [tmp_path / "none" / "report_notes.md"] and "skipped" in paths[0].read_text()
+    assert "Runs covered: 3 of 3 runs (Shapes × CE, SCL, TL × seed 0)." in notes
+    # nothing at all: a clear error, and no folder written
+    with pytest.raises(FileNotFoundError, match="nothing to report"):
+        report.build_all("nothing", results_root=root, output_dir=tmp_path / "none")
+    assert not (tmp_path / "none").exists()
 
 
 def test_metric_table_lists_only_measured_combinations(tmp_path):
@@ -302,3 +306,22 @@ def test_select_images_prefers_images_correct_for_all():
     assert report.select_images(loaded, 1) == [(3, [])]                     # the only one right for all
     assert report.select_images(loaded, 3) == [(3, []), (1, ["tl"]), (2, ["ce"])]
     assert [i for i, _ in report.select_images(loaded, 10)] == [3, 1, 2, 0]
+
+
+def test_a_partial_study_says_what_it_covers(tmp_path):
+    """Expected runs without results are named in the notes, coverage.json, every table and
+    every figure; runs outside the expected list are left out of the report."""
+    root = tmp_path / "results"
+    write_fake_study(root, "cov", seeds=(0, 1), methods=("gradcam",), curves=False, embeddings=False,
+                     metrics=("complexity",), n=6)
+    expected = [f"shapes/{o}/seed{s}" for o in ("ce", "scl", "tl") for s in (0, 2)]   # seed 2 missing, 1 extra
+    out = tmp_path / "figs"
+    report.build_all("cov", results_root=root, output_dir=out, runs_expected=expected)
+    cov = json.loads((out / "coverage.json").read_text())
+    assert cov["covered"] == ["shapes/ce/seed0", "shapes/scl/seed0", "shapes/tl/seed0"]
+    assert cov["missing"] == ["shapes/ce/seed2", "shapes/scl/seed2", "shapes/tl/seed2"]
+    line = "3 of 6 runs (Shapes × CE, SCL, TL × seed 0); missing: shapes/ce/seed2, shapes/scl/seed2, shapes/tl/seed2"
+    assert line in (out / "report_notes.md").read_text()
+    assert line in (out / "table_attribution_metrics.md").read_text()
+    acc = pd.read_csv(out / "table_accuracy.csv")
+    assert int(acc["ce_n_seeds"].iloc[0]) == 1                   # seed 1 is not part of this study

@@ -32,6 +32,13 @@ def d_paired(x, y):
     return diff.mean() / diff.std(ddof=1)
 
 
+def d_pooled(x, y):
+    """Cohen's d of two groups with the pooled standard deviation (equal sizes)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    sp = np.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2))
+    return (x.mean() - y.mean()) / sp
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 def test_seed_means_use_correct_samples_and_skip_nan():
@@ -104,7 +111,10 @@ def test_t_p_d_match_scipy():
     ref = sps.ttest_rel(A, B)
     assert r["t"] == pytest.approx(ref.statistic, rel=1e-10)
     assert r["p"] == pytest.approx(ref.pvalue, rel=1e-10)
-    assert r["d"] == pytest.approx(d_paired(A, B), rel=1e-10)
+    assert r["d_z"] == pytest.approx(d_paired(A, B), rel=1e-10)
+    assert r["d_pooled"] == pytest.approx(d_pooled(A, B), rel=1e-10)
+    assert r["t"] == pytest.approx(r["d_z"] * np.sqrt(len(A)), rel=1e-10)      # t = d_z sqrt(n)
+    assert abs(r["d_pooled"]) != pytest.approx(abs(r["d_z"]))                 # two different numbers
     assert r["n_pairs"] == len(A)
     assert r["mean_diff"] == pytest.approx((A - B).mean())
     # SCL is lower on pixel flipping, where lower is better
@@ -129,7 +139,7 @@ def test_misaligned_inputs_are_paired_by_sample():
     assert r["n_pairs"] == len(keep)
     assert r["t"] == pytest.approx(ref.statistic, rel=1e-10)
     assert r["p"] == pytest.approx(ref.pvalue, rel=1e-10)
-    assert r["d"] == pytest.approx(d_paired(A[keep], B[keep]), rel=1e-10)
+    assert r["d_z"] == pytest.approx(d_paired(A[keep], B[keep]), rel=1e-10)
     # the authors' approach (dropna per model, then truncate) pairs the wrong values here
     va = ce.sort_values("sample_index")["value"].dropna().to_numpy()
     vb = scl.sort_values("sample_index")["value"].dropna().to_numpy()
@@ -166,7 +176,7 @@ def test_seed_handling_image_mean_pooled_and_per_seed():
     r = _one(df, seeds="image_mean")
     assert r["n_pairs"] == 6 and r["n_obs"] == 11
     assert r["t"] == pytest.approx(sps.ttest_rel(am, bm).statistic, rel=1e-10)
-    assert r["d"] == pytest.approx(d_paired(am, bm), rel=1e-10)
+    assert r["d_z"] == pytest.approx(d_paired(am, bm), rel=1e-10)
     # pooled: every (seed, image) pair counts
     keep1 = [0, 1, 3, 4, 5]
     x, y = np.r_[a0, a1[keep1]], np.r_[b0, b1[keep1]]

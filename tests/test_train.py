@@ -52,7 +52,11 @@ def test_smoke_runs_learn(smoke_runs):
     for objective in ("scl", "tl"):
         log = [r for r in read_jsonl(out[objective][1] / "train_log.jsonl") if "epoch" in r and "loss" in r]
         assert all(math.isfinite(r["loss"]) for r in log)
-        assert log[-1]["loss"] < log[0]["loss"], f"{objective}: loss did not decrease"
+    # SupCon's loss falls as the classes separate. The triplet loss does not have to: with
+    # the authors' semi-hard rule it is the mean over the triplets still inside the margin,
+    # which get fewer and harder as training succeeds; its accuracy (above) is the check.
+    scl_log = [r for r in read_jsonl(out["scl"][1] / "train_log.jsonl") if "epoch" in r and "loss" in r]
+    assert scl_log[-1]["loss"] < scl_log[0]["loss"], "scl: loss did not decrease"
     # the 2-minute budget is a speed target, reported (printed above), not a timed assertion
 
 
@@ -82,6 +86,13 @@ def test_smoke_run_files(smoke_runs, objective):
     acc = 100.0 * (preds == test.labels).float().mean().item()
     assert summary["n_test"] == len(test)
     assert abs(acc - summary["test_accuracy"]) < 1e-6
+    # the accuracy and the stored predictions (the evaluation's `correct` flags) are one pass
+    with np.load(run_dir / runs.PREDICTIONS) as z:
+        assert np.array_equal(z["indices"], np.arange(len(test)))
+        assert np.array_equal(z["labels"], test.labels.numpy())
+        assert np.array_equal(z["preds"], z["logits"].argmax(1))
+        assert 100.0 * (z["preds"] == z["labels"]).mean() == pytest.approx(summary["test_accuracy"], abs=1e-4)
+        assert np.array_equal(z["preds"], preds.numpy())
 
     with np.load(run_dir / runs.EMBEDDINGS) as z:
         idx = eval_indices(len(test), 1000, seed=0)
@@ -210,11 +221,11 @@ def test_pca_2d_matches_numpy():
 # ----------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("key, value, match", [
-    ("optimizer", "adam", "unknown optimizer 'adam'; available: adamw, radam, sgd"),
-    ("objective", "simclr", "unknown objective 'simclr'"),
-    ("arch", "vgg", "unknown arch 'vgg'"),
-    ("augmentation", "mixup", "unknown augmentation 'mixup'"),
-    ("mining", "hardest", "unknown mining 'hardest'"),
+    ("optimizer", "adam", "'optimizer' must be one of sgd, adamw, radam, got 'adam'"),
+    ("objective", "simclr", "'objective' must be one of ce, scl, tl.*got 'simclr'"),
+    ("arch", "vgg", "'arch' must be one of resnet18, resnet50, got 'vgg'"),
+    ("augmentation", "mixup", "'augmentation' must be one of auto, .*got 'mixup'"),
+    ("mining", "hardest", "'mining' must be one of semi-hard, semi-hard-hardest, batch-hard, got 'hardest'"),
     ("warmup_epochs", 9, "'warmup_epochs' must be between 0 and epochs"),
     ("lr", 0.0, "'lr' must be > 0"),
     ("epochs", 0, "'epochs' must be an integer >= 1"),

@@ -8,7 +8,7 @@ the class explained for each image (int64 [N]). Every method handles the whole b
 tensor operations (no per-image Python loop), so its result for an image does not depend
 on the other images of the batch (BatchNorm runs in eval mode).
 
-Methods (the registry :data:`METHODS`; add one with ``@register_method("name")``):
+Methods (the registry :data:`METHODS`; add one with ``@register_method("name", label=...)``):
 
 * ``gradcam`` — Captum's ``LayerGradCam`` on ``model.cam_layer`` (``layer4[-1]``), ReLU,
   bilinear upsampling to the input size, min-max scaling per map to [0, 1] (the
@@ -53,17 +53,51 @@ Method = Callable[..., Tensor]
 METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, class_agnostic: bool = False) -> Callable[[Method], Method]:
-    """Register ``fn(model, x, target, **options) -> [N, 1, H, W]`` under ``name``.
+def register_method(name: str, label: str, class_agnostic: bool = False,
+                    choices: Optional[dict[str, Sequence[str]]] = None) -> Callable[[Method], Method]:
+    """Register ``fn(model, x, target, *, **options) -> [N, 1, H, W]`` under ``name``.
 
-    ``class_agnostic``: the map ignores ``target`` (stored as ``fn.class_agnostic``; e.g.
-    contrastivity is undefined for such a method).
+    ``label``: the name tables and figures show. ``class_agnostic``: the map ignores
+    ``target`` (e.g. contrastivity is undefined for such a method). ``choices``: the allowed
+    values of options that take a name (checked with the run's configuration). All three
+    are stored on the function (``fn.label``, ``fn.class_agnostic``, ``fn.choices``); the
+    options themselves are the function's keyword-only arguments and their defaults.
     """
     def wrap(fn: Method) -> Method:
+        fn.label = label  # type: ignore[attr-defined]
         fn.class_agnostic = class_agnostic  # type: ignore[attr-defined]
+        fn.choices = {k: tuple(v) for k, v in (choices or {}).items()}  # type: ignore[attr-defined]
         METHODS[name] = fn
         return fn
     return wrap
+
+
+def method_label(name: str) -> str:
+    """Display name of a method (``Grad-CAM``); an unregistered name is shown as is."""
+    return getattr(METHODS.get(name), "label", str(name))
+
+
+def is_class_agnostic(name: str) -> bool:
+    """The method's map does not depend on the class explained (its registry flag)."""
+    return bool(getattr(METHODS.get(name), "class_agnostic", False))
+
+
+def check_method_options(name: str, options: dict[str, Any]) -> None:
+    """Raise ValueError for an unknown method or option, an option value whose type differs
+    from its default's, or a name outside the option's registered choices."""
+    fn = get_method(name)
+    defaults = resolve_options(name)
+    resolve_options(name, **options)
+    for k, v in options.items():
+        allowed = fn.choices.get(k)
+        if allowed is not None and v not in allowed:
+            raise ValueError(f"method '{name}' option '{k}' must be one of {', '.join(allowed)}, got {v!r}")
+        d = defaults[k]
+        numeric = isinstance(d, (int, float)) and not isinstance(d, bool)
+        if d is not None and not (numeric and isinstance(v, (int, float)) and not isinstance(v, bool)) \
+                and not isinstance(v, type(d)):
+            raise ValueError(f"method '{name}' option '{k}' must be a {type(d).__name__} "
+                             f"like its default {d!r}, got {v!r}")
 
 
 def get_method(name: str) -> Method:
@@ -174,7 +208,7 @@ def _captured_output(layer: nn.Module) -> Iterator[list[Tensor]]:
 
 # ----------------------------------------------------------------------------- CAM methods
 
-@register_method("gradcam")
+@register_method("gradcam", label="Grad-CAM")
 def gradcam(model: nn.Module, x: Tensor, target: Tensor, *, scale: bool = True) -> Tensor:
     """Grad-CAM (Selvaraju et al. 2017) of ``model.cam_layer`` via Captum's LayerGradCam.
 
@@ -247,7 +281,7 @@ def eigencam_projection(acts: Tensor, sign: str = "activation") -> Tensor:
     return proj.view(n, h, w)
 
 
-@register_method("eigencam", class_agnostic=True)
+@register_method("eigencam", label="Eigen-CAM", class_agnostic=True, choices={"sign": EIGEN_SIGNS})
 def eigencam(model: nn.Module, x: Tensor, target: Tensor, *, scale: bool = True,
              sign: str = "activation") -> Tensor:
     """Eigen-CAM (Muhammad & Yeasin 2020): ReLU of the first-principal-component projection
@@ -262,7 +296,7 @@ def eigencam(model: nn.Module, x: Tensor, target: Tensor, *, scale: bool = True,
 
 # ----------------------------------------------------------------------------- Captum methods
 
-@register_method("saliency")
+@register_method("saliency", label="Saliency", choices={"reduction": REDUCTIONS})
 def saliency(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "sum",
              abs: bool = True, scale: bool = False) -> Tensor:
     """Input gradient dy_t/dx (Simonyan et al. 2014), Captum ``Saliency``; default map: L1 norm over channels."""
@@ -272,7 +306,7 @@ def saliency(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "s
     return channel_map(g.detach(), reduction, abs, scale)
 
 
-@register_method("input_x_gradient")
+@register_method("input_x_gradient", label="Input x Gradient", choices={"reduction": REDUCTIONS})
 def input_x_gradient(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "sum",
                      abs: bool = True, scale: bool = False) -> Tensor:
     """x * dy_t/dx in pixel space (Captum ``InputXGradient``)."""
@@ -282,7 +316,9 @@ def input_x_gradient(model: nn.Module, x: Tensor, target: Tensor, *, reduction: 
     return channel_map(g.detach(), reduction, abs, scale)
 
 
-@register_method("integrated_gradients")
+@register_method("integrated_gradients", label="Integrated Gradients", choices={
+    "reduction": REDUCTIONS,
+    "method": ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")})
 def integrated_gradients(model: nn.Module, x: Tensor, target: Tensor, *, n_steps: int = 50,
                          baseline: float = 0.0, method: str = "gausslegendre",
                          internal_batch_size: Optional[int] = None, reduction: str = "sum",
@@ -302,7 +338,7 @@ def integrated_gradients(model: nn.Module, x: Tensor, target: Tensor, *, n_steps
     return channel_map(g.detach(), reduction, abs, scale)
 
 
-@register_method("smoothgrad")
+@register_method("smoothgrad", label="SmoothGrad", choices={"reduction": REDUCTIONS})
 def smoothgrad(model: nn.Module, x: Tensor, target: Tensor, *, nt_samples: int = 16,
                stdevs: float = 0.15, seed: int = 0, nt_samples_batch_size: int = 1,
                reduction: str = "sum", abs: bool = True, scale: bool = False) -> Tensor:
@@ -332,7 +368,7 @@ def smoothgrad(model: nn.Module, x: Tensor, target: Tensor, *, nt_samples: int =
     return channel_map(total / nt_samples, reduction, abs, scale)
 
 
-@register_method("guided_backprop")
+@register_method("guided_backprop", label="Guided Backprop", choices={"reduction": REDUCTIONS})
 def guided_backprop(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "sum",
                     abs: bool = True, scale: bool = False) -> Tensor:
     """Guided backpropagation (Springenberg et al. 2015), Captum ``GuidedBackprop``.
@@ -346,7 +382,7 @@ def guided_backprop(model: nn.Module, x: Tensor, target: Tensor, *, reduction: s
     return channel_map(g.detach(), reduction, abs, scale)
 
 
-@register_method("occlusion")
+@register_method("occlusion", label="Occlusion", choices={"reduction": REDUCTIONS})
 def occlusion(model: nn.Module, x: Tensor, target: Tensor, *, window: Optional[int] = None,
               stride: Optional[int] = None, baseline: float = 0.0, perturbations_per_eval: int = 1,
               reduction: str = "mean", abs: bool = True, scale: bool = False) -> Tensor:
@@ -461,6 +497,21 @@ def load_attributions(path: Union[str, Path]) -> dict[str, Any]:
     return out
 
 
+def stored_predictions(run_dir: Union[str, Path], cfg: Any, idx: np.ndarray, labels: Tensor) -> Optional[Tensor]:
+    """Predicted classes of evaluation images ``idx`` from the run's ``predictions.npz``
+    (the fp32 pass that gave the test accuracy), or None when the evaluation split is not
+    the test split or the file is absent (a run trained before it existed)."""
+    from .data import resolve_split
+    path = Path(run_dir) / runs.PREDICTIONS
+    if resolve_split(cfg.dataset, cfg.eval_split) != resolve_split(cfg.dataset, "test") or not path.is_file():
+        return None
+    with np.load(path) as z:
+        preds, stored_labels = z["preds"], z["labels"]
+    if len(preds) <= int(idx.max(initial=0)) or not np.array_equal(stored_labels[idx], labels.numpy()):
+        raise ValueError(f"{path} does not match the evaluation split of {cfg.dataset}: retrain the run")
+    return torch.from_numpy(preds[idx].astype(np.int64))
+
+
 def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = None,
                   n_samples: Optional[int] = None, target: Optional[str] = None,
                   batch_size: Optional[int] = None, device: str = "auto",
@@ -483,11 +534,13 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
     target = target or cfg.target
     if target not in TARGET_KINDS:
         raise ValueError(f"unknown target kind '{target}'; use one of: {', '.join(TARGET_KINDS)}")
-    method_options_ = {m: {} for m in methods}
+    method_options_ = {m: dict(cfg.method_options.get(m, {})) for m in methods}
     for m, opts in (method_options or {}).items():
         if m not in method_options_:
             raise ValueError(f"method_options given for '{m}', which is not in methods {methods}")
-        method_options_[m] = dict(opts)
+        method_options_[m].update(opts)
+    for m, opts in method_options_.items():
+        check_method_options(m, opts)
     resolved = {m: resolve_options(m, **o) for m, o in method_options_.items()}
     n_samples = n_samples or cfg.eval_samples
     batch_size = batch_size or cfg.batch_size_eval
@@ -498,12 +551,11 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
     idx = np.asarray(eval_indices(len(ds), n_samples, seed=0), dtype=np.int64)
     batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
 
-    labels, preds = [], []
-    for b in batches:
-        xb, yb = ds.batch(b, device=dev)
-        preds.append(predict(model, xb, batch_size=batch_size).cpu())
-        labels.append(yb.cpu().long())
-    labels_t, preds_t = torch.cat(labels), torch.cat(preds)
+    labels_t = ds.labels[torch.as_tensor(idx)].long()
+    preds_t = stored_predictions(run_dir, cfg, idx, labels_t)
+    if preds_t is None:                          # an evaluation split other than the test split
+        preds_t = torch.cat([predict(model, ds.batch(b, device=dev)[0], batch_size=batch_size).cpu()
+                             for b in batches])
     targets_t = TARGET_KINDS[target](preds_t, labels_t)
 
     paths: dict[str, Path] = {}

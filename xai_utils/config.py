@@ -12,7 +12,12 @@ least to the most specific::
 
 ``load_profile(name, **overrides)`` applies overrides last: a top-level key (``seeds``,
 ``objectives``, ``datasets``, ``results_root``, ``figures_root``) replaces the profile's value, a run key
-(``epochs=3``) applies to every run.
+(``epochs=3``) applies to every run. Mapping-valued keys (``method_options``) are merged
+key by key, so ``{"eigencam": {"sign": "numpy"}}`` changes one option and keeps the others.
+
+This module checks the *form* of every value (keys, types). Whether a value is allowed
+(names in the registries of objectives, methods, metrics, ...; ranges; data present) is
+checked by :mod:`xai_utils.validation`, which :func:`load_profile` calls before returning.
 """
 from __future__ import annotations
 
@@ -24,17 +29,13 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Iterator, Optional, Union, get_args, get_origin
 
 import yaml
 
 # Profiles live in the repository's configs/ (an editable install, as the README and the
 # notebooks' Colab cell do); XAI_CONFIG_DIR points elsewhere.
 CONFIG_DIR = Path(os.environ.get("XAI_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
-
-OBJECTIVES = ("ce", "scl", "tl")
-DATASETS = ("cifar10", "fashion_mnist", "shapes", "imagenet_s50")
-
 
 class ConfigError(ValueError):
     """A profile or override is invalid; the message is one line saying what and how to fix it."""
@@ -68,7 +69,7 @@ class RunConfig:
     warmup_epochs: int = 0
     temperature: float = 0.07                  # SCL
     margin: float = 0.3                        # TL
-    mining: str = "semi-hard"                  # TL: semi-hard (batch-hard fallback) | batch-hard
+    mining: str = "semi-hard"                  # TL: semi-hard (authors': every semi-hard triplet) | semi-hard-hardest | batch-hard
     # linear probe for SCL / TL (frozen, L2-normalised features)
     probe_epochs: int = 100
     probe_lr: float = 0.1
@@ -81,17 +82,29 @@ class RunConfig:
     compile: bool = False                      # torch.compile
     num_workers: int = 4                       # streamed datasets (imagenet_s50) only
     checkpoint_every: int = 1                  # epochs between checkpoints
-    # explanation and evaluation
+    # explanation
     eval_split: str = "test"
     eval_samples: int = 1000                   # fixed subset of the evaluation split, same for all models
     batch_size_eval: int = 256
     target: str = "pred"                       # pred | true: class explained
     methods: list[str] = field(default_factory=lambda: ["gradcam", "eigencam"])
+    # options of the attribution methods, {method: {option: value}} (see each method's docstring);
+    # Eigen-CAM's sign rule: activation (ours, deterministic) | numpy (pytorch-grad-cam's, the authors') | none | max
+    method_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"eigencam": {"sign": "activation"}})
+    # evaluation
     metrics: list[str] = field(default_factory=lambda: [
         "pixel_flipping", "continuity", "complexity", "contrastivity", "sparseness"])
-    features_in_step: int = 32
+    metric_seed: int = 0                       # seeds every random draw of the metrics (noise, classes, subsets)
+    features_in_step: int = 32                 # pixel flipping: features set to the baseline per step
+    pixel_flipping_baseline: str = "black"     # black (image minimum, pixel space) | white | black_normalised (authors')
+    pixel_flipping_tie_break: str = "quantus"  # quantus (NumPy's argsort, as Quantus) | stable (on the device)
     continuity_sigma: float = 0.02
     noise_space: str = "pixel"                 # pixel | official (see metrics.continuity_ssim)
+    max_sensitivity_samples: int = 20          # noise draws per image (Quantus default 200)
+    max_sensitivity_radius: float = 0.2        # uniform noise in [-r, r] (Quantus lower_bound)
+    faithfulness_correlation_subset: int = 224  # features per random subset (Quantus default)
+    faithfulness_correlation_runs: int = 100    # random subsets per image (Quantus default)
+    randomisation_similarity: str = "ssim"     # model_randomisation: ssim | spearman
 
     @property
     def run_id(self) -> str:
@@ -120,8 +133,11 @@ RUN_KEYS: dict[str, Any] = {f.name: f for f in fields(RunConfig)}
 # checkpoint period) are in no hash.
 NO_RESULT_KEYS = ("device", "num_workers", "checkpoint_every", "batch_size_eval", "data_root")
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "attribute": ("eval_split", "eval_samples", "target", "methods"),
-    "evaluate": ("metrics", "features_in_step", "continuity_sigma", "noise_space"),
+    "attribute": ("eval_split", "eval_samples", "target", "methods", "method_options"),
+    "evaluate": ("metrics", "metric_seed", "features_in_step", "pixel_flipping_baseline",
+                 "pixel_flipping_tie_break", "continuity_sigma", "noise_space", "max_sensitivity_samples",
+                 "max_sensitivity_radius", "faithfulness_correlation_subset", "faithfulness_correlation_runs",
+                 "randomisation_similarity"),
 }
 STAGE_KEYS["train"] = tuple(k for k in RUN_KEYS if k not in NO_RESULT_KEYS
                             and k not in STAGE_KEYS["attribute"] + STAGE_KEYS["evaluate"])
@@ -132,16 +148,15 @@ def stage_hash(cfg: "RunConfig", stage: str) -> str:
     order = ("train", "attribute", "evaluate")
     keys = [k for s in order[:order.index(stage) + 1] for k in STAGE_KEYS[s]]
     return cfg.config_hash(keys)
-CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": DATASETS,
-    "objective": OBJECTIVES,
-    "augmentation": ("auto", "ce", "scl", "none", "ce_imagenet", "scl_imagenet", "none_imagenet"),
-    "optimizer": ("sgd", "adamw", "radam"),
-    "mining": ("semi-hard", "batch-hard"),
-    "target": ("pred", "true"),
-    "noise_space": ("pixel", "official"),
-    "eval_split": ("train", "test", "val"),
-}
+
+
+def merge_settings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``; mappings are merged key by key (recursively)."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge_settings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
 
 PROFILE_KEYS = ("description", "seeds", "objectives", "datasets", "results_root", "figures_root", "settings")
 
@@ -163,10 +178,10 @@ class Profile:
 
     def run_config(self, dataset: str, objective: str, seed: int) -> RunConfig:
         """Resolve the settings of one run: default < objective < dataset < dataset/objective < overrides."""
-        merged: dict[str, Any] = {}
+        merged = RunConfig().to_dict()
         for selector in ("default", objective, dataset, f"{dataset}/{objective}"):
-            merged.update(self.settings.get(selector, {}))
-        merged.update({k: v for k, v in self.overrides.items() if k in RUN_KEYS})
+            merged = merge_settings(merged, self.settings.get(selector, {}))
+        merged = merge_settings(merged, {k: v for k, v in self.overrides.items() if k in RUN_KEYS})
         merged.update(dataset=dataset, objective=objective, seed=seed)
         return RunConfig(**merged)
 
@@ -192,6 +207,10 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in args) + " or null"
     if origin is list:
         return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(get_args(tp)[0])} to {_type_name(get_args(tp)[1])}"
+    if tp is Any:
+        return "value"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -204,10 +223,17 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key, where)
+    if tp is Any:
+        return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: '{key}' must be a {_type_name(tp)}, got {value!r}")
         return [_coerce(v, get_args(tp)[0], key, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a {_type_name(tp)}, got {value!r}")
+        kt, vt = get_args(tp)
+        return {_coerce(k, kt, key, where): _coerce(v, vt, f"{key}.{k}", where) for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is bool and not isinstance(value, bool):
@@ -230,10 +256,7 @@ def _validate_run_keys(d: dict[str, Any], where: str) -> dict[str, Any]:
         if key not in RUN_KEYS:
             raise ConfigError(
                 f"{where}: unknown key '{key}'; valid keys are: {', '.join(sorted(RUN_KEYS))}")
-        value = _coerce(value, _HINTS[key], key, where)
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(f"{where}: '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
-        out[key] = value
+        out[key] = _coerce(value, _HINTS[key], key, where)
     return out
 
 
@@ -270,7 +293,9 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
     """Load and validate a profile by name (``configs/<name>.yaml``) or path.
 
     Raises :class:`ConfigError` with a one-line message for a missing profile, an unknown
-    key (listing the valid ones) or a value of the wrong type.
+    key (listing the valid ones), a value of the wrong type, or a value that
+    :func:`xai_utils.validation.check_run` rejects for some run (the data files are not
+    looked for here: :func:`xai_utils.validation.check_profile` with ``data=True`` does).
     """
     path = _resolve_path(name_or_path)
     try:
@@ -288,9 +313,11 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
     run_over = {k: v for k, v in overrides.items() if k not in top_over}
     raw.update(top_over)
 
+    from .data import DATASETS
+    from .objectives import OBJECTIVES, paper_objectives
     seeds = _check_list(raw.get("seeds", [0]), "seeds", item=int)
-    objectives = _check_list(raw.get("objectives", list(OBJECTIVES)), "objectives", OBJECTIVES)
-    datasets = _check_list(raw.get("datasets"), "datasets", DATASETS)
+    objectives = _check_list(raw.get("objectives", paper_objectives()), "objectives", tuple(OBJECTIVES))
+    datasets = _check_list(raw.get("datasets"), "datasets", tuple(DATASETS))
     results_root = raw.get("results_root", "results")
     figures_root = raw.get("figures_root", str(CONFIG_DIR.parent / "figures"))
     for key, value in (("results_root", results_root), ("figures_root", figures_root)):
@@ -310,9 +337,12 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
                               f"valid: {', '.join(valid_selectors)}")
         settings[selector] = _validate_run_keys(block or {}, where=f"profile '{path.name}' settings.{selector}")
     run_over = _validate_run_keys(run_over, where="override")
-    return Profile(name=path.stem, description=description, seeds=seeds, objectives=objectives,
-                   datasets=datasets, results_root=results_root, figures_root=figures_root, settings=settings,
-                   overrides=run_over, path=str(path))
+    profile = Profile(name=path.stem, description=description, seeds=seeds, objectives=objectives,
+                      datasets=datasets, results_root=results_root, figures_root=figures_root,
+                      settings=settings, overrides=run_over, path=str(path))
+    from .validation import check_profile
+    check_profile(profile, data=False)
+    return profile
 
 
 def load_run_config(run_dir: Union[str, Path]) -> RunConfig:

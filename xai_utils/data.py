@@ -1,7 +1,7 @@
 """Datasets of the study, all returned in one in-memory format (:class:`ImageDataset`).
 
-``load_dataset(name, split, root=None)`` looks the name up in :data:`LOADERS` (a registry,
-name -> loader function):
+``load_dataset(name, split, root=None)`` looks the name up in :data:`DATASETS` (a registry,
+name -> :class:`DatasetSpec`: loader, splits, masks, file check):
 
 ===============  ===============================  ==========================================
 name             splits                           source
@@ -360,6 +360,17 @@ def _try_download(name: str, root: Path, notes: list[str]) -> bool:
         return False
 
 
+def _download_possible(name: str, notes: list[str]) -> bool:
+    """A loader could download ``name`` now (allowed and the host reachable); why not in ``notes``."""
+    if not ALLOW_DOWNLOAD:
+        notes.append("download disabled (XAI_UTILS_NO_DOWNLOAD / data.ALLOW_DOWNLOAD)")
+        return False
+    if not _online(_DOWNLOAD_HOSTS[name]):
+        notes.append(f"download not possible: {_DOWNLOAD_HOSTS[name][0]} is not reachable (offline?)")
+        return False
+    return True
+
+
 def _roots(root: Optional[PathLike]) -> list[Path]:
     return [Path(root).expanduser()] if root is not None else [DEFAULT_ROOT]
 
@@ -413,6 +424,30 @@ def pad_to_32(images: np.ndarray) -> np.ndarray:
     return out
 
 
+def _locate_fashion_mnist(split: str, root: Optional[PathLike], download: bool) -> Optional[list[Path]]:
+    """The two IDX files of ``split``; downloaded when missing if ``download`` (and possible).
+    With ``download=False``: None when they are missing but a loader could download them.
+    Otherwise missing files raise :class:`DatasetNotFoundError`."""
+    stems = _FASHION_FILES[split]
+    base = _roots(root)[0]
+    candidates = [base / "FashionMNIST" / "raw", base, DEBIAN_FASHION_MNIST_DIR]
+    files = next((f for f in (_find_files(c, stems) for c in candidates) if f is not None), None)
+    notes: list[str] = []
+    if files is None and download and _try_download("fashion_mnist", base, notes):
+        files = _find_files(base / "FashionMNIST" / "raw", stems)
+    if files is None:
+        if not download and _download_possible("fashion_mnist", notes):
+            return None
+        raise _not_found("fashion_mnist", [f"{c}/{{{','.join(stems)}}}[.gz]" for c in candidates] + notes, [
+            "apt-get install dataset-fashion-mnist   (Debian/Ubuntu; files in "
+            f"{DEBIAN_FASHION_MNIST_DIR}; `make data` does it)",
+            "python -c \"import torchvision; torchvision.datasets.FashionMNIST('<root>', "
+            "download=True)\"  then pass root='<root>'",
+            "or put the four *-ubyte.gz files of github.com/zalandoresearch/fashion-mnist in root",
+        ])
+    return files
+
+
 def load_fashion_mnist(split: str, root: Optional[PathLike] = None) -> ImageDataset:
     """Fashion-MNIST (Xiao et al. 2017), 60,000 train / 10,000 test, 10 classes.
 
@@ -425,21 +460,7 @@ def load_fashion_mnist(split: str, root: Optional[PathLike] = None) -> ImageData
     channels, so the CIFAR models apply unchanged. Padding rather than resizing keeps the pixel
     grid intact (no interpolation) and the object centred, like LeNet's classic 32x32 input.
     """
-    stems = _FASHION_FILES[split]
-    base = _roots(root)[0]
-    candidates = [base / "FashionMNIST" / "raw", base, DEBIAN_FASHION_MNIST_DIR]
-    files = next((f for f in (_find_files(c, stems) for c in candidates) if f is not None), None)
-    notes: list[str] = []
-    if files is None and _try_download("fashion_mnist", base, notes):
-        files = _find_files(base / "FashionMNIST" / "raw", stems)
-    if files is None:
-        raise _not_found("fashion_mnist", [f"{c}/{{{','.join(stems)}}}[.gz]" for c in candidates] + notes, [
-            "apt-get install dataset-fashion-mnist   (Debian/Ubuntu; files in "
-            f"{DEBIAN_FASHION_MNIST_DIR})",
-            "python -c \"import torchvision; torchvision.datasets.FashionMNIST('<root>', "
-            "download=True)\"  then pass root='<root>'",
-            "or put the four *-ubyte.gz files of github.com/zalandoresearch/fashion-mnist in root",
-        ])
+    files = _locate_fashion_mnist(split, root, download=True)
     images, labels = read_idx(files[0]), read_idx(files[1])
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
         raise ValueError(f"unexpected Fashion-MNIST shapes {images.shape}, {labels.shape} in {files}")
@@ -471,24 +492,33 @@ def _unpickle(path: Path) -> dict:
         return pickle.load(f, encoding="bytes")
 
 
+def _locate_cifar10(split: str, root: Optional[PathLike], download: bool) -> Optional[Path]:
+    """The ``cifar-10-batches-py`` folder holding ``split`` (see :func:`_locate_fashion_mnist`
+    for ``download``)."""
+    base = _roots(root)[0]
+    candidates = [base / CIFAR10_FOLDER, base]
+    folder = next((c for c in candidates if _cifar_batch_files(c, split)), None)
+    notes: list[str] = []
+    if folder is None and download and _try_download("cifar10", base, notes):
+        folder = base / CIFAR10_FOLDER if _cifar_batch_files(base / CIFAR10_FOLDER, split) else None
+    if folder is None:
+        if not download and _download_possible("cifar10", notes):
+            return None
+        want = "test_batch" if split == "test" else "data_batch_1..5"
+        raise _not_found("cifar10", [f"{c}/{want}" for c in candidates] + notes, [
+            "python -c \"import torchvision; torchvision.datasets.CIFAR10('<root>', download=True)\""
+            "  then pass root='<root>' (profile setting data_root)",
+            "or unpack https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into root",
+        ])
+    return folder
+
+
 def load_cifar10(split: str, root: Optional[PathLike] = None) -> ImageDataset:
     """CIFAR-10, 50,000 train / 10,000 test, read from torchvision's on-disk format
     (``root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``, pickled dicts
     with ``b'data'`` uint8 [N, 3072] and ``b'labels'``); ``root`` may also be that folder
     itself. Downloaded with torchvision into ``root`` when missing and online."""
-    base = _roots(root)[0]
-    candidates = [base / CIFAR10_FOLDER, base]
-    folder = next((c for c in candidates if _cifar_batch_files(c, split)), None)
-    notes: list[str] = []
-    if folder is None and _try_download("cifar10", base, notes):
-        folder = base / CIFAR10_FOLDER if _cifar_batch_files(base / CIFAR10_FOLDER, split) else None
-    if folder is None:
-        want = "test_batch" if split == "test" else "data_batch_1..5"
-        raise _not_found("cifar10", [f"{c}/{want}" for c in candidates] + notes, [
-            "python -c \"import torchvision; torchvision.datasets.CIFAR10('<root>', download=True)\""
-            "  then pass root='<root>'",
-            "or unpack https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into root",
-        ])
+    folder = _locate_cifar10(split, root, download=True)
     batches = [_unpickle(p) for p in _cifar_batch_files(folder, split)]
     data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
     labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
@@ -635,6 +665,36 @@ def _list_class_files(folder: Path, wnids: Sequence[str]) -> tuple[list[Path], l
     return paths, labels
 
 
+def _imagenet_base(root: Optional[PathLike]) -> Path:
+    return Path(root).expanduser() if root is not None else DEFAULT_ROOT / "imagenet_s50"
+
+
+def _locate_imagenet_s50(split: str, root: Optional[PathLike], download: bool = False
+                         ) -> tuple[list[Path], list[int]]:
+    """Image files and labels of ``split`` (never downloaded: ImageNet is licensed)."""
+    base = _imagenet_base(root)
+    wnids, _ = imagenet_s50_classes()
+    folders = [base / f for f in _IMAGENET_FOLDERS[split]]
+    for folder in folders:
+        if folder.is_dir():
+            paths, labels = _list_class_files(folder, wnids)
+            if paths:
+                return paths, labels
+    raise _not_found("imagenet_s50", [f"{f}/<wnid>/*.JPEG" for f in folders], [
+        "ImageNet is licensed: download ILSVRC2012 from https://image-net.org and arrange "
+        "the 50 classes as root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG "
+        "(see xai_utils.data.load_imagenet_s50 for the layout and the class list)",
+        "masks: ImageNet-S50 validation-segmentation from https://github.com/LUSSeg/ImageNet-S "
+        "into root/masks/<wnid>/<stem>.png",
+        "then pass root=<that folder> (profile setting data_root)",
+    ])
+
+
+def _imagenet_mask_dir(root: Optional[PathLike]) -> Optional[Path]:
+    base = _imagenet_base(root)
+    return next((base / m for m in _IMAGENET_MASK_FOLDERS if (base / m).is_dir()), None)
+
+
 def load_imagenet_s50(split: str, root: Optional[PathLike] = None
                       ) -> Union[ImageDataset, StreamingImageDataset]:
     """ImageNet-S50: the 50 ImageNet-1k classes of :data:`IMAGENET_S50_INDICES` (labels 0..49
@@ -654,30 +714,13 @@ def load_imagenet_s50(split: str, root: Optional[PathLike] = None
     mask; ``masks`` is None when no mask folder exists. ``train`` is a
     :class:`StreamingImageDataset` (too large for memory).
     """
-    base = Path(root).expanduser() if root is not None else DEFAULT_ROOT / "imagenet_s50"
     wnids, names = imagenet_s50_classes()
-    folders = [base / f for f in _IMAGENET_FOLDERS[split]]
-    paths: list[Path] = []
-    labels: list[int] = []
-    for folder in folders:
-        if folder.is_dir():
-            paths, labels = _list_class_files(folder, wnids)
-            if paths:
-                break
-    if not paths:
-        raise _not_found("imagenet_s50", [f"{f}/<wnid>/*.JPEG" for f in folders], [
-            "ImageNet is licensed: download ILSVRC2012 from https://image-net.org and arrange "
-            "the 50 classes as root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG "
-            "(see xai_utils.data.load_imagenet_s50 for the layout and the class list)",
-            "masks: ImageNet-S50 validation-segmentation from https://github.com/LUSSeg/ImageNet-S "
-            "into root/masks/<wnid>/<stem>.png",
-            "then pass root=<that folder> (RunConfig.data_root)",
-        ])
+    paths, labels = _locate_imagenet_s50(split, root)
     meta = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=50, class_names=list(names))
     if split == "train":
         return StreamingImageDataset("imagenet_s50", split, paths,
                                      torch.tensor(labels, dtype=torch.long), **meta)
-    mask_dir = next((base / m for m in _IMAGENET_MASK_FOLDERS if (base / m).is_dir()), None)
+    mask_dir = _imagenet_mask_dir(root)
     mask_paths = None
     if mask_dir is not None:
         mask_paths = []
@@ -713,24 +756,53 @@ def _decode_all(ds: ImageFiles, batch_size: int = 64) -> tuple[torch.Tensor, tor
 # registry and entry point
 # --------------------------------------------------------------------------------------
 
-LOADERS: dict[str, Callable[[str, Optional[PathLike]], Any]] = {
-    "shapes": load_shapes,
-    "fashion_mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
-    "imagenet_s50": load_imagenet_s50,
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset: how to load a split, which splits exist, whether a split has object
+    masks, and how to check that its files are there without loading them."""
+
+    label: str
+    load: Callable[[str, Optional[PathLike]], Any]
+    splits: tuple[str, ...]
+    locate: Optional[Callable[[str, Optional[PathLike], bool], Any]] = None   # None: generated
+    masks: Callable[[str, Optional[PathLike]], bool] = lambda split, root: False
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "shapes": DatasetSpec("Shapes", load_shapes, ("train", "test"), masks=lambda split, root: True),
+    "fashion_mnist": DatasetSpec("Fashion-MNIST", load_fashion_mnist, ("train", "test"), _locate_fashion_mnist),
+    "cifar10": DatasetSpec("CIFAR-10", load_cifar10, ("train", "test"), _locate_cifar10),
+    "imagenet_s50": DatasetSpec("ImageNet-S50", load_imagenet_s50, ("train", "val"), _locate_imagenet_s50,
+                                masks=lambda split, root: split == "val" and _imagenet_mask_dir(root) is not None),
 }
-SPLITS: dict[str, tuple[str, ...]] = {
-    "shapes": ("train", "test"),
-    "fashion_mnist": ("train", "test"),
-    "cifar10": ("train", "test"),
-    "imagenet_s50": ("train", "val"),
-}
+
+
+def dataset_label(name: str) -> str:
+    """Display name of a dataset (``CIFAR-10``); an unregistered name is shown as is."""
+    return DATASETS[name].label if name in DATASETS else str(name)
+
+
+def check_available(name: str, split: str, root: Optional[PathLike] = None) -> None:
+    """Raise :class:`DatasetNotFoundError` (saying where we looked and how to get the data)
+    unless ``split`` of ``name`` can be loaded: its files are there, or a loader may download
+    them now. Reads no image; downloads nothing."""
+    spec = DATASETS[name]
+    if spec.locate is not None:
+        spec.locate(resolve_split(name, split), root, False)
+
+
+def has_masks(name: str, split: str, root: Optional[PathLike] = None) -> bool:
+    """Whether ``split`` of ``name`` comes with object masks (the coherence metrics need them)."""
+    return bool(DATASETS[name].masks(resolve_split(name, split), root))
+
+
 # 'test' and 'val' both mean "the held-out split" of a dataset
 _SPLIT_ALIASES = {"val": "test", "test": "val"}
 
 
-def _resolve_split(name: str, split: str) -> str:
-    valid = SPLITS[name]
+def resolve_split(name: str, split: str) -> str:
+    """The split name a dataset uses for ``split`` (``test`` and ``val`` are aliases)."""
+    valid = DATASETS[name].splits
     if split in valid:
         return split
     alias = _SPLIT_ALIASES.get(split)
@@ -749,9 +821,9 @@ def load_dataset(name: str, split: str, root: Optional[PathLike] = None
     a :class:`StreamingImageDataset` (use its ``.loader(...)``); everything else an
     :class:`ImageDataset`.
     """
-    if name not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(LOADERS))}")
-    split = _resolve_split(name, split)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    split = resolve_split(name, split)
     root_key = None if root is None else str(Path(root).expanduser().resolve())
     ds = _load_cached(name, split, root_key)
     return ds.copy() if isinstance(ds, ImageDataset) else ds
@@ -759,4 +831,4 @@ def load_dataset(name: str, split: str, root: Optional[PathLike] = None
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, split: str, root: Optional[str]) -> Any:
-    return LOADERS[name](split, root)
+    return DATASETS[name].load(split, root)

@@ -21,43 +21,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import runs
+from .attribution import METHODS, is_class_agnostic, load_attributions
 from .config import RunConfig, load_run_config
-from .metrics import METRICS, MetricInputs, check_metrics, resolve_method
+from .metrics import METRICS, SETTINGS, MetricInputs, check_metrics, resolve_method
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["run_id", "dataset", "objective", "seed", "sample_index", "true", "pred", "correct",
            "method", "metric", "value"]
-# methods whose map does not depend on the class explained: contrastivity is skipped for them
-CLASS_AGNOSTIC_METHODS = frozenset({"eigencam"})
-
-
-def _known_methods() -> list[str]:
-    from .attribution import METHODS
-    return list(METHODS)
-
-
-def is_class_agnostic(method: str) -> bool:
-    """Eigen-CAM and any registered method flagged ``class_agnostic = True``."""
-    if method in CLASS_AGNOSTIC_METHODS:
-        return True
-    try:
-        from .attribution import METHODS
-    except ImportError:
-        return False
-    return bool(getattr(METHODS.get(method), "class_agnostic", False))
-
-
-def _load_attributions(path: Path) -> dict[str, Any]:
-    from .attribution import load_attributions
-    return load_attributions(path)
 
 
 def _load_eval_split(cfg: RunConfig):
@@ -68,10 +46,9 @@ def _load_eval_split(cfg: RunConfig):
 def _check_request(run_dir: Path, methods: list[str], metrics: list[str]) -> None:
     """All name and file checks, before any work: one clear error each."""
     check_metrics(metrics)
-    known = _known_methods()
-    bad = [m for m in methods if m not in known]
+    bad = [m for m in methods if m not in METHODS]
     if bad:
-        raise ValueError(f"unknown attribution method(s) {bad}; available: {', '.join(known)}")
+        raise ValueError(f"unknown attribution method(s) {bad}; available: {', '.join(METHODS)}")
     missing = [m for m in methods if not runs.attribution_path(run_dir, m).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -122,7 +99,7 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
     work = [(me, mt) for me in methods for mt in metrics]
     bar = tqdm(total=len(work), desc=f"{cfg.run_id} metrics", unit="metric")
     for method in methods:
-        stored = _load_attributions(runs.attribution_path(run_dir, method))
+        stored = load_attributions(runs.attribution_path(run_dir, method))
         n_stored = len(stored["indices"])
         if n_samples > n_stored:
             log.warning("%s: %d samples requested but %d stored; evaluating all stored samples "
@@ -141,8 +118,7 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
             labels=labels.to(dev), preds=torch.as_tensor(stored["preds"][:n], dtype=torch.long).to(dev),
             targets=torch.as_tensor(stored["targets"][:n], dtype=torch.long).to(dev),
             sample_ids=torch.as_tensor(idx), masks=ds.mask_batch(idx, device=dev) if has_masks else None,
-            method=method_fn, batch_size=batch_size, features_in_step=cfg.features_in_step,
-            continuity_sigma=cfg.continuity_sigma, noise_space=cfg.noise_space, seed=0)
+            method=method_fn, batch_size=batch_size, **{f: getattr(cfg, k) for k, f in SETTINGS.items()})
         for metric in metrics:
             bar.set_postfix_str(f"{method}/{metric}")
             reason = _skip_reason(metric, method, has_masks)
@@ -156,7 +132,8 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
             if out.curves is not None:
                 runs.save_npz(runs.curves_path(run_dir, method), curves=out.curves.float().cpu().numpy(),
                               indices=idx, labels=inputs.labels.cpu().numpy(),
-                              features_in_step=np.int64(cfg.features_in_step))
+                              features_in_step=np.int64(cfg.features_in_step),
+                              **{k: v.float().cpu().numpy() for k, v in out.extras.items()})
             bar.update(1)
     bar.close()
     df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
@@ -191,6 +168,5 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     g = d.groupby(["method", "metric"], sort=False)["value"]
     out = g.agg(mean="mean", std="std", n="count").reset_index()
     out["n_nan"] = g.apply(lambda v: int(v.isna().sum())).to_numpy()
-    out["better"] = out["metric"].map(
-        lambda m: ("higher" if METRICS[m].higher_is_better else "lower") if m in METRICS else "")
+    out["better"] = out["metric"].map(lambda m: METRICS[m].direction if m in METRICS else "")
     return out

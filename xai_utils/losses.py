@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 __all__ = ["SupConLoss", "TripletLoss", "pairwise_distances", "MINING"]
 
-MINING = ("semi-hard", "batch-hard")
+# in-batch mining rules of TripletLoss (the config's ``mining`` choices)
+MINING = ("semi-hard", "semi-hard-hardest", "batch-hard")
 
 
 def _promote(x: torch.Tensor) -> torch.Tensor:
@@ -91,21 +92,26 @@ def pairwise_distances(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 class TripletLoss(nn.Module):
     """In-batch triplet loss on raw (not normalised) embeddings with Euclidean distance.
 
-    ``mining="semi-hard"`` (default; Schroff et al. 2015, FaceNet): for every anchor-positive
-    pair (a, p) (same label, a != p), the *semi-hard* negatives are those with
+    A triplet (a, p, n) has a != p of the same label and n of another label; its loss is
+    ``d(a, p) - d(a, n) + margin``. It is *semi-hard* when
 
         d(a, p) < d(a, n) < d(a, p) + margin
 
-    (farther than the positive but still inside the margin, so the triplet has a positive
-    loss). Each pair takes the hardest of them, i.e. the closest negative farther than the
-    positive, and the loss is the mean of d(a, p) - d(a, n) + margin over the pairs that have
-    one. Pairs without a semi-hard negative are left out of that mean. When NO pair of the
-    batch has a semi-hard negative, the batch falls back to batch-hard mining.
+    (the negative is farther than the positive but still inside the margin, so the loss is
+    positive). Mining rules (:data:`MINING`):
 
-    ``mining="batch-hard"`` (Hermans et al. 2017): per anchor with at least one positive and
-    one negative, relu(max_p d(a, p) - min_n d(a, n) + margin), mean over those anchors.
+    * ``"semi-hard"`` (default; the rule of the authors' code, which produced the paper's
+      numbers): the mean loss over *every* semi-hard triplet of the batch.
+    * ``"semi-hard-hardest"`` (Schroff et al. 2015, FaceNet; TensorFlow Addons'
+      ``triplet_semihard_loss``): each anchor-positive pair takes only its hardest semi-hard
+      negative (the closest negative farther than the positive); the mean over the pairs that
+      have one.
+    * ``"batch-hard"`` (Hermans et al. 2017): per anchor with at least one positive and one
+      negative, relu(max_p d(a, p) - min_n d(a, n) + margin), mean over those anchors.
 
-    A batch without any (anchor, positive, negative) triple gives 0 with a gradient path.
+    Both semi-hard rules fall back to batch-hard for a batch without any semi-hard triplet,
+    as the authors' code does. A batch without any (anchor, positive, negative) triple gives
+    0 with a gradient path.
     """
 
     def __init__(self, margin: float = 0.3, mining: str = "semi-hard"):
@@ -128,26 +134,37 @@ class TripletLoss(nn.Module):
         same = labels[:, None] == labels[None, :]
         pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
         neg = ~same
-        if self.mining == "semi-hard":
-            loss = self._semi_hard(dist, pos, neg)
+        if self.mining in ("semi-hard", "semi-hard-hardest"):
+            loss = self._semi_hard(dist, pos, neg, hardest=self.mining == "semi-hard-hardest")
             if loss is not None:
                 return loss
         loss = self._batch_hard(dist, pos, neg)
         return loss if loss is not None else _zero_loss(embeddings)
 
-    def _semi_hard(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
-        """Mean loss over anchor-positive pairs with a semi-hard negative, or None if there is none."""
-        a_idx, p_idx = pos.nonzero(as_tuple=True)            # P pairs; memory O(P * B), not O(B^3)
+    def _semi_hard(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, hardest: bool):
+        """Mean over all semi-hard triplets, or (``hardest``) over anchor-positive pairs of
+        their hardest semi-hard negative; None when the batch has no semi-hard triplet.
+
+        Memory O(P * B) for P anchor-positive pairs (not O(B^3)). The emptiness test reads
+        one value back from the device: the fallback rule depends on it.
+        """
+        a_idx, p_idx = pos.nonzero(as_tuple=True)            # P pairs
         if a_idx.numel() == 0:
             return None
         d_ap = dist[a_idx, p_idx]                             # [P]
         d_an = dist[a_idx]                                    # [P, B]
         semi = neg[a_idx] & (d_an > d_ap[:, None]) & (d_an < d_ap[:, None] + self.margin)
-        has = semi.any(dim=1)
-        if not bool(has.any()):
+        if hardest:
+            has = semi.any(dim=1)
+            if not bool(has.any()):
+                return None
+            closest = torch.where(semi, d_an, torch.full_like(d_an, float("inf"))).min(dim=1).values
+            return (d_ap[has] - closest[has] + self.margin).mean()
+        count = semi.sum()
+        if not bool(count > 0):
             return None
-        hardest = torch.where(semi, d_an, torch.full_like(d_an, float("inf"))).min(dim=1).values
-        return (d_ap[has] - hardest[has] + self.margin).mean()
+        loss = torch.where(semi, d_ap[:, None] - d_an + self.margin, torch.zeros_like(d_an))
+        return loss.sum() / count
 
     def _batch_hard(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
         """Mean batch-hard loss over anchors with a positive and a negative, or None."""

@@ -158,9 +158,12 @@ class ExplainedModel(nn.Module):
 
 
 def build_model(cfg: RunConfig, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> ExplainedModel:
-    """The explained model for a run: CE uses raw features, SCL/TL the normalised-feature probe."""
+    """The explained model for a run: features L2-normalised before the head exactly when the
+    objective's registry entry says so (its head is then the probe trained on them)."""
+    from .objectives import get_objective
     backbone = build_backbone(cfg.arch, cfg.widths)
-    return ExplainedModel(backbone, num_classes, mean, std, normalize_features=cfg.objective != "ce")
+    return ExplainedModel(backbone, num_classes, mean, std,
+                          normalize_features=get_objective(cfg.objective).normalize_features)
 
 
 def model_state(model: ExplainedModel, cfg: RunConfig, num_classes: int) -> dict:

@@ -6,12 +6,20 @@
 A profile expands into runs (dataset x objective x seed). Each run executes
 ``01_train``, ``02_attribute`` and ``03_evaluate`` (``--jobs N`` runs N runs at once);
 ``04_figures`` runs once at the end.
-Before anything runs, every notebook parameter is checked against the notebook's tagged
-``parameters`` cell (``papermill.inspect_notebook``). Each executed notebook is kept beside
-its results (``<run_dir>/notebooks/``). A stage whose marker (``<run_dir>/stages/<stage>.json``)
-holds the hash of the same resolved settings is skipped, so a rerun is cheap and an
-interrupted study continues where it stopped. A failed run does not stop the others; the
-exit status is non-zero and the summary says what failed and where its notebook is.
+Before anything runs or any file is written, every value of every run is checked
+(:mod:`xai_utils.validation`: names against the registries, ranges, which metric applies to
+which method and data, the data files of the stages that will run) and every notebook
+parameter against the notebook's tagged ``parameters`` cell (``papermill.inspect_notebook``);
+a rejected invocation prints one line and exits with status 2. Each executed notebook is
+kept beside its results (``<run_dir>/notebooks/``; a failed execution as
+``<name>.failed.ipynb``, leaving the last successful one in place). A stage whose marker
+(``<run_dir>/stages/<stage>.json``) holds the hash of the same resolved settings is skipped,
+so a rerun is cheap and an interrupted study continues where it stopped; no marker is ever
+deleted (a marker of other settings simply does not match). A failed run does not stop the
+others; the exit status is non-zero and the summary says what failed and where its notebook
+is. The figures cover the runs that have results: into ``figures/<profile>/`` when every run
+of the study has them, into ``figures/<profile>-partial/`` otherwise (the summary names the
+missing runs), and nowhere when no run has results.
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from .config import STAGE_KEYS, ConfigError, Profile, RunConfig, load_profile, stage_hash
-from .runs import CONFIG, load_json, save_json, stage_marker
+from .runs import CONFIG, RESULTS, load_json, save_json, stage_marker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -53,6 +61,7 @@ class Job:
     status: str = "pending"      # pending | skipped | done | failed | blocked
     seconds: float = 0.0
     error: str = ""
+    note: str = ""
 
     @property
     def label(self) -> str:
@@ -71,16 +80,23 @@ class Plan:
 # ----------------------------------------------------------------------------- planning
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as YAML scalars/lists (``3``, ``0.1``, ``[1, 2]``)."""
-    out = {}
+    """``key=value`` pairs; values are read as YAML scalars/lists (``3``, ``0.1``, ``[1, 2]``).
+    A dotted key sets one entry of a mapping: ``method_options.eigencam.sign=numpy``."""
+    from .config import merge_settings
+    out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got '{item}'")
         key, value = item.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError:
-            out[key.strip()] = value
+            parsed = value
+        *path, last = key.strip().split(".")
+        nested: dict[str, Any] = {last: parsed}
+        for part in reversed(path):
+            nested = {part: nested}
+        out = merge_settings(out, nested)
     return out
 
 
@@ -117,10 +133,34 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
         digest = "-".join(stage_hash(r, "evaluate") for r in profile.runs())
         out.jobs.append(Job(stage="figures",
                             params={"profile": profile.name, "results_root": str(Path(profile.results_root).resolve()),
-                                    "output_dir": str(profile.figures_dir().resolve())},
+                                    "output_dir": str(profile.figures_dir().resolve()),
+                                    "runs": [r.run_id for r in profile.runs()]},
                             output=study / "notebooks" / NOTEBOOKS["figures"],
                             marker=study / "stages" / "figures.json", digest=digest))
     return out
+
+
+def evaluated_runs(profile: Profile) -> tuple[list[str], list[str]]:
+    """(runs whose evaluation is finished for the current settings, runs without), over
+    every run of the study."""
+    done, missing = [], []
+    for run in profile.runs():
+        run_dir = profile.run_dir(run).resolve()
+        marker = stage_marker(run_dir, "evaluate")
+        ok = (marker.is_file() and load_json(marker).get("hash") == stage_hash(run, "evaluate")
+              and (run_dir / RESULTS).is_file())
+        (done if ok else missing).append(run.run_id)
+    return done, missing
+
+
+def figures_output(profile: Profile) -> Optional[Path]:
+    """Where the figures of the study's current results go: ``figures/<profile>`` when every
+    run is evaluated, ``figures/<profile>-partial`` when some are, None when none is."""
+    done, missing = evaluated_runs(profile)
+    if not done:
+        return None
+    out = profile.figures_dir().resolve()
+    return out if not missing else out.with_name(out.name + "-partial")
 
 
 def _run_params(profile: Profile, run: RunConfig, run_dir: Path, stage: str) -> dict[str, Any]:
@@ -169,8 +209,15 @@ def _type_ok(value: Any, expected: type) -> bool:
     return isinstance(value, expected)
 
 
-def validate(p: Plan) -> None:
-    """Check every job's parameters against its notebook; raise ConfigError on the first problem."""
+def validate(p: Plan, force: bool = False) -> None:
+    """Check every value of every run, the data files of the stages that will run (not
+    those already finished, unless ``force``) and every job's parameters against its
+    notebook; raise ConfigError (or DatasetNotFoundError) on the first problem."""
+    from .validation import check_profile
+    check_profile(p.profile, data=False)
+    for stage in ("train", "attribute", "evaluate"):
+        pending = [j.run for j in p.jobs if j.stage == stage and (force or not j.finished())]
+        check_profile(p.profile, stages=(stage,), data=True, runs=pending)
     cache: dict[str, dict] = {}
     for job in p.jobs:
         spec = cache.setdefault(job.stage, notebook_parameters(job.stage))
@@ -186,17 +233,59 @@ def validate(p: Plan) -> None:
 
 # ----------------------------------------------------------------------------- execution
 
+def failed_notebook(job: Job) -> Path:
+    """Where the executed notebook of a failed job is kept (beside the last successful one)."""
+    return job.output.with_name(job.output.stem + ".failed.ipynb")
+
+
+def _kernel_manager_class():
+    """nbclient's kernel manager talking to the kernel over IPC sockets instead of TCP on
+    localhost: the same messages, and no warning about unencrypted TCP from every kernel.
+    Each kernel gets its own socket prefix in the temporary folder (several kernels run at
+    once with ``--jobs``; the manager removes the socket files when the kernel ends). TCP
+    stays where IPC is unavailable (Windows)."""
+    from jupyter_client.manager import AsyncKernelManager
+    if os.name != "posix":
+        return AsyncKernelManager
+    import tempfile
+    import uuid
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _default_ip(self) -> str:
+            return os.path.join(tempfile.gettempdir(), f"xai-kernel-{uuid.uuid4().hex[:12]}")
+    return IPCKernelManager
+
+
 def execute(job: Job) -> None:
-    """Run one notebook with Papermill, then write the stage's completion marker."""
+    """Run one notebook with Papermill, then write the stage's completion marker.
+
+    The notebook executes into a temporary file renamed to ``job.output`` on success, or
+    to :func:`failed_notebook` on failure: a failure never replaces a finished notebook.
+    """
     import papermill as pm
     job.output.parent.mkdir(parents=True, exist_ok=True)
     if job.run is not None and job.stage != "train":
         _refresh_config(job.output.parent.parent, job.run)
+    tmp = job.output.with_name(f".{job.output.stem}.running.ipynb")
     start = time.perf_counter()
-    pm.execute_notebook(str(NOTEBOOK_DIR / NOTEBOOKS[job.stage]), str(job.output),
-                        parameters=job.params, kernel_name=KERNEL, cwd=str(REPO_ROOT),
-                        progress_bar=False, log_output=False)
-    job.seconds = time.perf_counter() - start
+    try:
+        pm.execute_notebook(str(NOTEBOOK_DIR / NOTEBOOKS[job.stage]), str(tmp),
+                            parameters=job.params, kernel_name=KERNEL, cwd=str(REPO_ROOT),
+                            progress_bar=False, log_output=False, kernel_manager_class=_kernel_manager_class())
+    except BaseException:
+        if tmp.is_file():
+            os.replace(tmp, failed_notebook(job))
+        raise
+    finally:
+        job.seconds = time.perf_counter() - start
+    os.replace(tmp, job.output)
+    failed_notebook(job).unlink(missing_ok=True)
     save_json(job.marker, {"hash": job.digest, "stage": job.stage, "run_id": job.run_id,
                            "seconds": round(job.seconds, 2), "notebook": str(job.output),
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -258,14 +347,17 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
                 job.status = "blocked"
             elif not force and job.finished():
                 job.status = "skipped"
+            elif job.stage == "figures" and not _prepare_figures(p.profile, job):
+                job.status = "skipped"
+                tqdm.write("figures: no run of the study has results yet; nothing written")
             else:
                 try:
                     execute(job)
                     job.status = "done"
+                    tqdm.write(f"done {job.label} in {job.seconds:.0f} s")
                 except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
                     job.status, job.error, failed = "failed", _one_line(e), True
-                    job.marker.unlink(missing_ok=True)
-                    tqdm.write(f"FAILED {job.label}: {job.error}\n  notebook: {job.output}")
+                    tqdm.write(f"FAILED {job.label}: {job.error}\n  notebook: {failed_notebook(job)}")
             bar.update(1)
 
     groups = _groups(p.jobs)
@@ -283,6 +375,23 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
             run_group(group)
     bar.close()
     return p.jobs
+
+
+def _prepare_figures(profile: Profile, job: Job) -> bool:
+    """Point the figures job at :func:`figures_output` (False: no run has results)."""
+    out = figures_output(profile)
+    if out is None:
+        return False
+    done, missing = evaluated_runs(profile)
+    job.params["output_dir"] = str(out)
+    job.params["runs"] = done + missing
+    job.output = job.output.with_name(f"04_figures{'_partial' if missing else ''}.ipynb")
+    if missing:
+        job.marker = job.marker.with_name("figures_partial.json")
+        job.digest += "-partial-" + ",".join(done)
+    job.note = (f"figures of {len(done)} of {len(done) + len(missing)} runs in {out}"
+                + (f"; missing: {', '.join(missing)}" if missing else ""))
+    return True
 
 
 @contextlib.contextmanager
@@ -311,9 +420,11 @@ def summary(jobs: Sequence[Job]) -> str:
     lines.append("notebook time per stage (summed over runs): " + ", ".join(f"{s} {t:.0f} s" for s, t in per_stage.items()))
     for j in jobs:
         if j.status == "failed":
-            lines.append(f"FAILED {j.label}: {j.error}\n  executed notebook: {j.output}")
+            lines.append(f"FAILED {j.label}: {j.error}\n  executed notebook: {failed_notebook(j)}")
         elif j.status == "blocked":
             lines.append(f"not run {j.label} (an earlier stage of this run failed)")
+        if j.note:
+            lines.append(j.note)
     return "\n".join(lines)
 
 
@@ -334,11 +445,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.jobs < 1:
         print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
+    from .data import DatasetNotFoundError
     try:
         profile = load_profile(args.profile, **parse_set(args.sets))
         p = plan(profile, args.stage or STAGES, args.only)
-        validate(p)
+        validate(p, force=args.force)
     except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except DatasetNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -349,8 +464,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     jobs = run_plan(p, force=args.force, progress=not args.no_progress, workers=args.jobs)
     print(summary(jobs))
-    print(f"total {time.perf_counter() - start:.0f} s; figures and tables in {profile.figures_dir()}")
+    print(results_digest(jobs))
+    print(f"total {time.perf_counter() - start:.0f} s")
     return 1 if any(j.status in ("failed", "blocked") for j in jobs) else 0
+
+
+def results_digest(jobs: Sequence[Job]) -> str:
+    """The study's accuracy table and where every table and figure is, for the log."""
+    fig = next((j for j in jobs if j.stage == "figures" and j.status in ("done", "skipped")), None)
+    if fig is None:
+        return "no figures made in this invocation"
+    out = Path(fig.params["output_dir"])
+    acc = out / "table_accuracy.md"
+    text = acc.read_text().split("\n\n", 1)[-1].strip() if acc.is_file() else "(no accuracy table)"
+    return f"\nTest accuracy (%):\n{text}\n\nevery table (CSV, Markdown, LaTeX) and figure (PDF, PNG) in {out}"
 
 
 if __name__ == "__main__":

@@ -38,49 +38,46 @@ PathLike = Union[str, Path]
 
 STYLE_PATH = Path(__file__).resolve().parent / "style.mplstyle"
 
-# Okabe & Ito (2008) palette.
+# Okabe & Ito (2008) palette (objective colours live in the objective registry).
 OKABE_ITO = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000")
-OBJECTIVE_ORDER = ("ce", "scl", "tl")
-OBJECTIVE_LABELS = {"ce": "CE", "scl": "SCL", "tl": "TL"}
-OBJECTIVE_COLORS = {"ce": OKABE_ITO[0], "scl": OKABE_ITO[1], "tl": OKABE_ITO[2]}
-METHOD_ORDER = ("gradcam", "eigencam", "saliency", "integrated_gradients", "smoothgrad",
-                "input_x_gradient", "guided_backprop", "occlusion")
-METHOD_LABELS = {"gradcam": "Grad-CAM", "eigencam": "Eigen-CAM", "saliency": "Saliency",
-                 "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad",
-                 "input_x_gradient": "Input x Gradient", "guided_backprop": "Guided Backprop",
-                 "occlusion": "Occlusion"}
-METRIC_ORDER = ("pixel_flipping", "continuity", "complexity", "contrastivity", "sparseness",
-                "pointing_game", "attribution_localisation")
-METRIC_LABELS = {"pixel_flipping": "Pixel-flipping AUC", "continuity": "Continuity (SSIM)",
-                 "complexity": "Complexity (entropy)", "contrastivity": "Contrastivity (SSIM)",
-                 "sparseness": "Sparseness (Gini)", "pointing_game": "Pointing game",
-                 "attribution_localisation": "Attribution localisation"}
-DATASET_LABELS = {"cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST", "shapes": "Shapes",
-                  "imagenet_s50": "ImageNet-S50"}
+# Ten classes, each its own colour *and* marker (tab10 colours), so no two classes look alike.
+CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+CLASS_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "*")
 ATTRIBUTION_CMAP = "inferno"
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- names and order
+# Every label, colour and order comes from the registry of its concept.
 
 def objective_label(o: str) -> str:
-    return OBJECTIVE_LABELS.get(o, str(o).upper())
+    from .objectives import objective_label as label
+    return label(o)
+
+
+def objective_color(o: str) -> str:
+    from .objectives import objective_color as color
+    return color(o)
 
 
 def method_label(m: str) -> str:
-    return METHOD_LABELS.get(m, str(m))
+    from .attribution import method_label as label
+    return label(m)
 
 
 def metric_label(m: str, arrow: bool = False) -> str:
     """Readable metric name; with ``arrow`` a ↓ (lower is better) or ↑ (higher is better)."""
-    label = METRIC_LABELS.get(m, str(m).replace("_", " "))
+    from .metrics import metric_direction
+    from .metrics import metric_label as label
+    text = label(m)
     if arrow:
-        from .stats import metric_direction
-        label += {"lower": " ↓", "higher": " ↑"}.get(metric_direction(m) or "", "")
-    return label
+        text += {"lower": " ↓", "higher": " ↑"}.get(metric_direction(m) or "", "")
+    return text
 
 
 def dataset_label(d: str) -> str:
-    return DATASET_LABELS.get(d, str(d))
+    from .data import dataset_label as label
+    return label(d)
 
 
 def _ordered(values: Any, order: Sequence[str]) -> list[str]:
@@ -90,21 +87,23 @@ def _ordered(values: Any, order: Sequence[str]) -> list[str]:
 
 
 def ordered_objectives(values: Any) -> list[str]:
-    return _ordered(values, OBJECTIVE_ORDER)
+    from .objectives import OBJECTIVES
+    return _ordered(values, list(OBJECTIVES))
 
 
 def ordered_methods(values: Any) -> list[str]:
-    return _ordered(values, METHOD_ORDER)
+    from .attribution import METHODS
+    return _ordered(values, list(METHODS))
 
 
 def ordered_metrics(values: Any) -> list[str]:
-    return _ordered(values, METRIC_ORDER)
+    from .metrics import METRICS
+    return _ordered(values, list(METRICS))
 
 
-def objective_color(o: str) -> str:
-    if o in OBJECTIVE_COLORS:
-        return OBJECTIVE_COLORS[o]
-    return OKABE_ITO[3 + (sum(map(ord, o)) % 5)]
+def class_style(c: int) -> tuple[str, str]:
+    """(colour, marker) of class ``c``: ten distinct pairs, then both cycle."""
+    return CLASS_COLORS[c % len(CLASS_COLORS)], CLASS_MARKERS[c % len(CLASS_MARKERS)]
 
 
 @contextmanager
@@ -123,6 +122,14 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: Optional[tuple[float, fl
     return fig, axes
 
 
+def add_footer(fig: Figure, text: str, width: int = 150) -> None:
+    """A small grey note under the figure (e.g. which runs it covers), wrapped to ``width`` chars.
+    Saved with ``bbox_inches="tight"``, so it never overlaps the figure's content."""
+    import textwrap
+    fig.text(0.0, 0.0, "\n".join(textwrap.wrap(text, width)), ha="left", va="top", fontsize=6.5,
+             color="0.35", transform=fig.transFigure)
+
+
 def save_figure(fig: Figure, path_stem: PathLike, formats: Sequence[str] = ("pdf", "png"),
                 dpi: int = 150) -> list[Path]:
     """Save ``fig`` as ``<path_stem>.<fmt>`` for each format; returns the written paths.
@@ -134,7 +141,7 @@ def save_figure(fig: Figure, path_stem: PathLike, formats: Sequence[str] = ("pdf
         for fmt in formats:
             p = stem.with_suffix(f".{fmt}")
             meta = {"CreationDate": None} if fmt == "pdf" else None
-            fig.savefig(p, format=fmt, dpi=dpi, metadata=meta)
+            fig.savefig(p, format=fmt, dpi=dpi, metadata=meta, bbox_inches="tight", pad_inches=0.08)
             out.append(p)
     return out
 
@@ -284,7 +291,7 @@ def image_grid(cells: Sequence[Sequence[Optional[np.ndarray]]], row_labels: Sequ
             cax = fig.add_axes(((left + W * px + 0.12) / fw, (bottom + (H * px - ch) / 2) / fh, 0.12 / fw, ch / fh))
             sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=ATTRIBUTION_CMAP)
             cb = fig.colorbar(sm, cax=cax)
-            cb.set_label("attribution (min-max scaled)", fontsize=7)
+            cb.set_label("attribution (each map min-max scaled)", fontsize=7)
             cb.ax.tick_params(labelsize=7)
         if title:
             fig.suptitle(title, y=1 - 0.08 / fh, va="top")
@@ -392,15 +399,15 @@ def plot_training_curves(run_dir: PathLike) -> Figure:
 
 def draw_embedding(ax, coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str] = (),
                    legend: bool = True, s: float = 6.0) -> None:
-    """Scatter of 2-D ``coords`` coloured by class (Okabe-Ito colours, markers cycle after 8)."""
+    """Scatter of 2-D ``coords``, each class its own colour and marker (:func:`class_style`)."""
     coords = np.asarray(coords, dtype=float)
     labels = np.asarray(labels).astype(int)
-    markers = ("o", "s", "^", "v", "D")
     for c in np.unique(labels):
         sel = labels == c
         name = class_names[c] if 0 <= c < len(class_names) else str(c)
-        ax.scatter(coords[sel, 0], coords[sel, 1], s=s, color=OKABE_ITO[c % 8],
-                   marker=markers[(c // 8) % len(markers)], label=name, alpha=0.8, linewidths=0)
+        color, marker = class_style(int(c))
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=s, color=color, marker=marker, label=name,
+                   alpha=0.8, linewidths=0)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
@@ -410,6 +417,10 @@ def draw_embedding(ax, coords: np.ndarray, labels: np.ndarray, class_names: Sequ
     if legend:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.8, handletextpad=0.2,
                   borderaxespad=0.2, fontsize=7)
+
+
+EMBEDDING_CAPTION = ("first two principal components of the L2-normalised pooled backbone features\n"
+                     "of {n} fixed test images (PCA per model; axes not comparable across panels)")
 
 
 def load_embedding(run_dir: PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -432,8 +443,8 @@ def plot_embedding(run_dir: PathLike) -> Figure:
         ax = axes[0, 0]
         draw_embedding(ax, coords, labels, names, s=4.0 if len(labels) > 400 else 12.0)
         ax.set_title(f"{dataset_label(cfg.get('dataset', '?'))}, "
-                     f"{objective_label(cfg.get('objective', '?'))}, seed {cfg.get('seed', '?')}: "
-                     f"2-D embedding of test features")
+                     f"{objective_label(cfg.get('objective', '?'))}, seed {cfg.get('seed', '?')}\n"
+                     f"{EMBEDDING_CAPTION.format(n=len(labels))}", fontsize=8)
     return fig
 
 
@@ -441,6 +452,12 @@ def load_attribution_npz(path: PathLike) -> dict[str, np.ndarray]:
     """Arrays of an ``attributions/<method>.npz`` file (maps, indices, targets, preds, labels)."""
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def attribution_options(path: PathLike) -> dict:
+    """The ``options`` record of an ``attributions/<method>.npz`` file (method options, target kind, ...)."""
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(str(z["options"])) if "options" in z.files else {}
 
 
 def available_methods(run_dir: PathLike, folder: str = "attributions") -> list[str]:
@@ -484,7 +501,7 @@ def plot_attribution_grid(run_dir: PathLike, methods: Optional[Sequence[str]] = 
         lab, pred = int(first["labels"][k0]), int(first["preds"][k0])
         labels.append(f"#{i} {name(lab)}" + ("" if lab == pred else f"\n(pred {name(pred)})"))
         cells.append([overlay_rgb(img, None) if img is not None else None]
-                     + [overlay_rgb(img, data[m]["maps"][rows[m][i]]) for m in methods])
+                     + [overlay_rgb(None, data[m]["maps"][rows[m][i]]) for m in methods])
     return image_grid(cells, labels, ["input"] + [method_label(m) for m in methods],
                       title=f"{dataset_label(cfg.get('dataset', '?'))}, {objective_label(cfg.get('objective', '?'))}, "
                             f"seed {cfg.get('seed', '?')}")
@@ -543,7 +560,8 @@ def plot_metric_summary(df: pd.DataFrame) -> Figure:
 def saliency_grid(images: Sequence[Optional[np.ndarray]], row_labels: Sequence[str],
                   columns: Sequence[tuple[str, str, Sequence[Optional[np.ndarray]]]], title: str = "") -> Figure:
     """Rows are images; column 0 the input, then one column per (objective, method) with the
-    maps over the input. ``images[r]`` is uint8 [C,H,W] or None (not available);
+    map alone (colour map ``inferno``, each map min-max scaled, as the colour bar shows: no
+    blending with the image, so the colours read off the bar). ``images[r]`` is uint8 [C,H,W] or None (not available);
     ``columns`` = [(objective, method, maps), ...] with ``maps[r]`` [H,W] or None (not computed)."""
     cells = []
     for r in range(len(row_labels)):
@@ -551,7 +569,7 @@ def saliency_grid(images: Sequence[Optional[np.ndarray]], row_labels: Sequence[s
         row = [overlay_rgb(img, None) if img is not None else None]
         for _, _, maps in columns:
             amap = maps[r] if maps is not None else None
-            row.append(overlay_rgb(img, amap) if amap is not None else None)
+            row.append(overlay_rgb(None, amap) if amap is not None else None)    # the map alone
         cells.append(row)
     titles = ["input"] + [f"{objective_label(o)}\n{method_label(m)}" for o, m, _ in columns]
     colors = ["black"] + [objective_color(o) for o, _, _ in columns]
@@ -583,13 +601,55 @@ def _bracket_levels(spans: list[tuple[float, float]]) -> list[int]:
     return out
 
 
+def wilson_interval(hits: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95 % by default); (nan, nan) for n = 0."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = hits / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _hit_rates(ax, groups: list[np.ndarray], positions: Sequence[float], colors: Sequence[str]) -> tuple[float, float]:
+    """Per group: the share of ones as a dot with its 95 % Wilson interval; returns the y range drawn."""
+    lo, hi = np.inf, -np.inf
+    for g, x, c in zip(groups, positions, colors):
+        if not len(g):
+            continue
+        rate = float(np.mean(g))
+        low, high = wilson_interval(float(np.sum(g)), len(g))
+        ax.errorbar([x], [rate], yerr=[[rate - low], [high - rate]], fmt="o", color=c, ms=5, capsize=3,
+                    elinewidth=1.2, markeredgecolor="0.2")
+        lo, hi = min(lo, low), max(hi, high)
+    return lo, hi
+
+
+def _trim_value_axis(ax, lo: float, hi: float, bounds: tuple[Optional[float], Optional[float]],
+                     top: float) -> None:
+    """Y axis of a metric panel: ticks and spine only over the values shown (never past the
+    metric's possible range); the axes extend to ``top`` to leave room for brackets above."""
+    b_lo = -np.inf if bounds[0] is None else bounds[0]
+    b_hi = np.inf if bounds[1] is None else bounds[1]
+    span = (hi - lo) or max(abs(hi), 1.0) * 0.1
+    lo_v, hi_v = max(lo - 0.04 * span, b_lo), min(hi + 0.04 * span, b_hi)
+    ticks = [t for t in MaxNLocator(nbins=5).tick_values(lo_v, hi_v) if lo_v - 1e-9 <= t <= hi_v + 1e-9]
+    ax.set_yticks(ticks)
+    ax.spines["left"].set_bounds(lo_v, hi_v)
+    ax.set_ylim(lo_v - 0.02 * span, max(top, hi_v + 0.02 * span))
+
+
 def metric_distributions(df: pd.DataFrame, significance: Optional[pd.DataFrame] = None,
                          p_column: str = "p_holm", ncols: int = 4) -> Figure:
     """One panel per dataset x metric (rows of at most ``ncols`` panels, each dataset starting
-    a new row); in each panel one group per attribution method and one box per objective
-    (per-sample values of correctly classified samples, pooled over seeds). Brackets above a
-    group mark the paired tests of ``significance`` (``p_column``; stars as in :func:`stars`,
-    ``ns`` = not significant)."""
+    a new row, named on the left); in each panel one group per attribution method and one
+    mark per objective, over the correctly classified samples pooled over seeds: a box plot
+    of the per-sample values, or for a binary metric (pointing game) the hit rate with its
+    95 % Wilson interval. The value axis covers only the values shown, within the metric's
+    possible range; brackets above a group mark the paired tests of ``significance``
+    (``p_column``; stars as in :func:`stars`, ``ns`` = not significant)."""
+    from .metrics import METRICS
     d = df[df["correct"].astype(bool)] if "correct" in df else df
     d = d.dropna(subset=["value"])
     datasets = sorted(d["dataset"].unique())
@@ -603,8 +663,9 @@ def metric_distributions(df: pd.DataFrame, significance: Optional[pd.DataFrame] 
         grid += [mine[i:i + ncols] for i in range(0, len(mine), ncols)]
     objectives = ordered_objectives(d["objective"].unique())
     width = 0.8 / max(len(objectives), 1)
+    binary_any = False
     with style():
-        fig, axes = new_figure(len(grid), ncols, figsize=(2.5 * ncols + 0.3, 2.55 * len(grid) + 0.6))
+        fig, axes = new_figure(len(grid), ncols, figsize=(2.7 * ncols + 0.6, 2.6 * len(grid) + 0.8))
         for r, row in enumerate(grid):
             for c in range(ncols):
                 ax = axes[r, c]
@@ -612,21 +673,36 @@ def metric_distributions(df: pd.DataFrame, significance: Optional[pd.DataFrame] 
                     ax.remove()
                     continue
                 ds, metric = row[c]
+                spec = METRICS.get(metric)
+                binary = bool(spec and spec.binary)
+                binary_any |= binary
                 sub = d[(d["dataset"] == ds) & (d["metric"] == metric)]
-                title = metric_label(metric, arrow=True)
-                ax.set_title(f"{dataset_label(ds)}: {title}" if len(datasets) > 1 else title)
+                ax.set_title(metric_label(metric, arrow=True) + (" (hit rate)" if binary else ""))
+                if c == 0:
+                    ax.set_ylabel(dataset_label(ds), fontweight="bold")
                 methods = ordered_methods(sub["method"].unique())
-                top, bot = float(sub["value"].max()), float(sub["value"].min())
-                span = (top - bot) or 1.0
-                ymax = top
+                lo, hi = np.inf, -np.inf
+                positions = {}
                 for g, meth in enumerate(methods):
                     pos = {o: g + (j - (len(objectives) - 1) / 2) * width for j, o in enumerate(objectives)}
+                    positions[meth] = pos
                     groups = [sub.loc[(sub["method"] == meth) & (sub["objective"] == o), "value"]
                               .to_numpy(float) for o in objectives]
-                    _boxes(ax, groups, [pos[o] for o in objectives],
-                           [objective_color(o) for o in objectives], width * 0.85)
-                    if significance is None or significance.empty:
-                        continue
+                    colors = [objective_color(o) for o in objectives]
+                    if binary:
+                        glo, ghi = _hit_rates(ax, groups, [pos[o] for o in objectives], colors)
+                    else:
+                        _boxes(ax, groups, [pos[o] for o in objectives], colors, width * 0.85)
+                        vals = np.concatenate([g for g in groups if len(g)]) if any(len(g) for g in groups) else []
+                        glo, ghi = (float(np.min(vals)), float(np.max(vals))) if len(vals) else (np.inf, -np.inf)
+                    lo, hi = min(lo, glo), max(hi, ghi)
+                if not np.isfinite(lo):
+                    _note(ax, "no values")
+                    continue
+                span = (hi - lo) or max(abs(hi), 1.0) * 0.1
+                top = hi
+                for meth in methods if significance is not None and not significance.empty else []:
+                    pos = positions[meth]
                     sig = significance[(significance["dataset"] == ds) & (significance["method"] == meth)
                                        & (significance["metric"] == metric)
                                        & significance["objective_a"].isin(pos) & significance["objective_b"].isin(pos)]
@@ -637,20 +713,23 @@ def metric_distributions(df: pd.DataFrame, significance: Optional[pd.DataFrame] 
                             marks.append(stars(p))
                             spans.append(tuple(sorted((pos[row_["objective_a"]], pos[row_["objective_b"]]))))
                     for mark, (x0, x1), lv in zip(marks, spans, _bracket_levels(spans)):
-                        y = top + span * (0.06 + 0.12 * lv)
+                        y = hi + span * (0.07 + 0.085 * lv)
                         ax.plot([x0, x0, x1, x1], [y - span * 0.02, y, y, y - span * 0.02], color="0.25", lw=0.7)
-                        ax.text((x0 + x1) / 2, y, mark, ha="center", va="bottom", fontsize=6.5, color="0.15")
-                        ymax = max(ymax, y + span * 0.09)
-                ax.set_ylim(bot - span * 0.05, max(ymax, top + span * 0.05))
+                        ax.text((x0 + x1) / 2, y, mark, ha="center", va="bottom", fontsize=6, color="0.15")
+                        top = max(top, y + span * 0.075)
+                _trim_value_axis(ax, lo, hi, spec.bounds if spec else (None, None), top)
                 ax.set_xticks(range(len(methods)))
                 ax.set_xticklabels([method_label(m) for m in methods])
+                ax.set_xlim(-0.6, len(methods) - 0.4)
         handles = [Patch(facecolor=objective_color(o), alpha=0.75, edgecolor="0.2", label=objective_label(o))
                    for o in objectives]
-        fig.legend(handles=handles, loc="outside upper center", ncols=len(objectives),
-                   title="correctly classified samples, pooled over seeds"
-                         + ("" if significance is None or significance.empty else
-                            f"; brackets: paired t-test, {'Holm-adjusted ' if p_column == 'p_holm' else ''}"
-                            "p: * <0.05, ** <0.01, *** <0.001, ns not significant"),
+        title = "correctly classified samples, pooled over seeds"
+        if binary_any:
+            title += "; hit rates with 95 % Wilson intervals"
+        if significance is not None and not significance.empty:
+            title += (f"\nbrackets: paired t-test, {'Holm-adjusted ' if p_column == 'p_holm' else ''}"
+                      "p: * <0.05, ** <0.01, *** <0.001, ns not significant")
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(objectives), title=title,
                    title_fontsize=7.5)
     return fig
 
@@ -659,7 +738,9 @@ def pixel_flipping_curves(curves: Mapping[tuple[str, str, str], np.ndarray]) -> 
     """Rows = datasets, columns = methods; per objective the mean pixel-flipping curve (over
     seeds of the per-seed mean curve of correctly classified samples) and a band of +-1 std
     across seeds (no band with one seed). ``curves[(dataset, method, objective)]`` is
-    ``[n_seeds, S]`` of per-seed mean curves."""
+    ``[n_seeds, S + 1]`` of per-seed mean curves whose column 0 is the probability on the
+    unperturbed image (x = 0; NaN where it was not stored) and column s the probability
+    after step s (x = s / S)."""
     if not curves:
         raise ValueError("no pixel-flipping curve to plot")
     datasets = sorted({k[0] for k in curves})
@@ -675,16 +756,17 @@ def pixel_flipping_curves(curves: Mapping[tuple[str, str, str], np.ndarray]) -> 
                 if r == 0:
                     ax.set_title(method_label(meth))
                 if c == 0:
-                    ax.set_ylabel(f"{dataset_label(ds)}\nprobability of true class")
-                if r == len(datasets) - 1:
-                    ax.set_xlabel("fraction of features removed")
+                    ax.set_ylabel(f"{dataset_label(ds)}\nsoftmax probability of true class")
+
                 drawn = False
                 for o in objectives:
                     arr = curves.get((ds, meth, o))
                     if arr is None or np.size(arr) == 0:
                         continue
                     arr = np.atleast_2d(np.asarray(arr, dtype=float))
-                    x = np.arange(1, arr.shape[1] + 1) / arr.shape[1]
+                    x = np.arange(arr.shape[1]) / (arr.shape[1] - 1)
+                    keep = ~np.all(np.isnan(arr), axis=0)       # no unperturbed point stored: start at step 1
+                    arr, x = arr[:, keep], x[keep]
                     mean = np.nanmean(arr, axis=0)
                     ax.plot(x, mean, color=objective_color(o), label=objective_label(o))
                     if arr.shape[0] > 1:
@@ -696,9 +778,11 @@ def pixel_flipping_curves(curves: Mapping[tuple[str, str, str], np.ndarray]) -> 
                 if not drawn:
                     _note(ax, "no curves")
                 ax.set_xlim(0, 1)
+        fig.supxlabel("fraction of features set to the baseline (0: the unperturbed image)", fontsize=9)
         handles = [Line2D([], [], color=objective_color(o), label=objective_label(o)) for o in objectives]
         fig.legend(handles=handles, loc="outside upper center", ncols=len(objectives),
-                   title="mean over seeds" + (" (one seed: no band)" if one_seed else "; band: +-1 std across seeds"),
+                   title="correctly classified samples; mean over seeds"
+                         + (" (one seed: no band)" if one_seed else "; band: ±1 std across seeds"),
                    title_fontsize=7.5)
     return fig
 
@@ -710,9 +794,11 @@ def embedding_grid(items: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray,
         raise ValueError("no embedding to plot")
     datasets = sorted({k[0] for k in items})
     objectives = ordered_objectives({k[1] for k in items})
+    n = max(len(v[1]) for v in items.values())
     with style():
         fig, axes = new_figure(len(datasets), len(objectives),
-                               figsize=(2.4 * len(objectives) + 1.4, 2.4 * len(datasets) + 0.3))
+                               figsize=(2.4 * len(objectives) + 1.6, 2.4 * len(datasets) + 0.7))
+        fig.suptitle(EMBEDDING_CAPTION.format(n=n).replace("\n", " "), fontsize=8)
         for r, ds in enumerate(datasets):
             for c, o in enumerate(objectives):
                 ax = axes[r, c]

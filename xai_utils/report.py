@@ -6,7 +6,7 @@
 =============================  ==========================================================
 ``table_accuracy``             test accuracy (%), dataset x objective, mean +- std over seeds
 ``table_attribution_metrics``  method x facet/metric x dataset x objective, mean +- std
-``table_significance``         paired t-tests between objectives: t, p, Holm p, Cohen's d
+``table_significance``         paired t-tests between objectives: t, p, Holm p, d_z, pooled d
 ``paper_vs_reproduced``        the paper's numbers beside ours, differences, ordering agreement
 ``fig_saliency_grid``          images x (input, objective x method)
 ``fig_metric_distributions``   per-sample metric values by objective, with test marks
@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-import time
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -200,9 +200,9 @@ def _objective_cells(data: pd.DataFrame, disp: pd.DataFrame, bold: pd.DataFrame,
         b = best_objectives({o: r[f"{o}_mean"] for o in objs}, direction(r), decimals)
         best.append(",".join(sorted(b)))
         for o in objs:
-            bold.loc[i, o.upper()] = o in b
+            bold.loc[i, plots.objective_label(o)] = o in b
     for o in objs:
-        disp[o.upper()] = [fmt_mean_std(m, s, decimals) for m, s in zip(data[f"{o}_mean"], data[f"{o}_std"])]
+        disp[plots.objective_label(o)] = [fmt_mean_std(m, s, decimals) for m, s in zip(data[f"{o}_mean"], data[f"{o}_std"])]
     data["best"] = best
 
 
@@ -214,7 +214,7 @@ def table_accuracy(summaries: pd.DataFrame, decimals: int = 2) -> Table:
     objs = stats.order_objectives(acc["objective"].unique())
     data = _wide(acc, ["dataset"], objs)
     disp = pd.DataFrame({"Dataset": data["dataset"].map(plots.dataset_label)})
-    bold = pd.DataFrame(False, index=data.index, columns=["Dataset"] + [o.upper() for o in objs])
+    bold = pd.DataFrame(False, index=data.index, columns=["Dataset"] + [plots.objective_label(o) for o in objs])
     _objective_cells(data, disp, bold, objs, lambda r: "higher", decimals)
     n = int(acc["n_seeds"].max())
     return Table("table_accuracy", data, disp, bold,
@@ -223,7 +223,7 @@ def table_accuracy(summaries: pd.DataFrame, decimals: int = 2) -> Table:
 
 
 def _metric_sort_key(metric: str) -> int:
-    return plots.METRIC_ORDER.index(metric) if metric in plots.METRIC_ORDER else len(plots.METRIC_ORDER)
+    return stats.metric_order(metric)
 
 
 def table_attribution_metrics(results: pd.DataFrame, decimals: int = 3) -> Table:
@@ -239,7 +239,7 @@ def table_attribution_metrics(results: pd.DataFrame, decimals: int = 3) -> Table
     mo = {m: i for i, m in enumerate(plots.ordered_methods(data["method"].unique()))}
     data = data.assign(_a=data["method"].map(mo), _b=data["metric"].map(_metric_sort_key)) \
                .sort_values(["_a", "_b", "metric", "dataset"]).drop(columns=["_a", "_b"]).reset_index(drop=True)
-    cols = ["Method", "Facet", "Metric", "Dataset"] + [o.upper() for o in objs]
+    cols = ["Method", "Facet", "Metric", "Dataset"] + [plots.objective_label(o) for o in objs]
     disp = pd.DataFrame({"Method": data["method"].map(plots.method_label), "Facet": data["facet"],
                          "Metric": [f"{plots.metric_label(m)} {ARROW.get(d, '')}".strip()
                                     for m, d in zip(data["metric"], data["direction"])],
@@ -266,13 +266,14 @@ def table_significance(results: pd.DataFrame, seeds: str = "image_mean", **kw) -
         "Dataset": sig["dataset"].map(plots.dataset_label),
         "Method": sig["method"].map(plots.method_label),
         "Metric": [f"{plots.metric_label(m)} {ARROW.get(stats.metric_direction(m), '')}".strip() for m in sig["metric"]],
-        "Comparison": [f"{a.upper()} vs {b.upper()}" + ("" if s == "all" else f" (seed {s})")
+        "Comparison": [f"{plots.objective_label(a)} vs {plots.objective_label(b)}" + ("" if s == "all" else f" (seed {s})")
                        for a, b, s in zip(sig["objective_a"], sig["objective_b"], sig["seed"])],
         "n": sig["n_pairs"].astype(int).astype(str),
         "t": [fmt_num(x, 2) for x in sig["t"]],
         "p": [fmt_p(x) for x in sig["p"]],
         "p (Holm)": [fmt_p(x) for x in sig["p_holm"]],
-        "d": [fmt_num(x, 2) for x in sig["d"]],
+        "d_z": [fmt_num(x, 2) for x in sig["d_z"]],
+        "d (pooled)": [fmt_num(x, 2) for x in sig["d_pooled"]],
         "Result": [v if v not in ("no significant difference",) else f"n.s. ({d})" if d else "n.s."
                    for v, d in zip(sig["verdict"], sig["direction"])],
     })
@@ -282,7 +283,9 @@ def table_significance(results: pd.DataFrame, seeds: str = "image_mean", **kw) -
     return Table("table_significance", sig, disp, bold,
                  caption="Paired t-tests (scipy ttest_rel) between objectives on the images every compared "
                          "model classifies correctly; pairs keyed by (seed, image), per-image differences "
-                         f"averaged over seeds ({seeds}); d = mean(A−B)/sd(A−B) (ddof 1); Holm correction "
+                         f"averaged over seeds ({seeds}); d_z = mean(A−B)/sd(A−B), the effect size of the "
+                         "paired test; d (pooled) = (mean A − mean B)/sqrt((sd²A + sd²B)/2), the per-model "
+                         "Cohen's d on the same images (all ddof 1); Holm correction "
                          "within each dataset × method × metric; alpha 0.05. Bold: significant after Holm.")
 
 
@@ -319,9 +322,9 @@ def ordering(values: dict[str, float], direction: Optional[str] = "lower") -> st
         return ""
     rev = direction == "higher"
     items = sorted(vals.items(), key=lambda kv: kv[1], reverse=rev)
-    out = items[0][0].upper()
+    out = plots.objective_label(items[0][0])
     for (_, v0), (o, v) in zip(items, items[1:]):
-        out += (" = " if np.isclose(v, v0, rtol=0, atol=1e-12) else (" > " if rev else " < ")) + o.upper()
+        out += (" = " if np.isclose(v, v0, rtol=0, atol=1e-12) else (" > " if rev else " < ")) + plots.objective_label(o)
     return out
 
 
@@ -352,7 +355,7 @@ def paper_vs_reproduced(summary: pd.DataFrame, profile: str = "") -> pd.DataFram
     paper_order, reproduced_order, ordering_agrees, pairs_agreeing, note.
     """
     paper = load_paper_values()
-    objs = list(stats.OBJECTIVE_ORDER)
+    objs = stats.order_objectives(paper["objective"].unique())      # the paper's objectives
     rows = []
     for (ds, method, metric), g in summary.groupby(["dataset", "method", "metric"], sort=False):
         if ds not in PAPER_DATASET:
@@ -382,7 +385,8 @@ def paper_vs_reproduced(summary: pd.DataFrame, profile: str = "") -> pd.DataFram
             + ["paper_order", "reproduced_order", "ordering_agrees", "pairs_agreeing", "note"])
     out = pd.DataFrame(rows, columns=cols)
     key = out["metric"].map(lambda m: -1 if m == "test_accuracy" else _metric_sort_key(m))
-    mkey = out["method"].map(lambda m: plots.METHOD_ORDER.index(m) if m in plots.METHOD_ORDER else 99)
+    order = {m: i for i, m in enumerate(plots.ordered_methods(out["method"].unique()))}
+    mkey = out["method"].map(order)
     return out.assign(_k=key, _m=mkey).sort_values(["_k", "paper_dataset", "_m", "method"], kind="stable") \
               .drop(columns=["_k", "_m"]).reset_index(drop=True)
 
@@ -391,7 +395,8 @@ def table_paper_vs_reproduced(summary: pd.DataFrame, profile: str = "") -> Table
     cmp_ = paper_vs_reproduced(summary, profile)
     if cmp_.empty:
         raise ValueError("none of this study's datasets / metrics has a reported value in the paper")
-    objs = [o for o in stats.OBJECTIVE_ORDER if cmp_[f"paper_{o}"].notna().any()]
+    objs = [o for o in stats.order_objectives(load_paper_values()["objective"].unique())
+            if cmp_[f"paper_{o}"].notna().any()]
 
     def cell(pv: float, rv: float, metric: str) -> str:
         dec = 2 if metric == "test_accuracy" else 3
@@ -409,7 +414,7 @@ def table_paper_vs_reproduced(summary: pd.DataFrame, profile: str = "") -> Table
                    + f" {ARROW.get(d, '')}".rstrip() for m, d in zip(cmp_["metric"], cmp_["direction"])],
     })
     for o in objs:
-        disp[f"{o.upper()} paper / ours (Δ)"] = [cell(p, r, m) for p, r, m in
+        disp[f"{plots.objective_label(o)} paper / ours (Δ)"] = [cell(p, r, m) for p, r, m in
                                                  zip(cmp_[f"paper_{o}"], cmp_[f"reproduced_{o}"], cmp_["metric"])]
     disp["Paper order"] = cmp_["paper_order"]
     disp["Our order"] = cmp_["reproduced_order"]
@@ -505,10 +510,25 @@ def fig_saliency_grid(run_dirs: Sequence[Path], n_images: Optional[int] = None):
     if not labels:
         raise ValueError("the reference models' attribution files share no image")
     seeds = sorted({stats.run_key(rd)["seed"] for rd in refs.values()})
-    note = ("images correctly classified by every model" if not any_wrong else
-            "too few images right for every model; 'wrong:' names the models that misclassify it")
+    note = ("images correctly classified by every model, so the predicted and the true class agree" if not any_wrong
+            else "too few images right for every model; 'wrong:' names the models that misclassify it")
+    explained = _explained_classes(refs)
     return plots.saliency_grid(images, labels, [(o, m, col_maps[(o, m)]) for o, m in columns],
-                               title=f"Attribution maps, seed {', '.join(map(str, seeds))} of each objective\n({note})")
+                               title=f"Attribution maps, seed {', '.join(map(str, seeds))} of each objective. "
+                                     f"Class-specific maps explain the {explained} named on the left\n"
+                                     f"({note}); Eigen-CAM ignores the class")
+
+
+def _explained_classes(refs: dict[tuple[str, str], Path]) -> str:
+    """Which class the stored maps explain (their ``target`` option), in words."""
+    kinds = set()
+    for rd in refs.values():
+        for m in plots.available_methods(rd):
+            opts = plots.attribution_options(runs.attribution_path(rd, m))
+            if opts.get("target"):
+                kinds.add(opts["target"])
+    words = {"pred": "predicted class", "true": "true class"}
+    return " or ".join(words.get(k, k) for k in sorted(kinds)) or "class"
 
 
 def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
@@ -524,12 +544,17 @@ def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
         for m in plots.available_methods(rd, "curves"):
             with np.load(runs.curves_path(rd, m)) as z:
                 curves, idx = z["curves"].astype(float), z["indices"].astype(int)
+                p0 = z["unperturbed"].astype(float) if "unperturbed" in z.files else np.full(len(idx), np.nan)
+            p0 = np.where(np.isnan(curves).all(axis=1), np.nan, p0)      # same samples at every x
+            curves = np.concatenate([p0[:, None], curves], axis=1)       # x = 0: the unperturbed image
             if rid in correct:
                 sel = np.isin(idx, list(correct[rid]))
                 curves = curves[sel]
             if curves.size == 0:
                 continue
-            per.setdefault((k["dataset"], m, k["objective"]), []).append(np.nanmean(curves, axis=0))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)          # an all-NaN column (no p0 stored)
+                per.setdefault((k["dataset"], m, k["objective"]), []).append(np.nanmean(curves, axis=0))
     if not per:
         raise FileNotFoundError("no curves/<method>.npz in any run")
     stacked = {}
@@ -553,18 +578,44 @@ def fig_embeddings(run_dirs: Sequence[Path]):
 
 # ----------------------------------------------------------------------------- build
 
+def coverage(expected: Sequence[str], covered: Sequence[str]) -> str:
+    """One line saying which runs a study's tables and figures cover, e.g. "12 of 12 runs
+    (Fashion-MNIST, Shapes x CE, SCL, TL x seeds 0, 1)" or "...; missing: shapes/tl/seed1"."""
+    covered = [r for r in expected if r in set(covered)] if expected else list(covered)
+    expected = list(expected) or covered
+    parts = [r.split("/") for r in covered]
+    ds = ", ".join(plots.dataset_label(d) for d in dict.fromkeys(p[0] for p in parts))
+    objs = ", ".join(plots.objective_label(o) for o in stats.order_objectives(p[1] for p in parts))
+    seeds = ", ".join(sorted({p[2].removeprefix("seed") for p in parts}, key=int))
+    text = f"{len(covered)} of {len(expected)} runs ({ds} × {objs} × seed{'s' if ',' in seeds else ''} {seeds})"
+    missing = [r for r in expected if r not in set(covered)]
+    return text + (f"; missing: {', '.join(missing)}" if missing else "")
+
+
 def build_all(profile: str, results_root: PathLike = "results", output_dir: Optional[PathLike] = None,
-              n_images: Optional[int] = None, seeds: str = "image_mean") -> list[Path]:
+              n_images: Optional[int] = None, seeds: str = "image_mean",
+              runs_expected: Optional[Sequence[str]] = None) -> list[Path]:
     """Write every table (CSV, Markdown, LaTeX) and figure (PDF, PNG) of a study.
 
-    Reads ``<results_root>/<profile>/<dataset>/<objective>/seed<k>/``; writes into
-    ``output_dir`` (default ``figures/<profile>``). Parts that cannot be made are skipped
-    with a note (log + ``report_notes.md``). Returns the written paths.
+    Reads ``<results_root>/<profile>/<dataset>/<objective>/seed<k>/`` (only the runs of
+    ``runs_expected``, ids like ``shapes/ce/seed0``, when given); writes into ``output_dir``
+    (default ``figures/<profile>``). Every figure and ``report_notes.md`` say which runs
+    they cover and which expected runs are missing (:func:`coverage`). Parts that cannot be
+    made are skipped with a note (log + ``report_notes.md``). Raises FileNotFoundError,
+    writing nothing, when no run has a result. Returns the written paths.
     """
-    start = time.perf_counter()
     out = Path(output_dir) if output_dir else Path("figures") / profile
-    out.mkdir(parents=True, exist_ok=True)
     run_dirs = stats.find_run_dirs(results_root, profile)
+    if runs_expected:
+        wanted = set(runs_expected)
+        run_dirs = [rd for rd in run_dirs if _run_id(rd) in wanted]
+    with_results = [rd for rd in run_dirs if (rd / runs.RESULTS).is_file() or (rd / runs.TRAIN_SUMMARY).is_file()]
+    if not with_results:
+        raise FileNotFoundError(f"no run of study '{profile}' under {Path(results_root) / profile} has results "
+                                f"(train_summary.json or results.csv): nothing to report")
+    covered = [_run_id(rd) for rd in run_dirs if (rd / runs.RESULTS).is_file()]
+    cover = coverage(list(runs_expected or []), covered or [_run_id(rd) for rd in with_results])
+    out.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     written: list[Path] = []
 
@@ -573,10 +624,8 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
         log.warning(msg)
         notes.append(msg)
 
-    if not run_dirs:
-        skip("everything", FileNotFoundError(f"no run folder under {Path(results_root) / profile}"))
-    results = stats.load_results(results_root, profile) if run_dirs else stats.empty_results()
-    summaries = stats.load_summaries(results_root, profile) if run_dirs else pd.DataFrame()
+    results = stats.load_results(results_root, profile, run_dirs=run_dirs)
+    summaries = stats.load_summaries(results_root, profile, run_dirs=run_dirs)
     sig = None
 
     tables: dict[str, Callable[[], Table]] = {
@@ -594,6 +643,7 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
             if name == "table_accuracy" and summaries.empty:
                 raise ValueError("no train_summary.json (run the training stage)")
             t = make()
+            t.notes.append(f"Covers {cover}.")
             if name == "table_significance":
                 sig = t.data
             written += write_table(t, out)
@@ -611,15 +661,24 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
             if name == "fig_metric_distributions" and results.empty:
                 raise ValueError("no results.csv (run the evaluation stage)")
             fig = make()
+            plots.add_footer(fig, f"Covers {cover}.")
             written += plots.save_figure(fig, out / name)
         except Exception as e:  # noqa: BLE001
             skip(name, e)
 
-    text = f"# Report notes ({profile})\n\nBuilt in {time.perf_counter() - start:.1f} s from {len(run_dirs)} run folders.\n"
+    text = f"# Report notes ({profile})\n\nRuns covered: {cover}.\n"
     text += "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "\nNothing was skipped.\n")
     written.append(runs.save_text(out / "report_notes.md", text))
-    log.info("report of '%s' written to %s in %.1f s", profile, out, time.perf_counter() - start)
+    written.append(runs.save_json(out / "coverage.json", {
+        "profile": profile, "expected": list(runs_expected or []), "covered": covered,
+        "missing": [r for r in (runs_expected or []) if r not in set(covered)]}))
+    log.info("report of '%s' written to %s", profile, out)
     return written
+
+
+def _run_id(run_dir: Path) -> str:
+    k = stats.run_key(run_dir)
+    return f"{k['dataset']}/{k['objective']}/seed{k['seed']}"
 
 
 def load_table(output_dir: PathLike, name: str, kind: str = "md") -> Union[str, pd.DataFrame]:

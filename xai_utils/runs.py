@@ -7,6 +7,7 @@ One folder per run (``results/<profile>/<dataset>/<objective>/seed<k>/``)::
     checkpoint.pt               latest training state, for resuming
     model.pt                    final explained model: {"config": ..., "state_dict": ...}
     train_summary.json          test accuracy, wall time, epochs
+    predictions.npz             fp32 logits, predicted classes and labels of every test image
     embeddings.npz              test features (pooled backbone) and a 2-D projection
     attributions/<method>.npz   maps [N,1,H,W] float32, targets, preds, labels, indices, options
     results.csv                 per-sample metric values (long format)
@@ -33,6 +34,7 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 TRAIN_SUMMARY = "train_summary.json"
 EMBEDDINGS = "embeddings.npz"
+PREDICTIONS = "predictions.npz"
 RESULTS = "results.csv"
 
 

@@ -31,16 +31,24 @@ replication of a test is the *image*. Three ways to use several seeds are availa
 
 With one seed the three coincide.
 
-Effect size: Cohen's d for paired samples, ``d = mean(A - B) / sd(A - B)`` with ``ddof=1``
-(often written d_z); its sign follows ``A - B``. (The authors' script uses ``ddof=0``.)
+Effect sizes, both signed as ``A - B``:
+
+* ``d_z = mean(A - B) / sd(A - B)`` (``ddof=1``): Cohen's d of the paired per-image
+  differences, the effect size that goes with the paired t-test (``t = d_z * sqrt(n)``);
+* ``d_pooled = (mean(A) - mean(B)) / sqrt((sd(A)^2 + sd(B)^2) / 2)`` (``ddof=1``): Cohen's d
+  of the two models' values taken as separate groups (pooled standard deviation), the
+  per-model effect size, on the same paired images. It ignores the pairing, so it is
+  smaller than d_z when the two models' values are positively correlated across images.
+
+(The authors' released comparison script computes ``mean(A - B) / std(A - B)`` with NumPy's
+``ddof=0``, i.e. d_z times sqrt(n / (n - 1)).)
 
 Multiple tests: Holm's step-down correction (:func:`holm`) within each family, by default
 the comparisons of one dataset x method x metric (x seed for ``per_seed``); pass
 ``family=()`` to correct over the whole table. ``alpha = 0.05``.
 
-Metric directions (:data:`METRIC_DIRECTION`, from the paper): lower is better for
-pixel_flipping, complexity, contrastivity; higher is better for continuity, pointing_game,
-attribution_localisation and sparseness (Gini index: sparser is better, as in Quantus).
+Metric directions and facets come from the metric registry (:data:`xai_utils.metrics.METRICS`),
+objective order from the objective registry (:data:`xai_utils.objectives.OBJECTIVES`).
 """
 from __future__ import annotations
 
@@ -62,33 +70,38 @@ PathLike = Union[str, Path]
 
 RESULT_COLUMNS = ("run_id", "dataset", "objective", "seed", "sample_index", "true", "pred", "correct",
                   "method", "metric", "value")
-METRIC_DIRECTION: dict[str, str] = {
-    "pixel_flipping": "lower", "complexity": "lower", "contrastivity": "lower",
-    "continuity": "higher", "pointing_game": "higher", "attribution_localisation": "higher",
-    "sparseness": "higher", "test_accuracy": "higher",
-}
-FACETS: dict[str, str] = {
-    "pixel_flipping": "faithfulness", "continuity": "continuity", "complexity": "complexity",
-    "sparseness": "complexity", "contrastivity": "contrastivity", "pointing_game": "coherence",
-    "attribution_localisation": "coherence", "test_accuracy": "accuracy",
-}
-OBJECTIVE_ORDER = ("ce", "scl", "tl")
 ALPHA = 0.05
 GROUP = ["dataset", "method", "metric"]
+ACCURACY = "test_accuracy"        # a model-level number, not a registered metric: higher is better
 
 
 def metric_direction(metric: str) -> Optional[str]:
-    """'lower' or 'higher' (is better), None for a metric of unknown direction."""
-    return METRIC_DIRECTION.get(metric)
+    """'lower' or 'higher' (is better), from the metric registry; None when unknown."""
+    if metric == ACCURACY:
+        return "higher"
+    from .metrics import metric_direction as direction
+    return direction(metric)
 
 
 def facet(metric: str) -> str:
-    return FACETS.get(metric, "other")
+    """The metric's facet, from the metric registry ("other" when unknown)."""
+    if metric == ACCURACY:
+        return "accuracy"
+    from .metrics import metric_facet
+    return metric_facet(metric)
 
 
 def order_objectives(values: Iterable[str]) -> list[str]:
-    vals = list(dict.fromkeys(values))
-    return [o for o in OBJECTIVE_ORDER if o in vals] + sorted(o for o in vals if o not in OBJECTIVE_ORDER)
+    """Objectives in the order of the objective registry, then any others alphabetically."""
+    from .objectives import order_objectives as order
+    return order(values)
+
+
+def metric_order(metric: str) -> int:
+    """Position of a metric in the metric registry (unknown metrics last)."""
+    from .metrics import METRICS
+    names = list(METRICS)
+    return names.index(metric) if metric in names else len(names)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -120,11 +133,13 @@ def empty_results() -> pd.DataFrame:
         RESULT_COLUMNS, ("str", "str", "str", "int64", "int64", "int64", "int64", "bool", "str", "str", "float64"))})
 
 
-def load_results(results_root: PathLike = "results", profile: str = "smoke") -> pd.DataFrame:
-    """Concatenate the ``results.csv`` of every run of a profile (long format, one row per
-    run x sample x method x metric). Runs without results are logged and skipped."""
+def load_results(results_root: PathLike = "results", profile: str = "smoke",
+                 run_dirs: Optional[Sequence[Path]] = None) -> pd.DataFrame:
+    """Concatenate the ``results.csv`` of every run of a profile (or of ``run_dirs``; long
+    format, one row per run x sample x method x metric). Runs without results are logged
+    and skipped."""
     frames = []
-    for rd in find_run_dirs(results_root, profile):
+    for rd in (find_run_dirs(results_root, profile) if run_dirs is None else run_dirs):
         p = rd / runs.RESULTS
         if not p.is_file():
             log.info("no %s in %s (evaluation not run yet): skipped", runs.RESULTS, rd)
@@ -145,11 +160,13 @@ def load_results(results_root: PathLike = "results", profile: str = "smoke") -> 
     return out
 
 
-def load_summaries(results_root: PathLike = "results", profile: str = "smoke") -> pd.DataFrame:
-    """One row per trained run: run_id, dataset, objective, seed, test_accuracy (percent),
-    wall_time_s, run_dir. Runs without ``train_summary.json`` are skipped (logged)."""
+def load_summaries(results_root: PathLike = "results", profile: str = "smoke",
+                   run_dirs: Optional[Sequence[Path]] = None) -> pd.DataFrame:
+    """One row per trained run (of the profile, or of ``run_dirs``): run_id, dataset,
+    objective, seed, test_accuracy (percent), wall_time_s, run_dir. Runs without
+    ``train_summary.json`` are skipped (logged)."""
     rows = []
-    for rd in find_run_dirs(results_root, profile):
+    for rd in (find_run_dirs(results_root, profile) if run_dirs is None else run_dirs):
         p = rd / runs.TRAIN_SUMMARY
         if not p.is_file():
             log.info("no %s in %s: skipped", runs.TRAIN_SUMMARY, rd)
@@ -256,9 +273,11 @@ def paired_values(df: pd.DataFrame, dataset: str, method: str, metric: str, a: s
 
 
 def paired_test(x: np.ndarray, y: np.ndarray) -> dict:
-    """``ttest_rel(x, y)`` and Cohen's d_z = mean(x - y) / sd(x - y, ddof=1).
+    """``ttest_rel(x, y)``, Cohen's ``d_z = mean(x - y) / sd(x - y)`` and the per-model
+    ``d_pooled = (mean(x) - mean(y)) / sqrt((sd(x)^2 + sd(y)^2) / 2)`` (all ``ddof=1``).
 
-    n < 2, or differences with zero spread, give NaN for t, p and d.
+    n < 2, or differences with zero spread, give NaN for t, p and d_z; d_pooled is NaN
+    for n < 2 or zero pooled spread.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape != y.shape:
@@ -266,16 +285,20 @@ def paired_test(x: np.ndarray, y: np.ndarray) -> dict:
     diff = x - y
     n = int(diff.size)
     out = {"n_pairs": n, "mean_a": float(np.mean(x)) if n else np.nan, "mean_b": float(np.mean(y)) if n else np.nan,
-           "mean_diff": float(np.mean(diff)) if n else np.nan, "t": np.nan, "p": np.nan, "d": np.nan}
+           "mean_diff": float(np.mean(diff)) if n else np.nan, "t": np.nan, "p": np.nan, "d_z": np.nan,
+           "d_pooled": np.nan}
     if n < 2:
         return out
+    pooled = float(np.sqrt((np.var(x, ddof=1) + np.var(y, ddof=1)) / 2.0))
+    if np.isfinite(pooled) and pooled > 0:
+        out["d_pooled"] = float((np.mean(x) - np.mean(y)) / pooled)
     sd = float(np.std(diff, ddof=1))
     if not np.isfinite(sd) or sd == 0.0:
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = sps.ttest_rel(x, y)
-    out.update(t=float(res.statistic), p=float(res.pvalue), d=float(np.mean(diff) / sd))
+    out.update(t=float(res.statistic), p=float(res.pvalue), d_z=float(np.mean(diff) / sd))
     return out
 
 
@@ -315,7 +338,8 @@ SEED_HANDLING: dict[str, Callable[[pd.DataFrame, str, str], list]] = {
 def describe_effect(a: str, b: str, mean_diff: float, metric: str, significant: bool) -> tuple[str, str, str]:
     """Words for a comparison: (direction, better, verdict), e.g.
     ("SCL lower than CE", "SCL", "SCL better than CE")."""
-    A, B = a.upper(), b.upper()
+    from .objectives import objective_label
+    A, B = objective_label(a), objective_label(b)
     if not np.isfinite(mean_diff):
         return "", "", "not tested"
     if mean_diff == 0:
@@ -337,7 +361,7 @@ def describe_effect(a: str, b: str, mean_diff: float, metric: str, significant: 
 def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str]]] = None,
                        seeds: str = "image_mean", common: str = "all", correction: Optional[str] = "holm",
                        family: Sequence[str] = ("dataset", "method", "metric"), alpha: float = ALPHA) -> pd.DataFrame:
-    """Paired t-tests and Cohen's d between objectives, per dataset x method x metric.
+    """Paired t-tests and effect sizes (d_z, d_pooled) between objectives, per dataset x method x metric.
 
     Args:
         df: long results (:func:`load_results`).
@@ -350,7 +374,7 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
 
     Returns one row per test: dataset, method, metric, objective_a, objective_b, seed, n_pairs
     (pairs in the test), n_obs (seed x image pairs used), mean_a, mean_b, mean_diff (a - b),
-    t, p, d, p_holm, significant, direction, better, verdict, direction_of_better.
+    t, p, d_z, d_pooled, p_holm, significant, direction, better, verdict, direction_of_better.
     """
     if seeds not in SEED_HANDLING:
         raise ValueError(f"seeds='{seeds}' unknown; choose one of {', '.join(SEED_HANDLING)}")
@@ -359,7 +383,7 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
     if correction not in (None, "holm"):
         raise ValueError(f"correction='{correction}' unknown; choose 'holm' or None")
     cols = ["dataset", "method", "metric", "objective_a", "objective_b", "seed", "seed_handling", "n_pairs",
-            "n_obs", "mean_a", "mean_b", "mean_diff", "t", "p", "d", "p_holm", "significant",
+            "n_obs", "mean_a", "mean_b", "mean_diff", "t", "p", "d_z", "d_pooled", "p_holm", "significant",
             "direction", "better", "verdict", "direction_of_better"]
     if df.empty:
         return pd.DataFrame(columns=cols)
@@ -404,7 +428,6 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
     out["verdict"] = [w[2] for w in words]
     out["direction_of_better"] = out["metric"].map(lambda m: metric_direction(m) or "unknown")
     out = out[cols]
-    order = {m: i for i, m in enumerate(METRIC_DIRECTION)}
-    out = out.assign(_m=out["metric"].map(lambda m: order.get(m, 99))).sort_values(
+    out = out.assign(_m=out["metric"].map(metric_order)).sort_values(
         ["dataset", "method", "_m", "metric"], kind="stable").drop(columns="_m")
     return out.reset_index(drop=True)

@@ -25,7 +25,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 import torch
@@ -35,89 +35,11 @@ from tqdm.auto import tqdm
 
 from . import runs
 from .config import STAGE_KEYS, ConfigError, RunConfig
-from .losses import MINING, SupConLoss, TripletLoss
-from .models import BACKBONES, ExplainedModel, ProjectionHead, build_model, model_state
+from .models import ExplainedModel, build_model, model_state
+from .objectives import OBJECTIVES
 
 PathLike = Union[str, Path]
 EMBED_SAMPLES = 1000          # fixed test subset whose features go to embeddings.npz
-
-
-# ----------------------------------------------------------------------------- objectives
-
-class Objective(nn.Module):
-    """What a training step optimises, given pooled backbone features of all views.
-
-    Subclasses say how many augmented views a step uses, which augmentation recipe "auto"
-    means, whether a linear probe follows, and own any extra trainable module (the SCL
-    projection head), which is saved in the checkpoint and dropped afterwards.
-    """
-
-    views: int = 1
-    augmentation: str = "ce"
-    needs_probe: bool = False
-
-    def __init__(self, cfg: RunConfig, model: ExplainedModel):
-        super().__init__()
-
-    def trainable(self, model: ExplainedModel) -> list[nn.Parameter]:
-        """Parameters the optimiser updates (the backbone, plus what the objective uses)."""
-        return list(model.backbone.parameters()) + list(self.parameters())
-
-    def forward(self, h: torch.Tensor, y: torch.Tensor, model: ExplainedModel
-                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """``h``: features [views * B, d] (view-major), ``y``: labels [B] -> (loss, logits or None)."""
-        raise NotImplementedError
-
-
-class CrossEntropyObjective(Objective):
-    """Backbone + the model's own linear head, cross-entropy on one augmented view."""
-
-    def trainable(self, model: ExplainedModel) -> list[nn.Parameter]:
-        return list(model.backbone.parameters()) + list(model.head.parameters())
-
-    def forward(self, h, y, model):
-        logits = model.head(h)
-        return F.cross_entropy(logits.float(), y), logits
-
-
-class SupConObjective(Objective):
-    """Two views -> projection head (Linear, ReLU, Linear, L2) -> SupConLoss (Khosla et al.)."""
-
-    views = 2
-    augmentation = "scl"
-    needs_probe = True
-
-    def __init__(self, cfg: RunConfig, model: ExplainedModel):
-        super().__init__(cfg, model)
-        self.projection = ProjectionHead(model.feature_dim, cfg.proj_dim)
-        self.loss = SupConLoss(cfg.temperature)
-
-    def forward(self, h, y, model):
-        b = y.shape[0]
-        # the projection and its L2 normalisation in float32: logits are divided by t ~ 0.1
-        with torch.autocast(h.device.type, enabled=False):
-            z = self.projection(h.float())
-        return self.loss(z.view(self.views, b, -1).transpose(0, 1), y), None
-
-
-class TripletObjective(Objective):
-    """TripletLoss on the raw pooled backbone features (no head, no normalisation)."""
-
-    needs_probe = True
-
-    def __init__(self, cfg: RunConfig, model: ExplainedModel):
-        super().__init__(cfg, model)
-        self.loss = TripletLoss(cfg.margin, cfg.mining)
-
-    def forward(self, h, y, model):
-        return self.loss(h, y), None
-
-
-OBJECTIVES: dict[str, type[Objective]] = {
-    "ce": CrossEntropyObjective,
-    "scl": SupConObjective,
-    "tl": TripletObjective,
-}
 
 
 # ----------------------------------------------------------------------------- optimisers
@@ -164,43 +86,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warm, total))
 
 
-# ----------------------------------------------------------------------------- validation
-
-def _augmentation_names() -> tuple[str, ...]:
-    from .augment import AUGMENTATIONS
-    return tuple(AUGMENTATIONS)
-
-
-def check_train_config(cfg: RunConfig) -> None:
-    """Raise :class:`ConfigError` (a ValueError) naming the first bad training setting."""
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ConfigError(f"run {cfg.run_id}: {msg}")
-
-    for key, registry in (("objective", OBJECTIVES), ("optimizer", OPTIMIZERS), ("arch", BACKBONES)):
-        value = getattr(cfg, key)
-        need(value in registry, f"unknown {key} {value!r}; available: {', '.join(sorted(registry))}")
-    augs = ("auto",) + _augmentation_names()
-    need(cfg.augmentation in augs, f"unknown augmentation {cfg.augmentation!r}; available: {', '.join(augs)}")
-    need(cfg.mining in MINING, f"unknown mining {cfg.mining!r}; available: {', '.join(MINING)}")
-    for key in ("epochs", "batch_size", "checkpoint_every", "batch_size_eval", "proj_dim"):
-        need(isinstance(getattr(cfg, key), int) and getattr(cfg, key) >= 1,
-             f"'{key}' must be an integer >= 1, got {getattr(cfg, key)!r}")
-    need(cfg.objective == "ce" or cfg.batch_size >= 2,
-         f"'batch_size' must be >= 2 for {cfg.objective} (it compares images of a batch)")
-    need(0 <= cfg.warmup_epochs <= cfg.epochs,
-         f"'warmup_epochs' must be between 0 and epochs ({cfg.epochs}), got {cfg.warmup_epochs!r}")
-    for key in ("lr", "temperature", "probe_lr"):
-        need(getattr(cfg, key) > 0, f"'{key}' must be > 0, got {getattr(cfg, key)!r}")
-    for key in ("momentum", "weight_decay", "margin", "probe_momentum", "probe_weight_decay"):
-        need(getattr(cfg, key) >= 0, f"'{key}' must be >= 0, got {getattr(cfg, key)!r}")
-    need(cfg.objective == "ce" or cfg.probe_epochs >= 1,
-         f"'probe_epochs' must be >= 1 for {cfg.objective} (the linear probe is its classifier)")
-    need(cfg.train_subset is None or cfg.train_subset >= 2,
-         f"'train_subset' must be null (all) or >= 2 images, got {cfg.train_subset!r}")
-    need(cfg.widths is None or len(cfg.widths) == 4,
-         f"'widths' must be null or 4 stage widths like [16, 32, 64, 128], got {cfg.widths!r}")
-
+# ----------------------------------------------------------------------------- augmentation
 
 def resolve_augmentation(cfg: RunConfig) -> str:
     """'auto' -> the objective's recipe (scl for SCL, ce for CE/TL), *_imagenet on ImageNet."""
@@ -326,13 +212,15 @@ class _Engine:
     @torch.no_grad()
     def extract(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 features and labels of un-augmented float batches, model in eval mode."""
+        """float32 features and labels of un-augmented float batches: model in eval mode, no
+        autocast (the probe, the test accuracy and the evaluation's ``correct`` flags all
+        rest on these fp32 features)."""
         was_training = self.model.training
         self.model.eval()
         feats, labels = [], []
         for x, y in batches:
-            with self.autocast():
-                feats.append(self.features(x).float())
+            with torch.autocast(self.device.type, enabled=False):
+                feats.append(self.features(x.float()).float())
             labels.append(y)
         self.model.train(was_training)
         return torch.cat(feats), torch.cat(labels)
@@ -386,8 +274,10 @@ def pca_2d(features: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_test(engine: _Engine, cfg: RunConfig, device: torch.device
-                  ) -> tuple[float, int, dict[str, np.ndarray]]:
-    """Accuracy (%) on the full test split and the embeddings of its fixed subset."""
+                  ) -> tuple[float, int, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One fp32 forward pass over the full test split: accuracy (%), the predictions of every
+    test image (``predictions.npz``: the attribution stage takes its predicted classes, hence
+    ``correct``, from here) and the embeddings of its fixed subset."""
     from .data import eval_indices, load_dataset
 
     test = load_dataset(cfg.dataset, "test", cfg.data_root)
@@ -395,13 +285,17 @@ def evaluate_test(engine: _Engine, cfg: RunConfig, device: torch.device
     logits = engine.model.logits_from_features(feats)        # float32 features -> float32 logits
     preds = logits.argmax(dim=1)
     acc = 100.0 * float((preds == labels).float().mean())
+    predictions = {"indices": np.arange(len(test), dtype=np.int64),
+                   "labels": labels.cpu().numpy().astype(np.int64),
+                   "preds": preds.cpu().numpy().astype(np.int64),
+                   "logits": logits.cpu().numpy().astype(np.float32)}
     idx = torch.as_tensor(eval_indices(len(test), EMBED_SAMPLES, seed=0), device=feats.device)
     emb = {"features": feats[idx].cpu().numpy().astype(np.float32),
            "labels": labels[idx].cpu().numpy().astype(np.int64),
            "preds": preds[idx].cpu().numpy().astype(np.int64),
            "indices": idx.cpu().numpy().astype(np.int64),
            "coords2d": pca_2d(feats[idx]).cpu().numpy()}
-    return acc, len(test), emb
+    return acc, len(test), emb, predictions
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -463,13 +357,16 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     train_acc (CE, %), seconds; a ``{"stage": "probe", ...}`` record; ``{"event": "resumed",
     "from_epoch": k}`` on resume); ``checkpoint.pt`` (every ``checkpoint_every`` epochs and at
     the end); ``model.pt`` (:func:`models.model_state`); ``train_summary.json`` (test accuracy
-    in % on the full test split, wall time, ...); ``embeddings.npz`` (features, labels, preds,
-    indices and a 2-D PCA of a fixed subset of 1000 test images).
+    in % on the full test split, wall time, ...); ``predictions.npz`` (fp32 logits, predicted
+    classes and labels of every test image, from the pass that gives the accuracy);
+    ``embeddings.npz`` (features, labels, preds, indices and a 2-D PCA of a fixed subset of
+    1000 test images).
 
     A finished run is not retrained (its summary is returned); an interrupted one resumes from
     its checkpoint. Both require the same training settings (a :class:`ConfigError` otherwise).
     """
-    check_train_config(cfg)
+    from .validation import check_run
+    check_run(cfg, stages=("train",), data=False)       # the loader says itself if data is missing
     run_dir = Path(run_dir)
     summary_path = run_dir / runs.TRAIN_SUMMARY
     if summary_path.is_file() and (run_dir / runs.MODEL).is_file():
@@ -572,8 +469,9 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     # ---- evaluation, final files
     model.eval()
     t0 = time.perf_counter()
-    acc, n_test, emb = evaluate_test(engine, cfg, device)
+    acc, n_test, emb, predictions = evaluate_test(engine, cfg, device)
     runs.save_npz(run_dir / runs.EMBEDDINGS, **emb)
+    runs.save_npz(run_dir / runs.PREDICTIONS, **predictions)
     if engine.channels_last:
         model.to(memory_format=torch.contiguous_format)
     runs.save_torch(run_dir / runs.MODEL, model_state(model, cfg, data.num_classes))
