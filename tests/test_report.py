@@ -325,3 +325,19 @@ def test_a_partial_study_says_what_it_covers(tmp_path):
     assert line in (out / "table_attribution_metrics.md").read_text()
     acc = pd.read_csv(out / "table_accuracy.csv")
     assert int(acc["ce_n_seeds"].iloc[0]) == 1                   # seed 1 is not part of this study
+
+
+def test_runs_of_other_settings_are_left_out(tmp_path):
+    """A run the pipeline reports as not evaluated with the current settings is left out even
+    though its folder holds (older) results."""
+    root = tmp_path / "results"
+    write_fake_study(root, "old", seeds=(0, 1), methods=("gradcam",), curves=False, embeddings=False,
+                     metrics=("complexity",), n=6)
+    expected = [f"shapes/{o}/seed{s}" for o in ("ce", "scl", "tl") for s in (0, 1)]
+    out = tmp_path / "figs"
+    report.build_all("old", results_root=root, output_dir=out, runs_expected=expected,
+                     runs_missing=["shapes/tl/seed1"])
+    cov = json.loads((out / "coverage.json").read_text())
+    assert cov["missing"] == ["shapes/tl/seed1"] and "shapes/tl/seed1" not in cov["covered"]
+    t = pd.read_csv(out / "table_attribution_metrics.csv")
+    assert (t["tl_n_seeds"] == 1).all() and (t["ce_n_seeds"] == 2).all()

@@ -134,7 +134,7 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
         out.jobs.append(Job(stage="figures",
                             params={"profile": profile.name, "results_root": str(Path(profile.results_root).resolve()),
                                     "output_dir": str(profile.figures_dir().resolve()),
-                                    "runs": [r.run_id for r in profile.runs()]},
+                                    "runs": [r.run_id for r in profile.runs()], "missing": []},
                             output=study / "notebooks" / NOTEBOOKS["figures"],
                             marker=study / "stages" / "figures.json", digest=digest))
     return out
@@ -240,7 +240,8 @@ def failed_notebook(job: Job) -> Path:
 
 def _kernel_manager_class():
     """nbclient's kernel manager talking to the kernel over IPC sockets instead of TCP on
-    localhost: the same messages, and no warning about unencrypted TCP from every kernel.
+    localhost: the same messages, and no warning about unencrypted TCP from every kernel
+    (nor a SIGINT to the idle kernel at shutdown).
     Each kernel gets its own socket prefix in the temporary folder (several kernels run at
     once with ``--jobs``; the manager removes the socket files when the kernel ends). TCP
     stays where IPC is unavailable (Windows)."""
@@ -259,6 +260,13 @@ def _kernel_manager_class():
         @default("ip")
         def _default_ip(self) -> str:
             return os.path.join(tempfile.gettempdir(), f"xai-kernel-{uuid.uuid4().hex[:12]}")
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts a kernel before shutting it down; nbclient shuts down
+            # after the last cell (or kills a stuck kernel), so the SIGINT only makes an idle
+            # kernel log "KeyboardInterrupt caught in kernel" now and then.
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
     return IPCKernelManager
 
 
@@ -384,7 +392,8 @@ def _prepare_figures(profile: Profile, job: Job) -> bool:
         return False
     done, missing = evaluated_runs(profile)
     job.params["output_dir"] = str(out)
-    job.params["runs"] = done + missing
+    job.params["runs"] = [r.run_id for r in profile.runs()]
+    job.params["missing"] = missing              # their results (if any) are of other settings
     job.output = job.output.with_name(f"04_figures{'_partial' if missing else ''}.ipynb")
     if missing:
         job.marker = job.marker.with_name("figures_partial.json")

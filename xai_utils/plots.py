@@ -634,7 +634,7 @@ def _trim_value_axis(ax, lo: float, hi: float, bounds: tuple[Optional[float], Op
     b_hi = np.inf if bounds[1] is None else bounds[1]
     span = (hi - lo) or max(abs(hi), 1.0) * 0.1
     lo_v, hi_v = max(lo - 0.04 * span, b_lo), min(hi + 0.04 * span, b_hi)
-    ticks = [t for t in MaxNLocator(nbins=5).tick_values(lo_v, hi_v) if lo_v - 1e-9 <= t <= hi_v + 1e-9]
+    ticks = [t for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo_v, hi_v) if lo_v - 1e-9 <= t <= hi_v + 1e-9]
     ax.set_yticks(ticks)
     ax.spines["left"].set_bounds(lo_v, hi_v)
     ax.set_ylim(lo_v - 0.02 * span, max(top, hi_v + 0.02 * span))
@@ -787,7 +787,8 @@ def pixel_flipping_curves(curves: Mapping[tuple[str, str, str], np.ndarray]) -> 
     return fig
 
 
-def embedding_grid(items: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray, Sequence[str]]]) -> Figure:
+def embedding_grid(items: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray, Sequence[str]]],
+                   which: str = "") -> Figure:
     """Rows = datasets, columns = objectives: 2-D embeddings of test features coloured by
     class. ``items[(dataset, objective)] = (coords [N,2], labels [N], class_names)``."""
     if not items:
@@ -798,7 +799,8 @@ def embedding_grid(items: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray,
     with style():
         fig, axes = new_figure(len(datasets), len(objectives),
                                figsize=(2.4 * len(objectives) + 1.6, 2.4 * len(datasets) + 0.7))
-        fig.suptitle(EMBEDDING_CAPTION.format(n=n).replace("\n", " "), fontsize=8)
+        fig.suptitle(EMBEDDING_CAPTION.format(n=n).replace("\n", " ") + (f"; {which}" if which else ""),
+                     fontsize=8)
         for r, ds in enumerate(datasets):
             for c, o in enumerate(objectives):
                 ax = axes[r, c]

@@ -512,23 +512,27 @@ def fig_saliency_grid(run_dirs: Sequence[Path], n_images: Optional[int] = None):
     seeds = sorted({stats.run_key(rd)["seed"] for rd in refs.values()})
     note = ("images correctly classified by every model, so the predicted and the true class agree" if not any_wrong
             else "too few images right for every model; 'wrong:' names the models that misclassify it")
-    explained = _explained_classes(refs)
     return plots.saliency_grid(images, labels, [(o, m, col_maps[(o, m)]) for o, m in columns],
-                               title=f"Attribution maps, seed {', '.join(map(str, seeds))} of each objective. "
-                                     f"Class-specific maps explain the {explained} named on the left\n"
-                                     f"({note}); Eigen-CAM ignores the class")
+                               title=f"Attribution maps of seed {', '.join(map(str, seeds))} of each objective. "
+                                     f"Class-specific maps explain {_explained_classes(refs)}, named on the "
+                                     f"left\n({note}); Eigen-CAM ignores the class")
 
 
 def _explained_classes(refs: dict[tuple[str, str], Path]) -> str:
-    """Which class the stored maps explain (their ``target`` option), in words."""
-    kinds = set()
-    for rd in refs.values():
+    """Which class the stored maps explain (their ``target`` option), per dataset, in words:
+    "the predicted class (Fashion-MNIST), the true class (Shapes)"."""
+    kinds: dict[str, set[str]] = {}
+    for (ds, _), rd in refs.items():
         for m in plots.available_methods(rd):
-            opts = plots.attribution_options(runs.attribution_path(rd, m))
-            if opts.get("target"):
-                kinds.add(opts["target"])
-    words = {"pred": "predicted class", "true": "true class"}
-    return " or ".join(words.get(k, k) for k in sorted(kinds)) or "class"
+            target = plots.attribution_options(runs.attribution_path(rd, m)).get("target")
+            if target:
+                kinds.setdefault(ds, set()).add(target)
+    words = {"pred": "the predicted class", "true": "the true class"}
+    parts = [f"{' or '.join(words.get(k, k) for k in sorted(v))} ({plots.dataset_label(ds)})"
+             for ds, v in sorted(kinds.items())]
+    if len({frozenset(v) for v in kinds.values()}) == 1:          # the same everywhere: say it once
+        parts = [" or ".join(words.get(k, k) for k in sorted(next(iter(kinds.values()))))]
+    return ", ".join(parts) or "a class"
 
 
 def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
@@ -573,7 +577,8 @@ def fig_embeddings(run_dirs: Sequence[Path]):
         coords, labels = plots.load_embedding(rd)
         items[key] = (coords, labels, plots.class_names_for_run(rd, int(labels.max()) + 1 if len(labels) else 0,
                                                                    load_data=True))
-    return plots.embedding_grid(items)
+    seeds = sorted({stats.run_key(rd)["seed"] for rd in refs.values()})
+    return plots.embedding_grid(items, which=f"seed {', '.join(map(str, seeds))} of each objective")
 
 
 # ----------------------------------------------------------------------------- build
@@ -594,11 +599,13 @@ def coverage(expected: Sequence[str], covered: Sequence[str]) -> str:
 
 def build_all(profile: str, results_root: PathLike = "results", output_dir: Optional[PathLike] = None,
               n_images: Optional[int] = None, seeds: str = "image_mean",
-              runs_expected: Optional[Sequence[str]] = None) -> list[Path]:
+              runs_expected: Optional[Sequence[str]] = None,
+              runs_missing: Sequence[str] = ()) -> list[Path]:
     """Write every table (CSV, Markdown, LaTeX) and figure (PDF, PNG) of a study.
 
     Reads ``<results_root>/<profile>/<dataset>/<objective>/seed<k>/`` (only the runs of
-    ``runs_expected``, ids like ``shapes/ce/seed0``, when given); writes into ``output_dir``
+    ``runs_expected``, ids like ``shapes/ce/seed0``, when given, and none of ``runs_missing``:
+    runs whose files, if any, hold results of other settings); writes into ``output_dir``
     (default ``figures/<profile>``). Every figure and ``report_notes.md`` say which runs
     they cover and which expected runs are missing (:func:`coverage`). Parts that cannot be
     made are skipped with a note (log + ``report_notes.md``). Raises FileNotFoundError,
@@ -609,6 +616,7 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
     if runs_expected:
         wanted = set(runs_expected)
         run_dirs = [rd for rd in run_dirs if _run_id(rd) in wanted]
+    run_dirs = [rd for rd in run_dirs if _run_id(rd) not in set(runs_missing)]
     with_results = [rd for rd in run_dirs if (rd / runs.RESULTS).is_file() or (rd / runs.TRAIN_SUMMARY).is_file()]
     if not with_results:
         raise FileNotFoundError(f"no run of study '{profile}' under {Path(results_root) / profile} has results "
