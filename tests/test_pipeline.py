@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from xai_utils import pipeline
-from xai_utils.config import ConfigError, load_profile, stage_hash
+from xai_utils.config import ConfigError, RunConfig, load_profile, stage_hash
 from xai_utils.runs import save_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,8 @@ def test_validation_checks_notebook_parameters(tmp_path):
     p = pipeline.plan(prof)
     pipeline.validate(p)                       # the generated parameters fit every notebook
     assert [j.stage for j in p.jobs][-1] == "figures"
-    assert len(p.jobs) == 3 * len(list(prof.runs())) + 1
+    # per run: train, then attribute + evaluate under each protocol; then the figures
+    assert len(p.jobs) == sum(1 + 2 * len(prof.evaluations(r)) for r in prof.runs()) + 1
     p.jobs[0].params["epochz"] = 3
     with pytest.raises(ConfigError, match="unknown parameter 'epochz'"):
         pipeline.validate(p)
@@ -62,8 +63,9 @@ def test_only_selects_runs():
     p = pipeline.plan(prof, stages=("train",), only="shapes/scl/1")
     assert [j.run_id for j in p.jobs] == ["shapes/scl/seed1"]
     p = pipeline.plan(prof, stages=("train", "attribute"), only="shapes/*/seed0")
-    assert {j.run_id for j in p.jobs} == {"shapes/ce/seed0", "shapes/scl/seed0", "shapes/tl/seed0"}
-    assert len(p.jobs) == 6
+    assert {j.group for j in p.jobs} == {"shapes/ce/seed0", "shapes/scl/seed0", "shapes/tl/seed0"}
+    assert len(p.jobs) == 9                   # per run: train, attribute, attribute under "official"
+    assert {j.run_id for j in p.jobs if j.group == "shapes/ce/seed0"} == {"shapes/ce/seed0", "shapes/ce/seed0@official"}
 
 
 def test_smoke_study_end_to_end(tmp_path):
@@ -79,7 +81,8 @@ def test_smoke_study_end_to_end(tmp_path):
     # speed targets live in benchmarks, not in timed tests: the time is printed for the record
     print(f"smoke study end to end: {elapsed:.0f} s")
     # the second invocation skipped training and ran everything after it
-    assert "3 skipped" in second.stdout and "7 done" in second.stdout, second.stdout
+    # 3 trainings skipped; per run attribute + evaluate under 2 protocols, and the figures
+    assert "3 skipped" in second.stdout and "13 done" in second.stdout, second.stdout
 
     study = tmp_path / "results" / "smoke"
     for objective in ("ce", "scl", "tl"):
@@ -89,19 +92,26 @@ def test_smoke_study_end_to_end(tmp_path):
                 assert (run / "notebooks" / f"{nb}.ipynb").is_file()
             df = pd.read_csv(run / "results.csv")
             assert set(df["method"]) == {"gradcam", "eigencam"}
-            assert {"pixel_flipping", "pointing_game"} <= set(df["metric"])
+            assert {"pixel_flipping", "pixel_flipping_calibrated", "pointing_game",
+                    "continuity[sigma=0.05]"} <= set(df["metric"])
+            assert (run / "calibration.json").is_file()
+            official = run / "protocols" / "official"          # the same model, the authors' evaluation
+            assert json.loads((official / "config.json").read_text())["noise_space"] == "official"
+            assert (official / "results.csv").is_file() and not (official / "model.pt").exists()
     assert (study / "notebooks" / "04_figures.ipynb").is_file()
     figs = tmp_path / "figures" / "smoke"
-    for stem in ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced"):
+    for stem in ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced",
+                 "table_claim_robustness"):
         for ext in ("csv", "md", "tex"):
             assert (figs / f"{stem}.{ext}").is_file(), f"{stem}.{ext}"
-    for stem in ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings"):
+    for stem in ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings",
+                 "fig_claim_robustness"):
         for ext in ("pdf", "png"):
             assert (figs / f"{stem}.{ext}").is_file(), f"{stem}.{ext}"
 
     start = time.perf_counter()
     third = _cli(*common)
-    assert third.returncode == 0 and "10 skipped" in third.stdout, third.stdout
+    assert third.returncode == 0 and "16 skipped" in third.stdout, third.stdout
     print(f"rerun with every stage done: {time.perf_counter() - start:.1f} s")
 
 
@@ -222,15 +232,23 @@ def test_dotted_set_keys_merge_into_mappings():
     ("max_sensitivity_radius", 0.1, {"evaluate"}),
     ("faithfulness_correlation_subset", 64, {"evaluate"}),
     ("randomisation_similarity", "spearman", {"evaluate"}),
+    ("continuity_sigmas", [0.1], {"evaluate"}),
+    ("calibration_samples", 500, {"evaluate"}),
+    ("explain_features", "raw", {"attribute", "evaluate"}),
     ("batch_size_eval", 7, set()),
     ("device", "cpu", set()),
 ])
 def test_a_changed_setting_reruns_exactly_the_stages_it_affects(tmp_path, setting, value, reruns):
     _fake_finished_study(tmp_path)
     prof = load_profile("smoke", results_root=str(tmp_path / "results"), **{setting: value})
+    from xai_utils.config import PROTOCOLS
+    imposed = set(PROTOCOLS["official"](RunConfig(dataset="shapes"))) - {"method_options"}
     for job in pipeline.plan(prof).jobs:
         if job.stage == "figures":
             assert job.finished() == (not reruns)
+        elif "@official" in job.run_id and (setting in imposed or (setting == "method_options"
+                                                                   and "eigencam" in value)):
+            assert job.finished()                 # the protocol imposes this setting: nothing to redo
         else:
             assert job.finished() == (job.stage not in reruns), (job.label, setting)
     # and every such setting is written to the run's config.json by the stages that use it
@@ -244,9 +262,10 @@ def test_figures_cover_what_is_evaluated(tmp_path):
     assert pipeline.figures_output(prof) is None
     runs_ = list(prof.runs())
     for i, run in enumerate(runs_):
-        rd = prof.run_dir(run)
-        save_json(rd / "stages" / "evaluate.json", {"hash": stage_hash(run, "evaluate")})
-        (rd / "results.csv").write_text("")
+        for cfg, eval_dir in prof.evaluations(run):      # a run counts once every protocol is evaluated
+            assert run.run_id not in pipeline.evaluated_runs(prof)[0]
+            save_json(eval_dir / "stages" / "evaluate.json", {"hash": stage_hash(cfg, "evaluate")})
+            (eval_dir / "results.csv").write_text("")
         done, missing = pipeline.evaluated_runs(prof)
         assert done == [r.run_id for r in runs_[:i + 1]]
         out = pipeline.figures_output(prof)

@@ -500,10 +500,12 @@ def load_attributions(path: Union[str, Path]) -> dict[str, Any]:
 def stored_predictions(run_dir: Union[str, Path], cfg: Any, idx: np.ndarray, labels: Tensor) -> Optional[Tensor]:
     """Predicted classes of evaluation images ``idx`` from the run's ``predictions.npz``
     (the fp32 pass that gave the test accuracy), or None when the evaluation split is not
-    the test split or the file is absent (a run trained before it existed)."""
+    the test split, the explained model is not the trained one (``explain_features``), or
+    the file is absent (a run trained before it existed)."""
     from .data import resolve_split
-    path = Path(run_dir) / runs.PREDICTIONS
-    if resolve_split(cfg.dataset, cfg.eval_split) != resolve_split(cfg.dataset, "test") or not path.is_file():
+    path = runs.trained_run_dir(run_dir) / runs.PREDICTIONS
+    if (resolve_split(cfg.dataset, cfg.eval_split) != resolve_split(cfg.dataset, "test") or not path.is_file()
+            or cfg.explain_features != "trained"):
         return None
     with np.load(path) as z:
         preds, stored_labels = z["preds"], z["labels"]
@@ -546,7 +548,7 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
     batch_size = batch_size or cfg.batch_size_eval
 
     dev = runs.resolve_device(device)
-    model, _ = load_model(run_dir, dev)          # config.json holds the up-to-date evaluation settings
+    model, _ = load_model(run_dir, dev, explain_features=cfg.explain_features)   # settings: config.json
     ds = load_dataset(cfg.dataset, cfg.eval_split, cfg.data_root)
     idx = np.asarray(eval_indices(len(ds), n_samples, seed=0), dtype=np.int64)
     batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]

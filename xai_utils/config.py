@@ -11,7 +11,7 @@ least to the most specific::
     <dataset>/<objective>                                    (e.g. ``cifar10/scl``)
 
 ``load_profile(name, **overrides)`` applies overrides last: a top-level key (``seeds``,
-``objectives``, ``datasets``, ``results_root``, ``figures_root``) replaces the profile's value, a run key
+``objectives``, ``datasets``, ``protocols``, ``results_root``, ``figures_root``) replaces the profile's value, a run key
 (``epochs=3``) applies to every run. Mapping-valued keys (``method_options``) are merged
 key by key, so ``{"eigencam": {"sign": "numpy"}}`` changes one option and keeps the others.
 
@@ -41,11 +41,32 @@ class ConfigError(ValueError):
     """A profile or override is invalid; the message is one line saying what and how to fix it."""
 
 
+def _official_protocol(cfg: "RunConfig") -> dict[str, Any]:
+    """Every quirk of the authors' evaluation code (../shared/PAPER.md, "Quirks")."""
+    return {
+        "noise_space": "official",                       # noise on the normalised image, clamped to [0, 1]
+        "method_options": merge_settings(cfg.method_options, {"eigencam": {"sign": "numpy"}}),  # SVD's sign
+        "pixel_flipping_baseline": "black_normalised",   # "black" = the normalised image's minimum
+        "explain_features": "raw" if cfg.dataset == "cifar10" else "trained",   # CIFAR probe on raw features
+        "nan_pairing": "per_model",                      # NaNs dropped per model before the t-test
+    }
+
+
+# An evaluation protocol is a named set of settings it imposes on a run (RunConfig.protocol).
+PROTOCOLS: dict[str, Any] = {
+    "corrected": lambda cfg: {},             # this companion's defaults: nothing imposed
+    "official": _official_protocol,
+}
+
+
 @dataclass
 class RunConfig:
     """Every setting of one run (dataset x objective x seed), flat so it can be overridden.
 
     Defaults are the paper's CIFAR-10 CE settings (../shared/PAPER.md) where one exists.
+    ``protocol`` imposes its settings on construction (:data:`PROTOCOLS`): with
+    ``protocol="official"`` the noise space, Eigen-CAM sign, pixel-flipping baseline,
+    explained features and NaN pairing are the authors', whatever else was given.
     """
 
     dataset: str = "cifar10"
@@ -78,7 +99,7 @@ class RunConfig:
     # engineering
     device: str = "auto"                       # auto | cpu | cuda | cuda:N
     amp: bool = True                           # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True                 # training on CUDA; evaluation on any device
+    channels_last: bool = True                 # memory format of training and evaluation (faster on CPU and GPU)
     compile: bool = False                      # torch.compile
     num_workers: int = 4                       # streamed datasets (imagenet_s50) only
     checkpoint_every: int = 1                  # epochs between checkpoints
@@ -87,6 +108,8 @@ class RunConfig:
     eval_samples: int = 1000                   # fixed subset of the evaluation split, same for all models
     batch_size_eval: int = 256
     target: str = "pred"                       # pred | true: class explained
+    protocol: str = "corrected"                # corrected | official (the authors' evaluation; see PROTOCOLS)
+    explain_features: str = "trained"          # trained (as the head was trained) | raw (authors' CIFAR-10 quirk)
     methods: list[str] = field(default_factory=lambda: ["gradcam", "eigencam"])
     # options of the attribution methods, {method: {option: value}} (see each method's docstring);
     # Eigen-CAM's sign rule: activation (ours, deterministic) | numpy (pytorch-grad-cam's, the authors') | none | max
@@ -99,12 +122,22 @@ class RunConfig:
     pixel_flipping_baseline: str = "black"     # black (image minimum, pixel space) | white | black_normalised (authors')
     pixel_flipping_tie_break: str = "quantus"  # quantus (NumPy's argsort, as Quantus) | stable (on the device)
     continuity_sigma: float = 0.02
+    continuity_sigmas: list[float] = field(default_factory=list)   # extra sigmas: rows continuity[sigma=s]
     noise_space: str = "pixel"                 # pixel | official (see metrics.continuity_ssim)
+    calibration_samples: int = 2000            # held-out training images for the temperature (pixel_flipping_calibrated)
     max_sensitivity_samples: int = 20          # noise draws per image (Quantus default 200)
     max_sensitivity_radius: float = 0.2        # uniform noise in [-r, r] (Quantus lower_bound)
     faithfulness_correlation_subset: int = 224  # features per random subset (Quantus default)
     faithfulness_correlation_runs: int = 100    # random subsets per image (Quantus default)
     randomisation_similarity: str = "ssim"     # model_randomisation: ssim | spearman
+    # statistics
+    nan_pairing: str = "pairs"                 # pairs (pair by image, then drop NaN pairs) | per_model (authors')
+
+    def __post_init__(self) -> None:
+        rule = PROTOCOLS.get(self.protocol)
+        if rule is not None:
+            for key, value in rule(self).items():
+                setattr(self, key, value)
 
     @property
     def run_id(self) -> str:
@@ -133,20 +166,22 @@ RUN_KEYS: dict[str, Any] = {f.name: f for f in fields(RunConfig)}
 # checkpoint period) are in no hash.
 NO_RESULT_KEYS = ("device", "num_workers", "checkpoint_every", "batch_size_eval", "data_root")
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "attribute": ("eval_split", "eval_samples", "target", "methods", "method_options"),
+    "attribute": ("eval_split", "eval_samples", "target", "protocol", "explain_features", "methods",
+                  "method_options"),
     "evaluate": ("metrics", "metric_seed", "features_in_step", "pixel_flipping_baseline",
-                 "pixel_flipping_tie_break", "continuity_sigma", "noise_space", "max_sensitivity_samples",
-                 "max_sensitivity_radius", "faithfulness_correlation_subset", "faithfulness_correlation_runs",
-                 "randomisation_similarity"),
+                 "pixel_flipping_tie_break", "continuity_sigma", "continuity_sigmas", "noise_space",
+                 "calibration_samples", "max_sensitivity_samples", "max_sensitivity_radius",
+                 "faithfulness_correlation_subset", "faithfulness_correlation_runs", "randomisation_similarity"),
+    "figures": ("nan_pairing",),
 }
 STAGE_KEYS["train"] = tuple(k for k in RUN_KEYS if k not in NO_RESULT_KEYS
-                            and k not in STAGE_KEYS["attribute"] + STAGE_KEYS["evaluate"])
+                            and k not in STAGE_KEYS["attribute"] + STAGE_KEYS["evaluate"] + STAGE_KEYS["figures"])
+STAGE_ORDER = ("train", "attribute", "evaluate", "figures")
 
 
 def stage_hash(cfg: "RunConfig", stage: str) -> str:
     """Hash of the settings that a stage and the stages before it depend on."""
-    order = ("train", "attribute", "evaluate")
-    keys = [k for s in order[:order.index(stage) + 1] for k in STAGE_KEYS[s]]
+    keys = [k for s in STAGE_ORDER[:STAGE_ORDER.index(stage) + 1] for k in STAGE_KEYS[s]]
     return cfg.config_hash(keys)
 
 
@@ -158,12 +193,18 @@ def merge_settings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, An
     return out
 
 
-PROFILE_KEYS = ("description", "seeds", "objectives", "datasets", "results_root", "figures_root", "settings")
+PROFILE_KEYS = ("description", "seeds", "objectives", "datasets", "protocols", "results_root", "figures_root",
+                "settings")
 
 
 @dataclass
 class Profile:
-    """A study: the cross product of datasets x objectives x seeds, with resolved settings."""
+    """A study: the cross product of datasets x objectives x seeds, with resolved settings.
+
+    ``protocols`` (optional): evaluation protocols every trained run is explained and scored
+    under, without retraining. The first is the run's own (its folder); each further one
+    lives in ``<run folder>/protocols/<name>/`` (:meth:`evaluations`).
+    """
 
     name: str
     description: str
@@ -175,14 +216,18 @@ class Profile:
     figures_root: str = str(CONFIG_DIR.parent / "figures")
     overrides: dict[str, Any] = field(default_factory=dict)
     path: Optional[str] = None
+    protocols: Optional[list[str]] = None
 
-    def run_config(self, dataset: str, objective: str, seed: int) -> RunConfig:
-        """Resolve the settings of one run: default < objective < dataset < dataset/objective < overrides."""
+    def run_config(self, dataset: str, objective: str, seed: int, protocol: Optional[str] = None) -> RunConfig:
+        """Resolve the settings of one run: default < objective < dataset < dataset/objective < overrides
+        (< ``protocol``, or the first of the profile's ``protocols``)."""
         merged = RunConfig().to_dict()
         for selector in ("default", objective, dataset, f"{dataset}/{objective}"):
             merged = merge_settings(merged, self.settings.get(selector, {}))
         merged = merge_settings(merged, {k: v for k, v in self.overrides.items() if k in RUN_KEYS})
         merged.update(dataset=dataset, objective=objective, seed=seed)
+        if protocol is not None or self.protocols:
+            merged["protocol"] = protocol or self.protocols[0]
         return RunConfig(**merged)
 
     def runs(self) -> Iterator[RunConfig]:
@@ -193,6 +238,15 @@ class Profile:
 
     def run_dir(self, run: RunConfig) -> Path:
         return Path(self.results_root) / self.name / run.dataset / run.objective / f"seed{run.seed}"
+
+    def evaluations(self, run: RunConfig) -> list[tuple[RunConfig, Path]]:
+        """(settings, folder) of every evaluation of a trained run: its own protocol in the
+        run folder, each further protocol of the profile in ``protocols/<name>/`` under it."""
+        out = [(run, self.run_dir(run))]
+        for p in (self.protocols or [])[1:]:
+            out.append((self.run_config(run.dataset, run.objective, run.seed, p),
+                        self.run_dir(run) / "protocols" / p))
+        return out
 
     def figures_dir(self) -> Path:
         return Path(self.figures_root) / self.name
@@ -324,6 +378,9 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
         if not isinstance(value, str):
             raise ConfigError(f"profile: '{key}' must be a str, got {value!r}")
     description = raw.get("description", "")
+    protocols = raw.get("protocols")
+    if protocols is not None:
+        protocols = _check_list(protocols, "protocols", tuple(PROTOCOLS))
 
     settings_raw = raw.get("settings") or {}
     if not isinstance(settings_raw, dict):
@@ -339,7 +396,7 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
     run_over = _validate_run_keys(run_over, where="override")
     profile = Profile(name=path.stem, description=description, seeds=seeds, objectives=objectives,
                       datasets=datasets, results_root=results_root, figures_root=figures_root,
-                      settings=settings, overrides=run_over, path=str(path))
+                      settings=settings, overrides=run_over, path=str(path), protocols=protocols)
     from .validation import check_profile
     check_profile(profile, data=False)
     return profile

@@ -140,8 +140,13 @@ def train_indices(n_total: int, subset: Optional[int], seed: int = 0) -> np.ndar
         raise ValueError(f"train_indices: n_total and subset must be >= 0, got {n_total}, {subset}")
     if subset is None or subset >= n_total:
         return np.arange(n_total, dtype=np.int64)
-    perm = np.random.default_rng(seed).permutation(n_total)
-    return perm[:subset].astype(np.int64)
+    return train_permutation(n_total, seed)[:subset]
+
+
+def train_permutation(n_total: int, seed: int = 0) -> np.ndarray:
+    """The fixed permutation whose first k entries are ``train_indices(n_total, k)``; the
+    entries after them are training images a run with that subset never saw (int64)."""
+    return np.random.default_rng(seed).permutation(n_total).astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------

@@ -10,7 +10,14 @@ statistics keep the correct ones). Writes, atomically:
 
 * ``results.csv`` — long format, one row per (sample, method, metric), columns
   :data:`COLUMNS`; undefined values (see :mod:`xai_utils.metrics`) are written ``nan``;
-* ``curves/<method>.npz`` — pixel-flipping curves (float32 [N, S]) with their sample indices.
+* ``curves/<method>.npz`` — pixel-flipping curves (float32 [N, S], key ``curves``) and the
+  probability on the unperturbed image (``unperturbed``), the curves of the other
+  pixel-flipping scores (``curves_<metric>``), with their sample indices;
+* ``calibration.json`` — when a metric needs it, the temperature of the explained model
+  (:mod:`xai_utils.calibration`).
+
+A metric may add rows of variants named ``<metric>[<variant>]`` (e.g. continuity at other
+noise levels: ``continuity[sigma=0.05]``).
 
 Every random draw (continuity noise, contrast class, random subsets) depends only on the
 sample's index in the evaluation split, so models are compared on the same perturbations.
@@ -86,7 +93,7 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
     _check_request(run_dir, methods, metrics)
 
     dev = runs.resolve_device(device)
-    model, _ = load_model(run_dir, dev)
+    model, _ = load_model(run_dir, dev, explain_features=cfg.explain_features)
     if cfg.channels_last:   # metric forward passes, x1.3-1.5 on CPU too (benchmarks/metrics_speed.py)
         model = model.to(memory_format=torch.channels_last)
     ds = _load_eval_split(cfg)
@@ -94,6 +101,11 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
     for metric in metrics:
         if "masks" in METRICS[metric].needs and not has_masks:
             log.warning("skipping %s: dataset '%s' split '%s' has no object masks", metric, cfg.dataset, cfg.eval_split)
+
+    temperature = 1.0
+    if any("calibration" in METRICS[m].needs for m in metrics):
+        from .calibration import calibrate_run
+        temperature = calibrate_run(run_dir, device=device, batch_size=batch_size)["temperature"]
 
     tables: list[pd.DataFrame] = []
     work = [(me, mt) for me in methods for mt in metrics]
@@ -118,7 +130,9 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
             labels=labels.to(dev), preds=torch.as_tensor(stored["preds"][:n], dtype=torch.long).to(dev),
             targets=torch.as_tensor(stored["targets"][:n], dtype=torch.long).to(dev),
             sample_ids=torch.as_tensor(idx), masks=ds.mask_batch(idx, device=dev) if has_masks else None,
-            method=method_fn, batch_size=batch_size, **{f: getattr(cfg, k) for k, f in SETTINGS.items()})
+            method=method_fn, batch_size=batch_size, temperature=temperature,
+            **{f: getattr(cfg, k) for k, f in SETTINGS.items()})
+        curves: dict[str, np.ndarray] = {}
         for metric in metrics:
             bar.set_postfix_str(f"{method}/{metric}")
             reason = _skip_reason(metric, method, has_masks)
@@ -129,12 +143,19 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
                 continue
             out = METRICS[metric].compute(inputs)
             tables.append(_rows(cfg, idx, inputs, method, metric, out.values))
+            for variant, values in out.variants.items():
+                tables.append(_rows(cfg, idx, inputs, method, f"{metric}[{variant}]", values))
             if out.curves is not None:
-                runs.save_npz(runs.curves_path(run_dir, method), curves=out.curves.float().cpu().numpy(),
-                              indices=idx, labels=inputs.labels.cpu().numpy(),
-                              features_in_step=np.int64(cfg.features_in_step),
-                              **{k: v.float().cpu().numpy() for k, v in out.extras.items()})
+                # the paper's curves keep the names "curves" / "unperturbed"; other scores theirs
+                key = "curves" if metric == "pixel_flipping" else f"curves_{metric}"
+                curves[key] = out.curves.float().cpu().numpy()
+                curves.update({(k if metric == "pixel_flipping" else f"{k}_{metric}"): v.float().cpu().numpy()
+                               for k, v in out.extras.items()})
             bar.update(1)
+        if curves:
+            runs.save_npz(runs.curves_path(run_dir, method), indices=idx, labels=inputs.labels.cpu().numpy(),
+                          features_in_step=np.int64(cfg.features_in_step), temperature=np.float64(temperature),
+                          **curves)
     bar.close()
     df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
     runs.save_text(run_dir / runs.RESULTS, df.to_csv(index=False, na_rep="nan"))

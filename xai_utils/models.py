@@ -172,16 +172,30 @@ def model_state(model: ExplainedModel, cfg: RunConfig, num_classes: int) -> dict
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
-def load_model(run_dir_or_file: Union[str, Path], device: Union[str, torch.device] = "cpu"
-               ) -> tuple[ExplainedModel, RunConfig]:
-    """Load a trained run's explained model (``model.pt``) in eval mode, with its config."""
+EXPLAIN_FEATURES = ("trained", "raw")     # RunConfig.explain_features
+
+
+def load_model(run_dir_or_file: Union[str, Path], device: Union[str, torch.device] = "cpu",
+               explain_features: str = "trained") -> tuple[ExplainedModel, RunConfig]:
+    """Load a trained run's explained model (``model.pt``) in eval mode, with its training config.
+
+    ``run_dir_or_file``: the file, a run folder, or an evaluation folder under it
+    (``<run>/protocols/<name>/``, which uses the run's model). ``explain_features="raw"``
+    applies the head to the raw pooled features even where it was trained on L2-normalised
+    ones (the authors' CIFAR-10 evaluation); ``"trained"`` keeps the model as trained.
+    """
+    from .runs import trained_model_path
+    if explain_features not in EXPLAIN_FEATURES:
+        raise ValueError(f"explain_features must be one of {', '.join(EXPLAIN_FEATURES)}, got {explain_features!r}")
     p = Path(run_dir_or_file)
     if p.is_dir():
-        p = p / "model.pt"
+        p = trained_model_path(p)
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found: train the run first (notebook 01_train)")
     state = torch.load(p, map_location="cpu", weights_only=False)
     cfg = RunConfig.from_dict(state["config"])
     model = build_model(cfg, state["num_classes"], state["mean"], state["std"])
     model.load_state_dict(state["state_dict"])
+    if explain_features == "raw":
+        model.normalize_features = False
     return model.to(device).eval(), cfg

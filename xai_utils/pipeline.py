@@ -56,8 +56,9 @@ class Job:
     output: Path                 # executed notebook
     marker: Path                 # completion marker holding `digest`
     digest: str
-    run_id: str = "figures"
+    run_id: str = "figures"      # the run (and "@protocol" for another protocol's evaluation)
     run: Optional[RunConfig] = None
+    group: str = "figures"       # jobs of one group run in order (one trained run, all protocols)
     status: str = "pending"      # pending | skipped | done | failed | blocked
     seconds: float = 0.0
     error: str = ""
@@ -121,16 +122,23 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
                           f"runs are {', '.join(r.run_id for r in profile.runs())}")
     for run in runs:
         run_dir = profile.run_dir(run).resolve()
-        for stage in ("train", "attribute", "evaluate"):
-            if stage not in stages:
-                continue
-            out.jobs.append(Job(stage=stage, params=_run_params(profile, run, run_dir, stage),
-                                output=run_dir / "notebooks" / NOTEBOOKS[stage],
-                                marker=stage_marker(run_dir, stage),
-                                digest=stage_hash(run, stage), run_id=run.run_id, run=run))
+        if "train" in stages:
+            out.jobs.append(Job(stage="train", params=_run_params(profile, run, run_dir, "train"),
+                                output=run_dir / "notebooks" / NOTEBOOKS["train"],
+                                marker=stage_marker(run_dir, "train"), digest=stage_hash(run, "train"),
+                                run_id=run.run_id, run=run, group=run.run_id))
+        for cfg, eval_dir in profile.evaluations(run):      # each protocol, on the same trained model
+            eval_dir = eval_dir.resolve()
+            label = run.run_id + ("" if eval_dir == run_dir else f"@{cfg.protocol}")
+            for stage in ("attribute", "evaluate"):
+                if stage in stages:
+                    out.jobs.append(Job(stage=stage, params=_run_params(profile, cfg, eval_dir, stage),
+                                        output=eval_dir / "notebooks" / NOTEBOOKS[stage],
+                                        marker=stage_marker(eval_dir, stage), digest=stage_hash(cfg, stage),
+                                        run_id=label, run=cfg, group=run.run_id))
     if "figures" in stages:
         study = (Path(profile.results_root) / profile.name).resolve()
-        digest = "-".join(stage_hash(r, "evaluate") for r in profile.runs())
+        digest = "-".join(stage_hash(cfg, "figures") for r in profile.runs() for cfg, _ in profile.evaluations(r))
         out.jobs.append(Job(stage="figures",
                             params={"profile": profile.name, "results_root": str(Path(profile.results_root).resolve()),
                                     "output_dir": str(profile.figures_dir().resolve()),
@@ -145,10 +153,11 @@ def evaluated_runs(profile: Profile) -> tuple[list[str], list[str]]:
     every run of the study."""
     done, missing = [], []
     for run in profile.runs():
-        run_dir = profile.run_dir(run).resolve()
-        marker = stage_marker(run_dir, "evaluate")
-        ok = (marker.is_file() and load_json(marker).get("hash") == stage_hash(run, "evaluate")
-              and (run_dir / RESULTS).is_file())
+        ok = True
+        for cfg, eval_dir in profile.evaluations(run):       # every protocol of the run
+            marker = stage_marker(eval_dir.resolve(), "evaluate")
+            ok &= (marker.is_file() and load_json(marker).get("hash") == stage_hash(cfg, "evaluate")
+                   and (eval_dir / RESULTS).is_file())
         (done if ok else missing).append(run.run_id)
     return done, missing
 
@@ -299,15 +308,19 @@ def execute(job: Job) -> None:
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
-def _refresh_config(run_dir: Path, run: RunConfig) -> None:
+def _refresh_config(eval_dir: Path, run: RunConfig) -> None:
     """Bring the evaluation settings of a trained run's config.json up to date.
 
     Training writes config.json; later stages read their settings from it. When only
     evaluation settings changed (the train hash still matches), they are updated in place.
+    An evaluation folder of another protocol (``<run>/protocols/<name>/``) gets its own
+    config.json: the run's training settings with that protocol's evaluation settings.
     """
-    path = run_dir / CONFIG
-    if path.is_file():
-        stored = load_json(path)
+    from .runs import trained_run_dir
+    path = eval_dir / CONFIG
+    source = path if path.is_file() else trained_run_dir(eval_dir) / CONFIG
+    if source.is_file():
+        stored = load_json(source)
         keep = set(STAGE_KEYS["train"])
         save_json(path, {k: (stored[k] if k in keep and k in stored else v) for k, v in run.to_dict().items()})
 
@@ -316,7 +329,7 @@ def _groups(jobs: Sequence[Job]) -> list[list[Job]]:
     """The jobs of each run, in stage order, one list per run (the figures job on its own)."""
     groups: dict[str, list[Job]] = {}
     for job in jobs:
-        groups.setdefault(job.run_id, []).append(job)
+        groups.setdefault(job.group, []).append(job)
     return list(groups.values())
 
 

@@ -97,8 +97,10 @@ def ordered_methods(values: Any) -> list[str]:
 
 
 def ordered_metrics(values: Any) -> list[str]:
-    from .metrics import METRICS
-    return _ordered(values, list(METRICS))
+    """Registry order; a variant (``continuity[sigma=0.05]``) right after its metric."""
+    from .stats import metric_order
+    vals = list(dict.fromkeys(str(v) for v in values))
+    return sorted(vals, key=lambda m: (metric_order(m), m))
 
 
 def class_style(c: int) -> tuple[str, str]:

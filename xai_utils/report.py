@@ -12,6 +12,8 @@
 ``fig_metric_distributions``   per-sample metric values by objective, with test marks
 ``fig_pixel_flipping_curves``  mean pixel-flipping curve and band per objective
 ``fig_embeddings``             2-D embedding of test features per objective
+``table_claim_robustness``     order of the objectives and SCL vs CE under every score and protocol
+``fig_claim_robustness``       the same verdicts as a grid (:mod:`xai_utils.claim`)
 =============================  ==========================================================
 
 Tables are written as CSV (numbers, for machines), Markdown and LaTeX (booktabs; mean +-
@@ -39,8 +41,10 @@ from . import plots, runs, stats
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
-TABLES = ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced")
-FIGURES = ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings")
+TABLES = ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced",
+          "table_claim_robustness")
+FIGURES = ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings",
+           "fig_claim_robustness")
 DASH = "–"
 ARROW = {"lower": "↓", "higher": "↑"}
 
@@ -206,20 +210,53 @@ def _objective_cells(data: pd.DataFrame, disp: pd.DataFrame, bold: pd.DataFrame,
     data["best"] = best
 
 
+# quantities of table_accuracy: summary column, label, which is better, scale, decimals
+ACCURACY_ROWS = (("test_accuracy", "Test accuracy (%)", "higher", 1.0, 2),
+                 ("temperature", "Temperature T", None, 1.0, 3),
+                 ("ece_before", "ECE before scaling (%)", "lower", 100.0, 2),
+                 ("ece_after", "ECE after scaling (%)", "lower", 100.0, 2))
+
+
 def table_accuracy(summaries: pd.DataFrame, decimals: int = 2) -> Table:
-    """The paper's accuracy table: rows datasets, columns CE / SCL / TL (mean ± std, %)."""
+    """The paper's accuracy table: rows datasets, columns CE / SCL / TL (mean ± std, %). Runs
+    with a temperature (``calibration.json``) add rows for it and the expected calibration
+    error on the test split before and after scaling."""
     acc = stats.accuracy_summary(summaries)
     if acc.empty:
         raise ValueError("no train_summary.json with a test_accuracy")
     objs = stats.order_objectives(acc["objective"].unique())
-    data = _wide(acc, ["dataset"], objs)
+    rows = [r for r in ACCURACY_ROWS if r[0] in summaries and summaries[r[0]].notna().any()]
+    parts = []
+    for col, label, direction, scale, dec in rows:
+        sub = summaries.assign(test_accuracy=summaries[col] * scale)
+        part = _wide(stats.accuracy_summary(sub), ["dataset"], objs)
+        part.insert(1, "quantity", col)
+        parts.append(part.assign(_dir=direction, _dec=dec, _label=label))
+    data = pd.concat(parts, ignore_index=True)
+    order = {c: i for i, (c, *_) in enumerate(ACCURACY_ROWS)}
+    data = data.assign(_q=data["quantity"].map(order)).sort_values(["dataset", "_q"], kind="stable") \
+               .drop(columns="_q").reset_index(drop=True)
     disp = pd.DataFrame({"Dataset": data["dataset"].map(plots.dataset_label)})
-    bold = pd.DataFrame(False, index=data.index, columns=["Dataset"] + [plots.objective_label(o) for o in objs])
-    _objective_cells(data, disp, bold, objs, lambda r: "higher", decimals)
+    if len(rows) > 1:
+        disp["Quantity"] = data["_label"]
+    bold = pd.DataFrame(False, index=data.index, columns=list(disp.columns) + [plots.objective_label(o) for o in objs])
+    for dec in sorted(set(data["_dec"])):
+        sel = data["_dec"] == dec
+        sub_disp, sub_bold = disp[sel].copy(), bold[sel].copy()
+        sub = data[sel].copy()
+        _objective_cells(sub, sub_disp, sub_bold, objs, lambda r: r["_dir"], dec)
+        for o in objs:
+            disp.loc[sel, plots.objective_label(o)] = sub_disp[plots.objective_label(o)]
+            bold.loc[sel, plots.objective_label(o)] = sub_bold[plots.objective_label(o)]
+        data.loc[sel, "best"] = sub["best"]
+    data = data.drop(columns=["_dir", "_dec", "_label"])
     n = int(acc["n_seeds"].max())
-    return Table("table_accuracy", data, disp, bold,
-                 caption=f"Test accuracy (%), mean ± std over seeds (n = {n} seed{'s' if n != 1 else ''}; "
-                         f"std '{DASH}' with one seed). Best per row in bold.")
+    caption = (f"Test accuracy (%), mean ± std over seeds (n = {n} seed{'s' if n != 1 else ''}; "
+               f"std '{DASH}' with one seed). Best per row in bold.")
+    if len(rows) > 1:
+        caption += (" Temperature: fitted by NLL on held-out training images; ECE (15 bins) of the "
+                    "explained model on the test split before and after dividing its logits by it.")
+    return Table("table_accuracy", data, disp, bold, caption=caption)
 
 
 def _metric_sort_key(metric: str) -> int:
@@ -287,6 +324,29 @@ def table_significance(results: pd.DataFrame, seeds: str = "image_mean", **kw) -
                          "paired test; d (pooled) = (mean A − mean B)/sqrt((sd²A + sd²B)/2), the per-model "
                          "Cohen's d on the same images (all ddof 1); Holm correction "
                          "within each dataset × method × metric; alpha 0.05. Bold: significant after Holm.")
+
+
+def table_claim_robustness(results_all: pd.DataFrame, seeds: str = "image_mean") -> Table:
+    """:func:`xai_utils.claim.claim_table` as a table (``results_all``: every protocol)."""
+    from .claim import claim_table
+    t = claim_table(results_all, seeds=seeds)
+    if t.empty:
+        raise ValueError("no SCL and CE results to compare")
+    disp = pd.DataFrame({
+        "Dataset": t["dataset"].map(plots.dataset_label), "Method": t["method"].map(plots.method_label),
+        "Facet": t["facet"], "Score": [plots.metric_label(m, arrow=True) for m in t["metric"]],
+        "Protocol": t["protocol"], "Order": t["order"],
+        "SCL − CE": [fmt_num(x, 3) for x in t["diff"]], "d_z": [fmt_num(x, 2) for x in t["d_z"]],
+        "p (Holm)": [fmt_p(x) for x in t["p_holm"]], "n": t["n_pairs"].astype(str),
+        "SCL better than CE?": t["holds"]})
+    bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
+    bold["SCL better than CE?"] = (t["holds"] == "yes").to_numpy()
+    return Table("table_claim_robustness", t, disp, bold,
+                 caption="Does 'SCL gives better attributions than CE' hold under each score of a facet and each "
+                         "evaluation protocol? Order: objectives from best to worst (mean over seeds); SCL − CE: "
+                         "difference of the means; d_z and p: paired t-test as in table_significance (Holm within "
+                         "dataset × method × score × protocol; the official protocol drops NaNs per model as the "
+                         "authors' script). 'yes' needs a significant difference in SCL's favour.")
 
 
 # ----------------------------------------------------------------------------- paper comparison
@@ -633,14 +693,17 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
         notes.append(msg)
 
     results = stats.load_results(results_root, profile, run_dirs=run_dirs)
+    results_all = stats.load_results(results_root, profile, run_dirs=run_dirs, all_protocols=True)
     summaries = stats.load_summaries(results_root, profile, run_dirs=run_dirs)
     sig = None
+    claims = None
 
     tables: dict[str, Callable[[], Table]] = {
         "table_accuracy": lambda: table_accuracy(summaries),
         "table_attribution_metrics": lambda: table_attribution_metrics(results),
         "table_significance": lambda: table_significance(results, seeds=seeds),
         "paper_vs_reproduced": lambda: table_paper_vs_reproduced(study_summary(results, summaries), profile),
+        "table_claim_robustness": lambda: table_claim_robustness(results_all, seeds=seeds),
     }
     for name, make in tables.items():
         try:
@@ -654,6 +717,8 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
             t.notes.append(f"Covers {cover}.")
             if name == "table_significance":
                 sig = t.data
+            if name == "table_claim_robustness":
+                claims = t.data
             written += write_table(t, out)
         except Exception as e:  # noqa: BLE001 - a missing part never stops the report
             skip(name, e)
@@ -663,6 +728,7 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
         "fig_metric_distributions": lambda: plots.metric_distributions(results, sig),
         "fig_pixel_flipping_curves": lambda: fig_pixel_flipping_curves(run_dirs, results),
         "fig_embeddings": lambda: fig_embeddings(run_dirs),
+        "fig_claim_robustness": lambda: _claim_figure(claims),
     }
     for name, make in figures.items():
         try:
@@ -682,6 +748,13 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
         "missing": [r for r in (runs_expected or []) if r not in set(covered)]}))
     log.info("report of '%s' written to %s", profile, out)
     return written
+
+
+def _claim_figure(claims: Optional[pd.DataFrame]):
+    from .claim import plot_claim
+    if claims is None or claims.empty:
+        raise ValueError("no table_claim_robustness")
+    return plot_claim(claims)
 
 
 def _run_id(run_dir: Path) -> str:

@@ -14,6 +14,10 @@ One folder per run (``results/<profile>/<dataset>/<objective>/seed<k>/``)::
     curves/<method>.npz         pixel-flipping curves per sample
     stages/<stage>.json         completion marker with the config hash of that stage
     notebooks/NN_<stage>.ipynb  executed notebooks (pipeline)
+    calibration.json            temperature of the explained model, ECE before/after (if a metric needs it)
+    protocols/<name>/           the same run explained and scored under another evaluation protocol:
+                                config.json, attributions/, results.csv, curves/, stages/, notebooks/
+                                (the model is the run's own)
 """
 from __future__ import annotations
 
@@ -36,6 +40,19 @@ TRAIN_SUMMARY = "train_summary.json"
 EMBEDDINGS = "embeddings.npz"
 PREDICTIONS = "predictions.npz"
 RESULTS = "results.csv"
+
+
+def trained_run_dir(folder: PathLike) -> Path:
+    """The run folder holding the trained model for ``folder``: itself, or for an evaluation
+    folder ``<run>/protocols/<name>/`` the run folder above it."""
+    folder = Path(folder)
+    if not (folder / MODEL).is_file() and folder.parent.name == "protocols":
+        return folder.parent.parent
+    return folder
+
+
+def trained_model_path(folder: PathLike) -> Path:
+    return trained_run_dir(folder) / MODEL
 
 
 def attribution_path(run_dir: PathLike, method: str) -> Path:

@@ -98,10 +98,11 @@ def order_objectives(values: Iterable[str]) -> list[str]:
 
 
 def metric_order(metric: str) -> int:
-    """Position of a metric in the metric registry (unknown metrics last)."""
-    from .metrics import METRICS
+    """Position of a metric (or of the metric of a variant) in the metric registry (unknown last)."""
+    from .metrics import METRICS, base_metric
     names = list(METRICS)
-    return names.index(metric) if metric in names else len(names)
+    base = base_metric(metric)
+    return names.index(base) if base in names else len(names)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -133,13 +134,31 @@ def empty_results() -> pd.DataFrame:
         RESULT_COLUMNS, ("str", "str", "str", "int64", "int64", "int64", "int64", "bool", "str", "str", "float64"))})
 
 
+def evaluation_dirs(run_dirs: Sequence[Path]) -> list[Path]:
+    """Every evaluation folder of the runs: the run folders, then their ``protocols/<name>/``."""
+    out = list(run_dirs)
+    for rd in run_dirs:
+        out += sorted(p for p in (Path(rd) / "protocols").glob("*") if p.is_dir())
+    return out
+
+
+def protocol_of(folder: Path) -> str:
+    """The evaluation protocol of a run or evaluation folder (its config.json; "corrected" if absent)."""
+    try:
+        return str(json.loads((Path(folder) / runs.CONFIG).read_text()).get("protocol", "corrected"))
+    except (OSError, ValueError):
+        return "corrected"
+
+
 def load_results(results_root: PathLike = "results", profile: str = "smoke",
-                 run_dirs: Optional[Sequence[Path]] = None) -> pd.DataFrame:
+                 run_dirs: Optional[Sequence[Path]] = None, all_protocols: bool = False) -> pd.DataFrame:
     """Concatenate the ``results.csv`` of every run of a profile (or of ``run_dirs``; long
-    format, one row per run x sample x method x metric). Runs without results are logged
-    and skipped."""
+    format, one row per run x sample x method x metric, plus the column ``protocol``). With
+    ``all_protocols`` also every further protocol's evaluation (``<run>/protocols/<name>/``).
+    Runs without results are logged and skipped."""
     frames = []
-    for rd in (find_run_dirs(results_root, profile) if run_dirs is None else run_dirs):
+    folders = find_run_dirs(results_root, profile) if run_dirs is None else list(run_dirs)
+    for rd in (evaluation_dirs(folders) if all_protocols else folders):
         p = rd / runs.RESULTS
         if not p.is_file():
             log.info("no %s in %s (evaluation not run yet): skipped", runs.RESULTS, rd)
@@ -148,10 +167,10 @@ def load_results(results_root: PathLike = "results", profile: str = "smoke",
         missing = set(RESULT_COLUMNS) - set(df.columns)
         if missing:
             raise ValueError(f"{p} lacks columns {sorted(missing)}; expected exactly {', '.join(RESULT_COLUMNS)}")
-        frames.append(df[list(RESULT_COLUMNS)])
+        frames.append(df[list(RESULT_COLUMNS)].assign(protocol=protocol_of(rd)))
     if not frames:
         log.warning("no results.csv under %s", study_dir(results_root, profile))
-        return empty_results()
+        return empty_results().assign(protocol=pd.Series(dtype="str"))
     out = pd.concat(frames, ignore_index=True)
     out["correct"] = out["correct"].astype(str).str.lower().isin(("true", "1", "1.0"))
     out["seed"] = out["seed"].astype(int)
@@ -160,10 +179,15 @@ def load_results(results_root: PathLike = "results", profile: str = "smoke",
     return out
 
 
+# from calibration.json (xai_utils.calibration): NaN for runs without it
+CALIBRATION_COLUMNS = ("temperature", "ece_before", "ece_after")
+
+
 def load_summaries(results_root: PathLike = "results", profile: str = "smoke",
                    run_dirs: Optional[Sequence[Path]] = None) -> pd.DataFrame:
     """One row per trained run (of the profile, or of ``run_dirs``): run_id, dataset,
-    objective, seed, test_accuracy (percent), wall_time_s, run_dir. Runs without
+    objective, seed, test_accuracy (percent), wall_time_s, run_dir, and the temperature and
+    ECE before/after of ``calibration.json`` (NaN without one). Runs without
     ``train_summary.json`` are skipped (logged)."""
     rows = []
     for rd in (find_run_dirs(results_root, profile) if run_dirs is None else run_dirs):
@@ -173,10 +197,12 @@ def load_summaries(results_root: PathLike = "results", profile: str = "smoke",
             continue
         s = json.loads(p.read_text())
         key = run_key(rd)
+        cal = json.loads((rd / "calibration.json").read_text()) if (rd / "calibration.json").is_file() else {}
         rows.append({"run_id": f"{key['dataset']}/{key['objective']}/seed{key['seed']}", **key,
                      "test_accuracy": float(s["test_accuracy"]) if s.get("test_accuracy") is not None else np.nan,
-                     "wall_time_s": float(s.get("wall_time_s", np.nan) or np.nan), "run_dir": str(rd)})
-    cols = ["run_id", "dataset", "objective", "seed", "test_accuracy", "wall_time_s", "run_dir"]
+                     "wall_time_s": float(s.get("wall_time_s", np.nan) or np.nan), "run_dir": str(rd),
+                     **{k: float(cal.get(k, np.nan)) for k in CALIBRATION_COLUMNS}})
+    cols = ["run_id", "dataset", "objective", "seed", "test_accuracy", "wall_time_s", "run_dir", *CALIBRATION_COLUMNS]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -244,15 +270,25 @@ def correct_for_all(df: pd.DataFrame, objectives: Optional[Sequence[str]] = None
     return pd.concat(rows, ignore_index=True)
 
 
+NAN_PAIRINGS = ("pairs", "per_model")
+
+
 def paired_values(df: pd.DataFrame, dataset: str, method: str, metric: str, a: str, b: str,
                   objectives: Optional[Sequence[str]] = None,
-                  common: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+                  common: Optional[pd.DataFrame] = None, nan_pairing: str = "pairs") -> pd.DataFrame:
     """Valid pairs of objective ``a`` and ``b``: columns seed, sample_index, a, b.
 
     Pairs are keyed by (seed, sample_index) and formed before anything is dropped; then only
     samples correct for every compared model (``objectives``, default all in ``df``) are kept,
-    and finally a pair with a NaN on either side is dropped as a pair.
+    and finally a pair with a NaN on either side is dropped as a pair (``nan_pairing="pairs"``).
+
+    ``nan_pairing="per_model"`` reproduces the authors' script: after the correct samples are
+    kept, each model's NaNs are dropped on their own and the two lists, in sample order per
+    seed, are cut to the shorter one and paired by position (which misaligns every pair after
+    a NaN on one side only). ``sample_index`` is then model ``a``'s.
     """
+    if nan_pairing not in NAN_PAIRINGS:
+        raise ValueError(f"nan_pairing='{nan_pairing}' unknown; choose one of {', '.join(NAN_PAIRINGS)}")
     sel = df[(df["dataset"] == dataset) & (df["method"] == method) & (df["metric"] == metric)]
     key = ["seed", "sample_index"]
     sides = {}
@@ -267,9 +303,17 @@ def paired_values(df: pd.DataFrame, dataset: str, method: str, metric: str, a: s
     if common is None:
         common = correct_for_all(df[df["dataset"] == dataset], objectives)
     ok = common[(common["dataset"] == dataset) & common["all_correct"]][key]
-    pairs = pairs.merge(ok, on=key, how="inner")
+    pairs = pairs.merge(ok, on=key, how="inner").sort_values(key)
+    if nan_pairing == "per_model":
+        parts = []
+        for seed, g in pairs.groupby("seed", sort=True):
+            va, vb = g.loc[g[a].notna(), [*key, a]], g.loc[g[b].notna(), b].to_numpy()
+            n = min(len(va), len(vb))
+            parts.append(va.iloc[:n].assign(**{b: vb[:n]}))
+        cols = [*key, a, b]
+        return (pd.concat(parts, ignore_index=True)[cols] if parts else pairs[cols].iloc[:0]).reset_index(drop=True)
     pairs = pairs[pairs[a].notna() & pairs[b].notna()]
-    return pairs.sort_values(key).reset_index(drop=True)
+    return pairs.reset_index(drop=True)
 
 
 def paired_test(x: np.ndarray, y: np.ndarray) -> dict:
@@ -360,7 +404,8 @@ def describe_effect(a: str, b: str, mean_diff: float, metric: str, significant: 
 
 def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str]]] = None,
                        seeds: str = "image_mean", common: str = "all", correction: Optional[str] = "holm",
-                       family: Sequence[str] = ("dataset", "method", "metric"), alpha: float = ALPHA) -> pd.DataFrame:
+                       family: Sequence[str] = ("dataset", "method", "metric"), alpha: float = ALPHA,
+                       nan_pairing: str = "pairs") -> pd.DataFrame:
     """Paired t-tests and effect sizes (d_z, d_pooled) between objectives, per dataset x method x metric.
 
     Args:
@@ -371,6 +416,7 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
             "every compared model"); "pair" = correct for the two compared models only.
         correction: "holm" or None. family: columns whose values define one family.
         alpha: significance level (applied to ``p_holm`` when corrected, else to ``p``).
+        nan_pairing: "pairs" (default) or "per_model" (the authors'; see :func:`paired_values`).
 
     Returns one row per test: dataset, method, metric, objective_a, objective_b, seed, n_pairs
     (pairs in the test), n_obs (seed x image pairs used), mean_a, mean_b, mean_diff (a - b),
@@ -400,7 +446,7 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
                 ck = tuple(compared)
                 if ck not in commons:
                     commons[ck] = correct_for_all(dsub, compared)
-                pv = paired_values(dsub, ds, method, metric, a, b, common=commons[ck])
+                pv = paired_values(dsub, ds, method, metric, a, b, common=commons[ck], nan_pairing=nan_pairing)
                 for seed_label, x, y, n_obs in SEED_HANDLING[seeds](pv, a, b) or [("all", np.array([]), np.array([]), 0)]:
                     res = paired_test(x, y)
                     rows.append({"dataset": ds, "method": method, "metric": metric, "objective_a": a,

@@ -29,7 +29,7 @@ MIN_INT: dict[str, int] = {
     "seed": 0, "epochs": 1, "batch_size": 1, "warmup_epochs": 0, "proj_dim": 1, "num_workers": 0,
     "checkpoint_every": 1, "eval_samples": 1, "batch_size_eval": 1, "metric_seed": 0,
     "features_in_step": 1, "max_sensitivity_samples": 1, "faithfulness_correlation_subset": 1,
-    "faithfulness_correlation_runs": 2,
+    "faithfulness_correlation_runs": 2, "calibration_samples": 2,
 }
 POSITIVE = ("lr", "temperature", "probe_lr", "max_sensitivity_radius")
 NON_NEGATIVE = ("momentum", "weight_decay", "margin", "probe_momentum", "probe_weight_decay",
@@ -105,10 +105,14 @@ def check_device(cfg: RunConfig) -> None:
 def check_attribution(cfg: RunConfig) -> None:
     """The settings of the attribution stage (methods, their options, the class explained)."""
     from .attribution import METHODS, TARGET_KINDS, check_method_options
+    from .config import PROTOCOLS
     from .data import DATASETS
+    from .models import EXPLAIN_FEATURES
 
     _names(cfg, "methods", list(METHODS))
     _one_of(cfg, "target", TARGET_KINDS)
+    _one_of(cfg, "protocol", PROTOCOLS)
+    _one_of(cfg, "explain_features", EXPLAIN_FEATURES)
     valid_splits = set(DATASETS[cfg.dataset].splits)
     if valid_splits & {"test", "val"}:             # aliases of the held-out split
         valid_splits |= {"test", "val"}
@@ -133,8 +137,14 @@ def check_evaluation(cfg: RunConfig, data_masks: bool = True) -> None:
     _one_of(cfg, "pixel_flipping_tie_break", SORTERS)
     _one_of(cfg, "noise_space", NOISE_SPACES)
     _one_of(cfg, "randomisation_similarity", SIMILARITIES)
+    _one_of(cfg, "nan_pairing", ("pairs", "per_model"))
+    if any(not s >= 0 for s in cfg.continuity_sigmas):
+        raise _fail(cfg, "continuity_sigmas", f"must be noise levels >= 0, got {cfg.continuity_sigmas}")
     for metric in cfg.metrics:
         needs = METRICS[metric].needs
+        if "calibration" in needs and cfg.train_subset is None:
+            raise _fail(cfg, "metrics", f"'{metric}' fits a temperature on held-out training images, but "
+                                        f"the run trains on the whole split: set train_subset")
         if "class_specific" in needs and all(is_class_agnostic(m) for m in cfg.methods):
             raise _fail(cfg, "metrics", f"'{metric}' needs a class-specific method, but every method of "
                                         f"{cfg.methods} ignores the class explained")

@@ -58,11 +58,12 @@ drop NaNs, and :func:`xai_utils.evaluate.summarise` reports how many there are.
 from ._common import (DEFAULT_BATCH, is_constant_map, is_zero_map, normalise_by_max, num_classes_of,
                       resolve_method, sample_seed)
 from .complexity import complexity, sparseness
-from .faithfulness import BASELINES, SORTERS, curve_auc, faithfulness_correlation, pixel_flipping
+from .faithfulness import (BASELINES, FLIP_SCORES, SORTERS, curve_auc, faithfulness_correlation, flip_curves,
+                           pixel_flipping, pixel_flipping_logits)
 from .localisation import attribution_localisation, pointing_game
 from .randomisation import model_randomisation, randomise_model
-from .registry import (METRICS, SETTINGS, MetricInputs, MetricResult, MetricSpec, check_metrics, metric_direction,
-                       metric_facet, metric_label, register_metric)
+from .registry import (METRICS, SETTINGS, MetricInputs, MetricResult, MetricSpec, base_metric, check_metrics,
+                       metric_direction, metric_facet, metric_label, metric_spec, register_metric)
 from .robustness import (NOISE_SPACES, continuity_perturbation, continuity_ssim, contrastivity_ssim,
                          gaussian_noise, max_sensitivity, other_classes)
 from .similarity import SIMILARITIES, pearson, spearman, ssim

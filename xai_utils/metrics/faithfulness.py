@@ -67,26 +67,21 @@ def curve_auc(curves: Tensor) -> Tensor:
     return (c.sum(dim=1) - 0.5 * (c[:, 0] + c[:, -1])) / (c.shape[1] - 1)
 
 
-def pixel_flipping(model: nn.Module, x: Tensor, y: Any, a: Tensor, features_in_step: int,
-                   baseline: str = "black", batch_size: Optional[int] = None,
-                   tie_break: str = "quantus", constant_map_nan: bool = True,
-                   return_unperturbed: bool = False) -> tuple[Tensor, ...]:
-    """Quantus ``PixelFlipping`` (softmax, ``abs=False``, ``normalise=True``), batched.
+def pixel_flipping_logits(model: nn.Module, x: Tensor, a: Tensor, features_in_step: int,
+                          baseline: str = "black", batch_size: Optional[int] = None,
+                          tie_break: str = "quantus") -> Tensor:
+    """The logits of every class along the pixel-flipping perturbation (float32 [N, S + 1, C]).
 
-    Returns ``(curves float32 [N, S], auc float64 [N])``: the softmax probability of class
-    ``y`` after each step, and ``curve_auc`` = trapz / (S - 1). Lower is better.
+    Column 0 is the unperturbed image; column s the image after step s, when the ``s *
+    features_in_step`` most relevant features (Quantus's order: the 1-channel map broadcast
+    over the C channels, ``np.argsort(-a)`` after normalising by the maximum) are set to the
+    baseline. Every pixel-flipping score (:data:`FLIP_SCORES`) is a function of these.
 
     Batched: for a block of images the argsort is computed once; each step sets the next
     ``features_in_step`` features of a running copy to the baseline (``scatter_``) and the
     steps' copies of all images go through the model together, ``batch_size`` perturbed
     images per forward pass. ``tie_break="quantus"`` sorts with NumPy as Quantus does
     (exact equality); ``"stable"`` sorts on the device. ``baseline``: see :data:`BASELINES`.
-    ``constant_map_nan``: constant maps (all-zero included) get NaN curves and AUC, as the
-    authors do for all-zero maps (their ranking would be NumPy's arbitrary order of ties);
-    False keeps the numbers Quantus gives them inside a batch call.
-    ``return_unperturbed``: also return the probability of class ``y`` on the unperturbed
-    image (float32 [N], defined for every map): the point at 0 % removed, which Quantus
-    does not record and the AUC does not include.
     """
     _check_maps(a, x)
     if baseline not in BASELINES:
@@ -98,12 +93,13 @@ def pixel_flipping(model: nn.Module, x: Tensor, y: Any, a: Tensor, features_in_s
     n, c, h, w = x.shape
     nf, k = c * h * w, int(features_in_step)
     steps = math.ceil(nf / k)
-    y = _as_long(y, n, x.device, "y")
     bs = int(batch_size or DEFAULT_BATCH)
     block = max(1, min(n, bs))
     per_pass = max(1, bs // block)                 # steps sharing one forward pass
     fill_all = BASELINES[baseline](model, x)        # [N, 1] or [N, C]
-    curves = torch.empty(n, steps, dtype=torch.float32, device=x.device)
+    first = _forward_chunked(model, x, bs)          # the unperturbed images
+    logits = torch.empty(n, steps + 1, first.shape[1], dtype=torch.float32, device=x.device)
+    logits[:, 0] = first
 
     with torch.inference_mode():
         for b0 in range(0, n, block):
@@ -113,7 +109,6 @@ def pixel_flipping(model: nn.Module, x: Tensor, y: Any, a: Tensor, features_in_s
             order = SORTERS[tie_break](keys)
             fill = fill_all[b0:b0 + nb]
             fill = fill.repeat_interleave(h * w, dim=1) if fill.shape[1] > 1 else fill.expand(nb, nf)
-            yb = y[b0:b0 + nb]
             buf = torch.empty(per_pass * nb, nf, dtype=x.dtype, device=x.device) if per_pass > 1 else None
             done = 0                                # steps of this block already predicted
             for s in range(steps):
@@ -125,18 +120,96 @@ def pixel_flipping(model: nn.Module, x: Tensor, y: Any, a: Tensor, features_in_s
                 if j + 1 == per_pass or s == steps - 1:
                     m = j + 1
                     batch = (buf[:m * nb] if buf is not None else xb).view(m * nb, c, h, w)
-                    p = torch.softmax(model(batch).float(), dim=-1)
-                    p = p.gather(1, yb.repeat(m)[:, None]).view(m, nb)
-                    curves[b0:b0 + nb, done:s + 1] = p.t()
+                    out = model(batch).float().view(m, nb, -1)
+                    logits[b0:b0 + nb, 1 + done:2 + s] = out.transpose(0, 1)
                     done = s + 1
+    return logits
+
+
+def _true_probability(logits: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
+    """Softmax probability of class y at every step [N, S + 1] (logits divided by T first)."""
+    z = logits if temperature == 1.0 else logits / temperature
+    return torch.softmax(z, dim=-1).gather(2, y[:, None, None].expand(-1, z.shape[1], 1))[..., 0]
+
+
+def _score_probability(logits: Tensor, y: Tensor, temperature: float) -> Tensor:
+    """The paper's curve: the softmax probability of the true class after each step (no
+    point for the unperturbed image, as Quantus)."""
+    return _true_probability(logits, y)[:, 1:]
+
+
+def _score_normalised(logits: Tensor, y: Tensor, temperature: float) -> Tensor:
+    """The paper's probabilities divided by the unperturbed one, that point included
+    (starts at 1): what share of its confidence the model keeps."""
+    p = _true_probability(logits, y)
+    return p / p[:, :1]
+
+
+def _score_calibrated(logits: Tensor, y: Tensor, temperature: float) -> Tensor:
+    """The paper's curve on temperature-scaled probabilities softmax(z / T)."""
+    return _true_probability(logits, y, temperature)[:, 1:]
+
+
+def _score_logit(logits: Tensor, y: Tensor, temperature: float) -> Tensor:
+    """The true-class logit minus the mean logit (softmax's shift removed), divided by its
+    unperturbed value, that point included (starts at 1): the share of the evidence for the
+    true class that remains, free of the model's logit scale. NaN for an image whose
+    unperturbed true-class logit is not above the mean."""
+    zy = logits.gather(2, y[:, None, None].expand(-1, logits.shape[1], 1))[..., 0]
+    centred = zy - logits.mean(dim=2)
+    base = centred[:, :1]
+    return torch.where(base > 0, centred / torch.where(base > 0, base, torch.ones_like(base)),
+                       torch.full_like(centred, float("nan")))
+
+
+# name -> curve [N, S'] from the logits along the perturbation, the labels and a temperature
+FLIP_SCORES: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
+    "probability": _score_probability,
+    "normalised": _score_normalised,
+    "calibrated": _score_calibrated,
+    "logit": _score_logit,
+}
+
+
+def flip_curves(logits: Tensor, y: Any, score: str = "probability", temperature: float = 1.0,
+                a: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """``(curves float32 [N, S'], auc float64 [N])`` of one pixel-flipping score (see
+    :data:`FLIP_SCORES`) from :func:`pixel_flipping_logits`; AUC = :func:`curve_auc` (the
+    paper's trapz / (points - 1)). With the maps ``a``, constant maps get NaN (their order
+    of features would be NumPy's arbitrary order of ties)."""
+    if score not in FLIP_SCORES:
+        raise ValueError(f"unknown pixel-flipping score '{score}'; valid: {', '.join(FLIP_SCORES)}")
+    y = _as_long(y, logits.shape[0], logits.device, "y")
+    curves = FLIP_SCORES[score](logits.float(), y, float(temperature)).float()
     auc = curve_auc(curves)
-    if constant_map_nan:
-        z = is_constant_map(a)
+    if a is not None:
+        z = is_constant_map(a).to(curves.device)
         curves[z] = float("nan")
         auc[z] = float("nan")
+    return curves, auc
+
+
+def pixel_flipping(model: nn.Module, x: Tensor, y: Any, a: Tensor, features_in_step: int,
+                   baseline: str = "black", batch_size: Optional[int] = None,
+                   tie_break: str = "quantus", constant_map_nan: bool = True,
+                   return_unperturbed: bool = False) -> tuple[Tensor, ...]:
+    """Quantus ``PixelFlipping`` (softmax, ``abs=False``, ``normalise=True``), batched.
+
+    Returns ``(curves float32 [N, S], auc float64 [N])``: the softmax probability of class
+    ``y`` after each step, and ``curve_auc`` = trapz / (S - 1). Lower is better. See
+    :func:`pixel_flipping_logits` for the perturbation, the batching and ``tie_break``.
+    ``constant_map_nan``: constant maps (all-zero included) get NaN curves and AUC, as the
+    authors do for all-zero maps (their ranking would be NumPy's arbitrary order of ties);
+    False keeps the numbers Quantus gives them inside a batch call.
+    ``return_unperturbed``: also return the probability of class ``y`` on the unperturbed
+    image (float32 [N], defined for every map): the point at 0 % removed, which Quantus
+    does not record and the AUC does not include.
+    """
+    logits = pixel_flipping_logits(model, x, a, features_in_step, baseline, batch_size, tie_break)
+    curves, auc = flip_curves(logits, y, "probability", a=a if constant_map_nan else None)
     if not return_unperturbed:
         return curves, auc
-    p0 = torch.softmax(_forward_chunked(model, x, bs), dim=-1).gather(1, y[:, None])[:, 0]
+    p0 = _true_probability(logits[:, :1], _as_long(y, x.shape[0], x.device, "y"))[:, 0]
     return curves, auc, p0
 
 

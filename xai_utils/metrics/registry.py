@@ -6,7 +6,8 @@ metric from :data:`METRICS` (its order is the order of rows in the tables):
 
 * ``higher_is_better`` (direction), ``facet``, ``label`` (the name shown), ``in_paper``;
 * ``needs``: ``model`` (forward passes), ``method`` (recomputes maps), ``masks`` (object
-  masks of the evaluation split), ``class_specific`` (undefined for a class-agnostic method);
+  masks of the evaluation split), ``class_specific`` (undefined for a class-agnostic method),
+  ``calibration`` (the run's temperature, fitted on held-out training images);
 * ``binary``: per-image values are 0 or 1 (a hit rate is reported, with a binomial interval);
 * ``bounds``: the range of possible values (None: unbounded on that side), for axes.
 
@@ -18,12 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ._common import AttributionFn
 from .complexity import complexity, sparseness
-from .faithfulness import faithfulness_correlation, pixel_flipping
+from .faithfulness import FLIP_SCORES, faithfulness_correlation, flip_curves, pixel_flipping_logits
 from .localisation import attribution_localisation, pointing_game
 from .randomisation import model_randomisation
 from .robustness import contrastivity_ssim, continuity_ssim, max_sensitivity
@@ -55,13 +57,16 @@ class MetricInputs:
     faithfulness_correlation_subset: int = 224
     faithfulness_correlation_runs: int = 100
     randomisation_similarity: str = "ssim"
+    continuity_sigmas: tuple[float, ...] = ()
+    temperature: float = 1.0                   # of the explained model (xai_utils.calibration)
+    cache: dict = field(default_factory=dict)  # shared work between metrics of one method
 
 
 # MetricInputs fields that come from the run configuration (config key -> field)
 SETTINGS: dict[str, str] = {"metric_seed": "seed", **{k: k for k in (
     "features_in_step", "pixel_flipping_baseline", "pixel_flipping_tie_break", "continuity_sigma",
     "noise_space", "max_sensitivity_samples", "max_sensitivity_radius", "faithfulness_correlation_subset",
-    "faithfulness_correlation_runs", "randomisation_similarity")}}
+    "faithfulness_correlation_runs", "randomisation_similarity", "continuity_sigmas")}}
 
 
 @dataclass
@@ -69,6 +74,7 @@ class MetricResult:
     values: Tensor                             # one value per sample [N]
     curves: Optional[Tensor] = None            # pixel-flipping curves [N, S]
     extras: dict[str, Tensor] = field(default_factory=dict)   # stored beside the curves
+    variants: dict[str, Tensor] = field(default_factory=dict)  # rows "<metric>[<variant>]", one value per sample
 
 
 @dataclass(frozen=True)
@@ -113,18 +119,35 @@ def check_metrics(names: Sequence[str]) -> list[str]:
     return names
 
 
+def base_metric(name: str) -> str:
+    """The registered metric of a row name: ``continuity[sigma=0.05]`` -> ``continuity``."""
+    return str(name).split("[", 1)[0]
+
+
+def metric_spec(name: str) -> Optional[MetricSpec]:
+    """The registry entry of a row name (variants share their metric's entry), or None."""
+    return METRICS.get(base_metric(name))
+
+
 def metric_label(name: str) -> str:
-    """Display name of a metric; an unregistered name with its underscores as spaces."""
-    return METRICS[name].label if name in METRICS else str(name).replace("_", " ")
+    """Display name of a row name; a variant adds its parameter (``Continuity (SSIM), σ=0.05``);
+    an unregistered name is shown with its underscores as spaces."""
+    spec = metric_spec(name)
+    if spec is None:
+        return str(name).replace("_", " ")
+    variant = str(name)[len(spec.name):].strip("[]")
+    return spec.label + (f", {variant.replace('sigma=', 'σ=')}" if variant else "")
 
 
 def metric_direction(name: str) -> Optional[str]:
     """'lower' or 'higher' (is better); None for a metric of unknown direction."""
-    return METRICS[name].direction if name in METRICS else None
+    spec = metric_spec(name)
+    return spec.direction if spec else None
 
 
 def metric_facet(name: str) -> str:
-    return METRICS[name].facet if name in METRICS else "other"
+    spec = metric_spec(name)
+    return spec.facet if spec else "other"
 
 
 # ----------------------------------------------------------------------------- the paper's metrics
@@ -134,17 +157,53 @@ def metric_facet(name: str) -> str:
                  description="AUC / (steps - 1) of the softmax probability of the true class while "
                              "the most relevant features are set to the baseline, features_in_step at a time")
 def _m_pixel_flipping(d: MetricInputs) -> MetricResult:
-    curves, auc, p0 = pixel_flipping(d.model, d.x, d.labels, d.maps, d.features_in_step,
-                                     baseline=d.pixel_flipping_baseline, batch_size=d.batch_size,
-                                     tie_break=d.pixel_flipping_tie_break, return_unperturbed=True)
+    logits = _flip_logits(d)
+    curves, auc = flip_curves(logits, d.labels, "probability", a=d.maps)
+    p0 = torch.softmax(logits[:, 0], dim=-1).gather(1, d.labels[:, None])[:, 0]
     return MetricResult(auc, curves, {"unperturbed": p0})
 
 
+def _flip_logits(d: MetricInputs) -> Tensor:
+    """The logits along the pixel-flipping perturbation, computed once per method and shared
+    by every pixel-flipping score."""
+    key = ("pixel_flipping_logits", d.features_in_step, d.pixel_flipping_baseline, d.pixel_flipping_tie_break)
+    if key not in d.cache:
+        d.cache[key] = pixel_flipping_logits(d.model, d.x, d.maps, d.features_in_step, d.pixel_flipping_baseline,
+                                             d.batch_size, d.pixel_flipping_tie_break)
+    return d.cache[key]
+
+
+def _flip_score(score: str) -> Callable[[MetricInputs], MetricResult]:
+    def compute(d: MetricInputs) -> MetricResult:
+        curves, auc = flip_curves(_flip_logits(d), d.labels, score, d.temperature, a=d.maps)
+        return MetricResult(auc, curves)
+    compute.__doc__ = FLIP_SCORES[score].__doc__
+    return compute
+
+
+register_metric("pixel_flipping_normalised", "Pixel-flipping AUC, normalised", "faithfulness",
+                higher_is_better=False, needs=("model",), in_paper=False, bounds=(0.0, None),
+                description="the paper's curve divided by the unperturbed probability, that point included "
+                            "(confidence removed)")(_flip_score("normalised"))
+register_metric("pixel_flipping_calibrated", "Pixel-flipping AUC, calibrated", "faithfulness",
+                higher_is_better=False, needs=("model", "calibration"), in_paper=False, bounds=(0.0, 1.0),
+                description="the paper's curve on probabilities of the temperature-scaled model")(
+    _flip_score("calibrated"))
+register_metric("pixel_flipping_logit", "Pixel-flipping AUC, logit", "faithfulness",
+                higher_is_better=False, needs=("model",), in_paper=False,
+                description="the true-class logit minus the mean logit, divided by its unperturbed value "
+                            "(that point included): free of the logit scale")(_flip_score("logit"))
+
+
 @register_metric("continuity", "Continuity (SSIM)", "continuity", needs=("model", "method"), bounds=(-1.0, 1.0),
-                 description="SSIM between the maps of x and of x + N(0, sigma^2), same target")
+                 description="SSIM between the maps of x and of x + N(0, sigma^2), same target; rows "
+                             "continuity[sigma=s] for each further noise level of continuity_sigmas")
 def _m_continuity(d: MetricInputs) -> MetricResult:
-    return MetricResult(continuity_ssim(d.model, d.x, d.targets, d.method, d.continuity_sigma, d.noise_space,
-                                        d.seed, d.sample_ids, maps=d.maps, batch_size=d.batch_size))
+    def at(sigma: float) -> Tensor:
+        return continuity_ssim(d.model, d.x, d.targets, d.method, sigma, d.noise_space, d.seed, d.sample_ids,
+                               maps=d.maps, batch_size=d.batch_size)
+    return MetricResult(at(d.continuity_sigma),
+                        variants={f"sigma={s:g}": at(s) for s in d.continuity_sigmas if s != d.continuity_sigma})
 
 
 @register_metric("complexity", "Complexity (entropy)", "complexity", higher_is_better=False, bounds=(0.0, None),
