@@ -2,11 +2,9 @@
 the claim table, each against an independent computation."""
 from __future__ import annotations
 
-import json
 import pickle
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
