@@ -493,7 +493,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def results_digest(jobs: Sequence[Job]) -> str:
     """The study's accuracy table and where every table and figure is, for the log."""
-    fig = next((j for j in jobs if j.stage == "figures" and j.status in ("done", "skipped")), None)
+    fig = next((j for j in jobs if j.stage == "figures"
+                and (j.status == "done" or (j.status == "skipped" and j.finished()))), None)
     if fig is None:
         return "no figures made in this invocation"
     out = Path(fig.params["output_dir"])
