@@ -239,3 +239,22 @@ def test_bad_options_are_rejected():
     dup = pd.concat([df, rows("ce", 0, A[:1])])
     with pytest.raises(ValueError, match="duplicated"):
         stats.compare_objectives(dup)
+
+
+def test_per_model_nan_pairing_reproduces_the_authors_script():
+    """The official protocol's pairing: NaNs dropped per model, then both lists cut to the
+    shorter and paired by position, as the authors' compare script does (written out here)."""
+    a = np.array([0.1, np.nan, 0.3, 0.4, 0.5, 0.6])
+    b = np.array([0.2, 0.25, 0.35, np.nan, 0.55, 0.7])
+    df = pd.concat([rows("ce", 0, a), rows("scl", 0, b)])
+    r = _one(df, seeds="pooled", nan_pairing="per_model")
+    va, vb = a[~np.isnan(a)], b[~np.isnan(b)]            # the authors: dropna per column ...
+    n = min(len(va), len(vb))                             # ... then vals[:n]
+    ref = sps.ttest_rel(va[:n], vb[:n])
+    assert r["n_pairs"] == n and r["t"] == pytest.approx(ref.statistic) and r["p"] == pytest.approx(ref.pvalue)
+    # the default pairs by image first and drops the two pairs that hold a NaN
+    r2 = _one(df, seeds="pooled")
+    keep = ~np.isnan(a) & ~np.isnan(b)
+    assert r2["n_pairs"] == keep.sum() == 4
+    assert r2["t"] == pytest.approx(sps.ttest_rel(a[keep], b[keep]).statistic)
+    assert r2["t"] != pytest.approx(r["t"])
