@@ -1,11 +1,14 @@
 """Training throughput (images/s) of each objective on one device, warm-up steps excluded.
 
     python benchmarks/train_throughput.py --device cpu --widths 16,32,64,128 --steps 5
+    python benchmarks/train_throughput.py --device cpu --widths 8,16,32,64 --batch-size 64 --objectives scl,excon,exconb
     python benchmarks/train_throughput.py --device cuda --widths full --batch-size 256
 
-Each objective runs the real training step of ``xai_utils.train`` (augmentation on the
-device, forward, loss, backward, SGD step) on synthetic uint8 images held on the device.
-"images/s" counts source images (an SCL step sees two views of each). On CUDA (or with
+Each objective runs its real training step (``Objective.step``: augmentation on the device,
+forward, loss, backward, SGD step; ExCon's saliency, mask and filter passes included, no
+warm-up) on synthetic uint8 images held on the device. "images/s" counts source images (an
+SCL step sees two views of each). With SCL and ExCon/ExConB in one run it prints the time of
+their step relative to SupCon's. On CUDA (or with
 ``--compare-loader``) it also times the input pipeline alone, ours (uint8 batch indexed on
 the device + batched augmentation) against a torchvision DataLoader with the same recipe as
 PIL transforms in worker processes, and prints the ratio.
@@ -22,7 +25,7 @@ import torch
 from xai_utils.augment import get_augmentation
 from xai_utils.config import RunConfig
 from xai_utils.runs import resolve_device
-from xai_utils.objectives import OBJECTIVES
+from xai_utils.objectives import OBJECTIVES, TrainBatch
 from xai_utils.train import OPTIMIZERS, _Engine, build_model, resolve_augmentation
 
 NUM_CLASSES = 10
@@ -56,17 +59,17 @@ def train_images_per_s(objective: str, args, device: torch.device) -> float:
     obj = OBJECTIVES[objective](cfg, model).to(device)
     engine = _Engine(cfg, model, device)
     aug = get_augmentation(resolve_augmentation(cfg))
+    clean = get_augmentation("none")
     opt = OPTIMIZERS["sgd"](obj.trainable(model), cfg)
     gen = torch.Generator(device=device).manual_seed(0)
 
     def step(i: int) -> None:
         idx = torch.randint(0, n, (args.batch_size,), generator=gen, device=device)
-        xb, yb = images[idx], labels[idx]
-        x = torch.cat([aug(xb, gen) for _ in range(obj.views)])
+        batch = TrainBatch(images[idx], labels[idx], 0, gen, aug, clean)    # epoch 0: ExCon without warm-up
         with engine.autocast():
-            loss, _ = obj(engine.features(x), yb, model)
+            out = obj.step(batch, model, engine)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        out.loss.backward()
         opt.step()
 
     seconds = _timed(step, args.warmup, args.steps, device)
@@ -144,7 +147,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps")
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--objectives", default="ce,scl,tl")
+    p.add_argument("--objectives", default="ce,scl,tl,excon,exconb")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the torchvision pipeline")
     p.add_argument("--compare-loader", action="store_true",
@@ -154,9 +157,14 @@ def main(argv=None) -> None:
     widths = "full" if args.widths is None else ",".join(map(str, args.widths))
     print(f"device={device} arch={args.arch} widths={widths} batch={args.batch_size} "
           f"image={args.image_size} steps={args.steps} (+{args.warmup} warm-up) threads={torch.get_num_threads()}")
+    rates = {}
     for objective in args.objectives.split(","):
-        ips = train_images_per_s(objective, args, device)
-        print(f"train {objective:>3}: {ips:9.1f} images/s")
+        rates[objective] = train_images_per_s(objective, args, device)
+        print(f"train {objective:>6}: {rates[objective]:9.1f} images/s")
+    for objective in ("excon", "exconb"):      # the explanation-driven step against plain SupCon
+        if objective in rates and "scl" in rates:
+            print(f"time per step {objective} / scl: {rates['scl'] / rates[objective]:.2f}x "
+                  f"(target on CPU: at most 1.8x)")
     if device.type == "cuda" or args.compare_loader:
         for recipe in ("ce", "scl"):
             ours, tv = pipeline_ratio(recipe, args, device)

@@ -94,7 +94,12 @@ def test_bad_override_and_selector(tmp_path):
     assert "'epochs'" in _one_line_error(load_profile, "smoke", epochs="abc")
     assert "'nope'" in _one_line_error(load_profile, "smoke", nope=1)
     assert "selector" in _one_line_error(load_profile, _write(
-        tmp_path, "datasets: [shapes]\nsettings:\n  cifar10: {epochs: 1}\n"))
+        tmp_path, "datasets: [shapes]\nsettings:\n  cifar100: {epochs: 1}\n"))
+    # a registered dataset or objective the study does not run may keep its settings
+    # (so that --set objectives=[ce] works on a profile with an scl block)
+    prof = load_profile(_write(tmp_path, "datasets: [shapes]\nsettings:\n  cifar10: {epochs: 1}\n  scl: {epochs: 2}\n"),
+                        objectives=["ce"])
+    assert prof.run_config("shapes", "ce", 0).epochs == 200
     assert "datasets" in _one_line_error(load_profile, _write(tmp_path, "datasets: [mnist]\n"))
 
 

@@ -258,3 +258,15 @@ def test_per_model_nan_pairing_reproduces_the_authors_script():
     assert r2["n_pairs"] == keep.sum() == 4
     assert r2["t"] == pytest.approx(sps.ttest_rel(a[keep], b[keep]).statistic)
     assert r2["t"] != pytest.approx(r["t"])
+
+
+def test_tests_against_a_reference_objective():
+    df = pd.concat([rows("ce", 0, A), rows("scl", 0, B), rows("tl", 0, A + 0.05)])
+    every = stats.compare_objectives(df)
+    assert list(zip(every["objective_a"], every["objective_b"])) == [("ce", "scl"), ("ce", "tl"), ("scl", "tl")]
+    ref = stats.compare_objectives(df, reference="scl")
+    assert list(zip(ref["objective_a"], ref["objective_b"])) == [("scl", "ce"), ("scl", "tl")]
+    # the same test, signed the other way round
+    a = every[(every["objective_a"] == "ce") & (every["objective_b"] == "scl")].iloc[0]
+    b = ref[ref["objective_b"] == "ce"].iloc[0]
+    assert b["t"] == pytest.approx(-a["t"]) and b["p"] == pytest.approx(a["p"])

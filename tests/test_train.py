@@ -127,8 +127,9 @@ def _tiny_cfg(objective: str = "scl") -> RunConfig:
     return load_profile("smoke", **TINY).run_config("shapes", objective, 3)
 
 
-def test_killed_run_resumes_exactly(tmp_path):
-    cfg = _tiny_cfg("scl")
+@pytest.mark.parametrize("objective", ["scl", "excon"])
+def test_killed_run_resumes_exactly(tmp_path, objective):
+    cfg = _tiny_cfg(objective)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     script = ("import json, sys; from xai_utils.config import RunConfig; from xai_utils.train import train_run; "
               "train_run(RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)")

@@ -10,7 +10,7 @@ on the other images of the batch (BatchNorm runs in eval mode).
 
 Methods (the registry :data:`METHODS`; add one with ``@register_method("name", label=...)``):
 
-* ``gradcam`` — Captum's ``LayerGradCam`` on ``model.cam_layer`` (``layer4[-1]``), ReLU,
+* ``gradcam`` — :func:`grad_cam` on ``model.cam_layer`` (``layer4[-1]``), ReLU,
   bilinear upsampling to the input size, min-max scaling per map to [0, 1] (the
   pytorch-grad-cam convention the paper's authors used; ``scale=False`` keeps the
   upsampled, ReLU'd map).
@@ -208,18 +208,54 @@ def _captured_output(layer: nn.Module) -> Iterator[list[Tensor]]:
 
 # ----------------------------------------------------------------------------- CAM methods
 
+def module_at(root: nn.Module, path: str) -> nn.Module:
+    """The submodule of ``root`` at a dotted path; integers index sequences, negative ones
+    from the end: ``"layer2.-1.conv2"`` is the last convolution of the last block of stage 2."""
+    mod = root
+    for part in path.split("."):
+        try:
+            mod = mod[int(part)] if part.lstrip("-").isdigit() else getattr(mod, part)
+        except (AttributeError, IndexError, TypeError):
+            raise ValueError(f"no module '{part}' on the path '{path}' of {type(root).__name__}") from None
+    return mod
+
+
+def grad_cam(forward: Callable[[Tensor], Tensor], layer: nn.Module, x: Tensor, target: Tensor, *,
+             relu: bool = True, create_graph: bool = False) -> Tensor:
+    """Grad-CAM (Selvaraju et al. 2017) at ``layer``'s resolution, float32 [N, 1, h, w].
+
+    ``A`` = the output of ``layer`` while ``forward(x)`` computes the logits; for image i the
+    map is ``sum_c mean_hw(d logit_{t_i} / d A_c) * A_c`` (ReLU'd when ``relu``). The one
+    implementation behind the ``gradcam`` method (eval mode, the model's own logits) and the
+    saliency an objective computes inside a training step (train mode; its own ``forward``,
+    e.g. a jointly trained classifier; ``create_graph`` keeps it differentiable). The map
+    arithmetic is float32 under autocast too. Each image's map depends on that image only
+    when the network does (BatchNorm in eval mode).
+    """
+    store: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda mod, inp, out: store.append(out))
+    with torch.enable_grad():
+        try:
+            logits = forward(x)
+        finally:
+            handle.remove()
+        acts = store[-1]
+        score = logits.float().gather(1, target.view(-1, 1).to(logits.device)).sum()
+        (grads,) = torch.autograd.grad(score, acts, create_graph=create_graph)
+        weights = grads.float().mean(dim=(2, 3), keepdim=True)
+        cam = (weights * acts.float()).sum(dim=1, keepdim=True)
+        return cam.clamp_min(0) if relu else cam
+
+
 @register_method("gradcam", label="Grad-CAM")
 def gradcam(model: nn.Module, x: Tensor, target: Tensor, *, scale: bool = True) -> Tensor:
-    """Grad-CAM (Selvaraju et al. 2017) of ``model.cam_layer`` via Captum's LayerGradCam.
+    """Grad-CAM (Selvaraju et al. 2017) of ``model.cam_layer`` (:func:`grad_cam`).
 
     Map = ReLU(sum_c mean_hw(dy_t/dA_c) * A_c), upsampled bilinearly to the input size,
     then min-max scaled per map (``scale=True``, the paper's convention).
     """
-    from captum.attr import LayerGradCam
-    with torch.enable_grad():
-        cam = LayerGradCam(model, model.cam_layer).attribute(
-            _grad_input(x), target=target, relu_attributions=True)
-    cam = upsample(cam.detach(), x.shape[-2:])
+    cam = grad_cam(model, model.cam_layer, _grad_input(x), target).detach()
+    cam = upsample(cam, x.shape[-2:])
     return minmax_scale(cam) if scale else cam
 
 

@@ -91,6 +91,10 @@ class RunConfig:
     temperature: float = 0.07                  # SCL
     margin: float = 0.3                        # TL
     mining: str = "semi-hard"                  # TL: semi-hard (authors': every semi-hard triplet) | semi-hard-hardest | batch-hard
+    # ExCon / ExConB (xai_utils.objectives.excon)
+    excon_threshold: float = 0.5               # keep the pixels whose min-max scaled saliency exceeds it
+    excon_warmup_epochs: int = 0               # epochs of plain SupCon before masked views are used
+    excon_layer: str = "layer2.-1.conv2"       # the saliency's layer in the backbone (16x16 on 32 px inputs)
     # linear probe for SCL / TL (frozen, L2-normalised features)
     probe_epochs: int = 100
     probe_lr: float = 0.1
@@ -193,8 +197,8 @@ def merge_settings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, An
     return out
 
 
-PROFILE_KEYS = ("description", "seeds", "objectives", "datasets", "protocols", "results_root", "figures_root",
-                "settings")
+PROFILE_KEYS = ("description", "seeds", "objectives", "datasets", "protocols", "reference", "results_root",
+                "figures_root", "settings")
 
 
 @dataclass
@@ -217,6 +221,7 @@ class Profile:
     overrides: dict[str, Any] = field(default_factory=dict)
     path: Optional[str] = None
     protocols: Optional[list[str]] = None
+    reference: Optional[str] = None          # paired tests against this objective only (default: every pair)
 
     def run_config(self, dataset: str, objective: str, seed: int, protocol: Optional[str] = None) -> RunConfig:
         """Resolve the settings of one run: default < objective < dataset < dataset/objective < overrides
@@ -381,12 +386,18 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
     protocols = raw.get("protocols")
     if protocols is not None:
         protocols = _check_list(protocols, "protocols", tuple(PROTOCOLS))
+    reference = raw.get("reference")
+    if reference is not None and reference not in objectives:
+        raise ConfigError(f"profile: 'reference' must be one of the study's objectives "
+                          f"({', '.join(objectives)}), got {reference!r}")
 
     settings_raw = raw.get("settings") or {}
     if not isinstance(settings_raw, dict):
         raise ConfigError("profile: 'settings' must be a mapping of selector -> settings")
-    valid_selectors = (["default"] + objectives + datasets
-                       + [f"{d}/{o}" for d in datasets for o in objectives])
+    # any registered objective or dataset may have settings, used or not (--set objectives=[ce]
+    # keeps a profile's scl block valid); a typo is still an error
+    valid_selectors = (["default"] + list(OBJECTIVES) + list(DATASETS)
+                       + [f"{d}/{o}" for d in DATASETS for o in OBJECTIVES])
     settings = {}
     for selector, block in settings_raw.items():
         if selector not in valid_selectors:
@@ -396,7 +407,8 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
     run_over = _validate_run_keys(run_over, where="override")
     profile = Profile(name=path.stem, description=description, seeds=seeds, objectives=objectives,
                       datasets=datasets, results_root=results_root, figures_root=figures_root,
-                      settings=settings, overrides=run_over, path=str(path), protocols=protocols)
+                      settings=settings, overrides=run_over, path=str(path), protocols=protocols,
+                      reference=reference)
     from .validation import check_profile
     check_profile(profile, data=False)
     return profile

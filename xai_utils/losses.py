@@ -40,6 +40,13 @@ class SupConLoss(nn.Module):
     no anchor has a positive gives 0 (with a gradient path, all gradients zero). There is no
     ``t / base_t`` rescaling (the reference implementation's optional factor; 1 at t = 0.07).
     The log-softmax subtracts the row maximum (``logsumexp``), so small temperatures are safe.
+
+    Two kinds of extra rows, for losses with a fixed batch shape (no host synchronisation):
+
+    * ``background`` (bool [B]): these images are *background samples* (ExConB): their views
+      appear only in the denominators A(i), never as anchors or positives, and the mean runs
+      over the other anchors;
+    * a negative label: the row is absent (in no anchor, positive or denominator).
     """
 
     def __init__(self, temperature: float = 0.07):
@@ -48,13 +55,17 @@ class SupConLoss(nn.Module):
             raise ValueError(f"SupConLoss: temperature must be > 0, got {temperature!r}")
         self.temperature = float(temperature)
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, labels: torch.Tensor,
+                background: torch.Tensor | None = None) -> torch.Tensor:
         if features.dim() != 3:
             raise ValueError(f"SupConLoss: features must be [batch, views, dim], got shape "
                              f"{tuple(features.shape)} (stack the views with torch.stack(views, 1))")
         b, v, d = features.shape
         if labels.shape != (b,):
             raise ValueError(f"SupConLoss: labels must have shape ({b},), got {tuple(labels.shape)}")
+        if background is not None and background.shape != (b,):
+            raise ValueError(f"SupConLoss: background must be a bool mask of shape ({b},), "
+                             f"got {tuple(background.shape)}")
         features = _promote(features)
         if b * v < 2:
             return _zero_loss(features)
@@ -62,16 +73,30 @@ class SupConLoss(nn.Module):
         lab = labels.repeat(v)
         n = z.shape[0]
         self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
-        logits = (z @ z.T / self.temperature).masked_fill(self_mask, float("-inf"))
-        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-        pos = (lab[:, None] == lab[None, :]) & ~self_mask
+        if background is None:
+            # the plain loss, as before: bit-identical results for SCL runs
+            logits = (z @ z.T / self.temperature).masked_fill(self_mask, float("-inf"))
+            log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+            pos = (lab[:, None] == lab[None, :]) & ~self_mask
+            n_pos = pos.sum(dim=1)
+            valid = n_pos > 0
+            if not bool(valid.any()):
+                return _zero_loss(features)
+            # where() keeps the -inf of the diagonal out of both the sum and its gradient
+            mean_log_prob_pos = torch.where(pos, log_prob, 0.0).sum(dim=1) / n_pos.clamp(min=1)
+            return -mean_log_prob_pos[valid].mean()
+        bg = background.to(torch.bool).repeat(v)
+        absent = lab < 0
+        real = ~bg & ~absent
+        # absent views leave every denominator; a row with nothing left keeps a finite zero
+        logits = (z @ z.T / self.temperature).masked_fill(self_mask | absent[None, :], float("-inf"))
+        lse = torch.logsumexp(torch.where(absent[:, None], 0.0, logits), dim=1, keepdim=True)
+        log_prob = logits - lse
+        pos = (lab[:, None] == lab[None, :]) & ~self_mask & real[:, None] & real[None, :]
         n_pos = pos.sum(dim=1)
-        valid = n_pos > 0
-        if not bool(valid.any()):
-            return _zero_loss(features)
-        # where() keeps the -inf of the diagonal out of both the sum and its gradient
+        valid = (n_pos > 0).to(z.dtype)
         mean_log_prob_pos = torch.where(pos, log_prob, 0.0).sum(dim=1) / n_pos.clamp(min=1)
-        return -mean_log_prob_pos[valid].mean()
+        return -(mean_log_prob_pos * valid).sum() / valid.sum().clamp(min=1.0)
 
 
 def pairwise_distances(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -142,7 +142,8 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
         out.jobs.append(Job(stage="figures",
                             params={"profile": profile.name, "results_root": str(Path(profile.results_root).resolve()),
                                     "output_dir": str(profile.figures_dir().resolve()),
-                                    "runs": [r.run_id for r in profile.runs()], "missing": []},
+                                    "runs": [r.run_id for r in profile.runs()], "missing": [],
+                                    "reference": profile.reference or ""},
                             output=study / "notebooks" / NOTEBOOKS["figures"],
                             marker=study / "stages" / "figures.json", digest=digest))
     return out

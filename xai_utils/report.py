@@ -660,12 +660,13 @@ def coverage(expected: Sequence[str], covered: Sequence[str]) -> str:
 def build_all(profile: str, results_root: PathLike = "results", output_dir: Optional[PathLike] = None,
               n_images: Optional[int] = None, seeds: str = "image_mean",
               runs_expected: Optional[Sequence[str]] = None,
-              runs_missing: Sequence[str] = ()) -> list[Path]:
+              runs_missing: Sequence[str] = (), reference: Optional[str] = None) -> list[Path]:
     """Write every table (CSV, Markdown, LaTeX) and figure (PDF, PNG) of a study.
 
     Reads ``<results_root>/<profile>/<dataset>/<objective>/seed<k>/`` (only the runs of
     ``runs_expected``, ids like ``shapes/ce/seed0``, when given, and none of ``runs_missing``:
     runs whose files, if any, hold results of other settings); writes into ``output_dir``
+    (``reference``: test every objective against this one only, instead of every pair)
     (default ``figures/<profile>``). Every figure and ``report_notes.md`` say which runs
     they cover and which expected runs are missing (:func:`coverage`). Parts that cannot be
     made are skipped with a note (log + ``report_notes.md``). Raises FileNotFoundError,
@@ -701,7 +702,7 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
     tables: dict[str, Callable[[], Table]] = {
         "table_accuracy": lambda: table_accuracy(summaries),
         "table_attribution_metrics": lambda: table_attribution_metrics(results),
-        "table_significance": lambda: table_significance(results, seeds=seeds),
+        "table_significance": lambda: table_significance(results, seeds=seeds, reference=reference or None),
         "paper_vs_reproduced": lambda: table_paper_vs_reproduced(study_summary(results, summaries), profile),
         "table_claim_robustness": lambda: table_claim_robustness(results_all, seeds=seeds),
     }

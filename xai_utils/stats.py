@@ -405,12 +405,13 @@ def describe_effect(a: str, b: str, mean_diff: float, metric: str, significant: 
 def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str]]] = None,
                        seeds: str = "image_mean", common: str = "all", correction: Optional[str] = "holm",
                        family: Sequence[str] = ("dataset", "method", "metric"), alpha: float = ALPHA,
-                       nan_pairing: str = "pairs") -> pd.DataFrame:
+                       nan_pairing: str = "pairs", reference: Optional[str] = None) -> pd.DataFrame:
     """Paired t-tests and effect sizes (d_z, d_pooled) between objectives, per dataset x method x metric.
 
     Args:
         df: long results (:func:`load_results`).
-        pairs: (a, b) objective pairs; default every pair in the order CE, SCL, TL.
+        pairs: (a, b) objective pairs; default every pair, in registry order.
+        reference: compare every other objective with this one only (instead of ``pairs``).
         seeds: how seeds are used, one of :data:`SEED_HANDLING` (see module docstring).
         common: "all" = samples correct for every objective of the dataset (the paper's
             "every compared model"); "pair" = correct for the two compared models only.
@@ -436,7 +437,10 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
     rows = []
     for ds, dsub in df.groupby("dataset", sort=True):
         objs = order_objectives(dsub["objective"].unique())
-        pair_list = list(pairs) if pairs is not None else list(itertools.combinations(objs, 2))
+        if reference:
+            pair_list = [(reference, o) for o in objs if o != reference]
+        else:
+            pair_list = list(pairs) if pairs is not None else list(itertools.combinations(objs, 2))
         commons = {}
         for method, metric in dsub[["method", "metric"]].drop_duplicates().itertuples(index=False):
             for a, b in pair_list:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .config import STAGE_KEYS, ConfigError, RunConfig
 from .models import ExplainedModel, build_model, model_state
-from .objectives import OBJECTIVES
+from .objectives import OBJECTIVES, TrainBatch
 
 PathLike = Union[str, Path]
 EMBED_SAMPLES = 1000          # fixed test subset whose features go to embeddings.npz
@@ -385,6 +385,7 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     objective = OBJECTIVES[cfg.objective](cfg, model).to(device)
     engine = _Engine(cfg, model, device)
     augment = _get_augmentation(resolve_augmentation(cfg))
+    clean_view = _get_augmentation("none", cfg.dataset)     # un-augmented (ImageNet: centre crop)
     optimizer = OPTIMIZERS[cfg.optimizer](objective.trainable(model), cfg)
     scheduler = build_scheduler(optimizer, cfg, data.steps)
 
@@ -424,25 +425,29 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
         gen = epoch_generator(cfg.seed, epoch, device)
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.long)
+        terms: dict[str, torch.Tensor] = {}
         seen, lr = 0, optimizer.param_groups[0]["lr"]
         for xb, yb in tqdm(data.epoch(epoch, gen), total=data.steps, leave=False, unit="batch",
                            desc=f"epoch {epoch + 1}", disable=not progress):
-            x = torch.cat([augment(xb, gen) for _ in range(objective.views)])
+            batch = TrainBatch(xb, yb, epoch, gen, augment, clean_view)
             lr = optimizer.param_groups[0]["lr"]
             with engine.autocast():
-                loss, logits = objective(engine.features(x), yb, model)
+                out = objective.step(batch, model, engine)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            out.loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.detach()
-            if logits is not None:
-                correct += (logits.argmax(dim=1) == yb).sum()
+            loss_sum += out.loss.detach()
+            for k, v in out.terms.items():          # summed on the device: read once per epoch
+                terms[k] = terms.get(k, 0.0) + v.double()
+            if out.logits is not None:
+                correct += (out.logits.argmax(dim=1) == yb).sum()
             seen += yb.shape[0]
         steps = max(data.steps, 1)
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         record = {"epoch": epoch + 1, "loss": float(loss_sum) / steps, "lr": lr, "seconds": round(seconds, 3)}
+        record.update({k: float(v) / steps for k, v in terms.items()})
         if not objective.needs_probe:
             record["train_acc"] = 100.0 * int(correct) / max(seen, 1)
         if not math.isfinite(record["loss"]):
@@ -485,6 +490,6 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     return summary
 
 
-def _get_augmentation(name: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+def _get_augmentation(name: str, dataset: str | None = None) -> Callable[..., torch.Tensor]:
     from .augment import get_augmentation
-    return get_augmentation(name)
+    return get_augmentation(name, dataset)

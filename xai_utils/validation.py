@@ -75,6 +75,7 @@ def check_training(cfg: RunConfig) -> None:
     _one_of(cfg, "augmentation", ("auto",) + tuple(AUGMENTATIONS))
     _one_of(cfg, "mining", MINING)
     objective = OBJECTIVES[cfg.objective]
+    objective.check(cfg)
     if cfg.batch_size < objective.min_batch:
         raise _fail(cfg, "batch_size", f"must be >= {objective.min_batch} for {cfg.objective} "
                                        f"(it compares the images of a batch), got {cfg.batch_size}")

@@ -1,4 +1,4 @@
-"""Training objectives: one registry, the single source of objective names and properties.
+"""The objective interface and its registry, the single source of objective names and properties.
 
 Each objective is an :class:`Objective` subclass registered under its name
 (``@register_objective("scl")``). Its class attributes say everything the rest of the
@@ -14,18 +14,51 @@ companion needs to know about it:
   runs these).
 
 The order of :data:`OBJECTIVES` is the order of columns in every table and figure.
+
+A training step is :meth:`Objective.step`: it receives the batch (:class:`TrainBatch`: the
+uint8 images, labels, the epoch, the run's seeded generator and its augmentation), the
+explained model and the training engine, and returns a :class:`StepOutput` (the loss, logits
+for the training accuracy when there are any, and every term to log). The default step
+draws ``views`` augmented views and hands their pooled features to :meth:`Objective.forward`;
+an objective that needs more (extra views, a Grad-CAM of its inputs, masked images) overrides
+:meth:`Objective.step`.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .config import RunConfig
-from .losses import SupConLoss, TripletLoss
-from .models import ExplainedModel, ProjectionHead
+from ..config import RunConfig
+from ..models import ExplainedModel
+
+
+@dataclass
+class TrainBatch:
+    """One training batch as an objective sees it."""
+
+    images: torch.Tensor                       # uint8 [B, C, H, W] on the training device
+    labels: torch.Tensor                       # int64 [B]
+    epoch: int                                 # 0-based
+    generator: torch.Generator                 # the run's generator for this epoch (seeded)
+    augment: Callable[..., torch.Tensor]       # the run's augmentation recipe
+    clean_view: Callable[..., torch.Tensor]    # un-augmented float view (ImageNet: centre crop)
+
+    def view(self) -> torch.Tensor:
+        """A new augmented view of every image (float [0, 1]), drawn from the run's generator."""
+        return self.augment(self.images, self.generator)
+
+    def clean(self) -> torch.Tensor:
+        return self.clean_view(self.images)
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor                         # what the optimiser minimises
+    logits: Optional[torch.Tensor] = None      # class logits of the batch, for the training accuracy
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)   # detached scalars, averaged per epoch
 
 
 class Objective(nn.Module):
@@ -48,9 +81,19 @@ class Objective(nn.Module):
     def __init__(self, cfg: RunConfig, model: ExplainedModel):
         super().__init__()
 
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        """Raise ConfigError for a setting this objective cannot use (called by the validation)."""
+
     def trainable(self, model: ExplainedModel) -> list[nn.Parameter]:
         """Parameters the optimiser updates (the backbone, plus what the objective uses)."""
         return list(model.backbone.parameters()) + list(self.parameters())
+
+    def step(self, batch: TrainBatch, model: ExplainedModel, engine: Any) -> StepOutput:
+        """One training step: ``views`` augmented views -> pooled features -> :meth:`forward`."""
+        x = torch.cat([batch.view() for _ in range(self.views)])
+        loss, logits = self(engine.features(x), batch.labels, model)
+        return StepOutput(loss, logits)
 
     def forward(self, h: torch.Tensor, y: torch.Tensor, model: ExplainedModel
                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -102,56 +145,3 @@ def order_objectives(values) -> list[str]:
     """Registered objectives in registry order, then any others alphabetically."""
     vals = list(dict.fromkeys(str(v) for v in values))
     return [o for o in OBJECTIVES if o in vals] + sorted(o for o in vals if o not in OBJECTIVES)
-
-
-# ----------------------------------------------------------------------------- the paper's three
-
-@register_objective("ce", label="CE", color="#E69F00", in_paper=True)
-class CrossEntropyObjective(Objective):
-    """Backbone + the model's own linear head, cross-entropy on one augmented view."""
-
-    def trainable(self, model: ExplainedModel) -> list[nn.Parameter]:
-        return list(model.backbone.parameters()) + list(model.head.parameters())
-
-    def forward(self, h, y, model):
-        logits = model.head(h)
-        return F.cross_entropy(logits.float(), y), logits
-
-
-@register_objective("scl", label="SCL", color="#0072B2", in_paper=True)
-class SupConObjective(Objective):
-    """Two views -> projection head (Linear, ReLU, Linear, L2) -> SupConLoss (Khosla et al.)."""
-
-    views = 2
-    augmentation = "scl"
-    min_batch = 2
-    needs_probe = True
-    normalize_features = True
-
-    def __init__(self, cfg: RunConfig, model: ExplainedModel):
-        super().__init__(cfg, model)
-        self.projection = ProjectionHead(model.feature_dim, cfg.proj_dim)
-        self.loss = SupConLoss(cfg.temperature)
-
-    def forward(self, h, y, model):
-        b = y.shape[0]
-        # the projection and its L2 normalisation in float32: logits are divided by t ~ 0.1
-        with torch.autocast(h.device.type, enabled=False):
-            z = self.projection(h.float())
-        return self.loss(z.view(self.views, b, -1).transpose(0, 1), y), None
-
-
-@register_objective("tl", label="TL", color="#009E73", in_paper=True)
-class TripletObjective(Objective):
-    """TripletLoss on the raw pooled backbone features (no head, no normalisation)."""
-
-    min_batch = 2
-    needs_probe = True
-    normalize_features = True
-
-    def __init__(self, cfg: RunConfig, model: ExplainedModel):
-        super().__init__(cfg, model)
-        self.loss = TripletLoss(cfg.margin, cfg.mining)
-
-    def forward(self, h, y, model):
-        return self.loss(h, y), None
