@@ -11,6 +11,7 @@ import pytest
 
 from xai_utils import pipeline
 from xai_utils.config import ConfigError, RunConfig, load_profile, stage_hash
+from xai_utils.objectives import foreign_settings
 from xai_utils.runs import save_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,7 +218,9 @@ def test_dotted_set_keys_merge_into_mappings():
 
 @pytest.mark.parametrize("setting, value, reruns", [
     ("lr", 1e-3, {"train", "attribute", "evaluate"}),
-    ("mining", "semi-hard-hardest", {"train", "attribute", "evaluate"}),
+    ("mining", "semi-hard-hardest", {"train", "attribute", "evaluate"}),       # TL runs only
+    ("temperature", 0.2, {"train", "attribute", "evaluate"}),                  # SCL runs only
+    ("cgc_lambda", 1.0, set()),                                                 # no run of the smoke study
     ("method_options", {"eigencam": {"sign": "numpy"}}, {"attribute", "evaluate"}),
     ("method_options", {"gradcam": {"scale": False}}, {"attribute", "evaluate"}),
     ("eval_samples", 16, {"attribute", "evaluate"}),
@@ -250,7 +253,9 @@ def test_a_changed_setting_reruns_exactly_the_stages_it_affects(tmp_path, settin
                                                                    and "eigencam" in value)):
             assert job.finished()                 # the protocol imposes this setting: nothing to redo
         else:
-            assert job.finished() == (job.stage not in reruns), (job.label, setting)
+            # an objective's own setting (SCL's temperature, TL's mining, ...) redoes its runs only
+            mine = reruns if setting not in foreign_settings(job.run.objective) else set()
+            assert job.finished() == (job.stage not in mine), (job.label, setting)
     # and every such setting is written to the run's config.json by the stages that use it
     from xai_utils.config import STAGE_KEYS, NO_RESULT_KEYS
     assert setting in {k for keys in STAGE_KEYS.values() for k in keys} | set(NO_RESULT_KEYS)

@@ -194,6 +194,22 @@ def apply_resized_crop(x: torch.Tensor, params: Params, size: Optional[int] = No
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def sample_crop_flip_params(batch: int, height: int, width: int, scale: Sequence[float] = (0.08, 1.0),
+                            generator: Optional[torch.Generator] = None) -> Params:
+    """A transform T that can be applied to images and to their maps alike: a random resized
+    crop box (torchvision's sampling, ratio 3/4-4/3) and a horizontal flip with p 0.5 (CGC's
+    T, and the consistency metric's)."""
+    params = sample_resized_crop_params(batch, height, width, tuple(scale), generator=generator)
+    params.update(sample_flip_params(batch, 0.5, generator))
+    return params
+
+
+def apply_crop_flip(x: torch.Tensor, params: Params) -> torch.Tensor:
+    """T of :func:`sample_crop_flip_params` on any [B, C, H, W] (images or maps): crop the box,
+    resize it back to the input size (bilinear), flip where flagged."""
+    return apply_resized_crop(x, params, x.shape[-1], flip=params["flip"])
+
+
 # --------------------------------------------------------------------------------------
 # colour jitter, grayscale, blur
 # --------------------------------------------------------------------------------------

@@ -95,6 +95,11 @@ class RunConfig:
     excon_threshold: float = 0.5               # keep the pixels whose min-max scaled saliency exceeds it
     excon_warmup_epochs: int = 0               # epochs of plain SupCon before masked views are used
     excon_layer: str = "layer2.-1.conv2"       # the saliency's layer in the backbone (16x16 on 32 px inputs)
+    # CGC (xai_utils.objectives.cgc)
+    cgc_lambda: float = 0.5                    # weight of the consistency loss
+    cgc_temperature: float = 0.5
+    cgc_negatives: str = "augmented"           # augmented (the authors' code) | aligned (the paper's form)
+    cgc_crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # area of T's crop box
     # linear probe for SCL / TL (frozen, L2-normalised features)
     probe_epochs: int = 100
     probe_lr: float = 0.1
@@ -134,6 +139,7 @@ class RunConfig:
     faithfulness_correlation_subset: int = 224  # features per random subset (Quantus default)
     faithfulness_correlation_runs: int = 100    # random subsets per image (Quantus default)
     randomisation_similarity: str = "ssim"     # model_randomisation: ssim | spearman
+    consistency_crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # consistency: area of T's crop
     # statistics
     nan_pairing: str = "pairs"                 # pairs (pair by image, then drop NaN pairs) | per_model (authors')
 
@@ -175,7 +181,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "evaluate": ("metrics", "metric_seed", "features_in_step", "pixel_flipping_baseline",
                  "pixel_flipping_tie_break", "continuity_sigma", "continuity_sigmas", "noise_space",
                  "calibration_samples", "max_sensitivity_samples", "max_sensitivity_radius",
-                 "faithfulness_correlation_subset", "faithfulness_correlation_runs", "randomisation_similarity"),
+                 "faithfulness_correlation_subset", "faithfulness_correlation_runs", "randomisation_similarity",
+                 "consistency_crop_scale"),
     "figures": ("nan_pairing",),
 }
 STAGE_KEYS["train"] = tuple(k for k in RUN_KEYS if k not in NO_RESULT_KEYS
@@ -183,9 +190,17 @@ STAGE_KEYS["train"] = tuple(k for k in RUN_KEYS if k not in NO_RESULT_KEYS
 STAGE_ORDER = ("train", "attribute", "evaluate", "figures")
 
 
+def stage_keys(cfg: "RunConfig", stage: str) -> list[str]:
+    """The settings a stage of this run depends on: the stage's keys, without those only
+    other objectives read (so a new objective, or another objective's setting, changes no hash)."""
+    from .objectives import foreign_settings
+    foreign = foreign_settings(cfg.objective)
+    return [k for k in STAGE_KEYS[stage] if k not in foreign]
+
+
 def stage_hash(cfg: "RunConfig", stage: str) -> str:
     """Hash of the settings that a stage and the stages before it depend on."""
-    keys = [k for s in STAGE_ORDER[:STAGE_ORDER.index(stage) + 1] for k in STAGE_KEYS[s]]
+    keys = [k for s in STAGE_ORDER[:STAGE_ORDER.index(stage) + 1] for k in stage_keys(cfg, s)]
     return cfg.config_hash(keys)
 
 

@@ -130,7 +130,8 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
             labels=labels.to(dev), preds=torch.as_tensor(stored["preds"][:n], dtype=torch.long).to(dev),
             targets=torch.as_tensor(stored["targets"][:n], dtype=torch.long).to(dev),
             sample_ids=torch.as_tensor(idx), masks=ds.mask_batch(idx, device=dev) if has_masks else None,
-            method=method_fn, batch_size=batch_size, temperature=temperature,
+            method=method_fn, method_name=method, method_options=dict(options.get("options") or {}),
+            batch_size=batch_size, temperature=temperature,
             **{f: getattr(cfg, k) for k, f in SETTINGS.items()})
         curves: dict[str, np.ndarray] = {}
         for metric in metrics:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import runs
-from .config import STAGE_KEYS, ConfigError, RunConfig
+from .config import ConfigError, RunConfig, stage_keys
 from .models import ExplainedModel, build_model, model_state
 from .objectives import OBJECTIVES, TrainBatch
 
@@ -184,7 +184,7 @@ def _dataset_batches(ds, batch_size: int, device: torch.device
 class _Engine:
     """Device placement, autocast, channels-last and the (optionally compiled) feature function."""
 
-    def __init__(self, cfg: RunConfig, model: ExplainedModel, device: torch.device):
+    def __init__(self, cfg: RunConfig, model: ExplainedModel, device: torch.device, compile: bool | None = None):
         self.device = device
         self.cuda = device.type == "cuda"
         self.amp = bool(cfg.amp and self.cuda)
@@ -196,7 +196,7 @@ class _Engine:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         backbone = model.backbone
-        self.backbone = torch.compile(backbone) if cfg.compile else backbone
+        self.backbone = torch.compile(backbone) if (cfg.compile if compile is None else compile) else backbone
         self.model = model
 
     def autocast(self):
@@ -303,7 +303,7 @@ def evaluate_test(engine: _Engine, cfg: RunConfig, device: torch.device
 def _training_differences(saved: dict[str, Any], cfg: RunConfig) -> list[str]:
     """Keys that change the trained weights and differ between ``saved`` and ``cfg``."""
     now = cfg.to_dict()
-    return [k for k in STAGE_KEYS["train"] if saved.get(k) != now.get(k)]
+    return [k for k in stage_keys(cfg, "train") if saved.get(k) != now.get(k)]
 
 
 def _mismatch_error(run_dir: Path, what: str, keys: list[str], saved: dict, cfg: RunConfig) -> ConfigError:
@@ -383,7 +383,11 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     runs.seed_everything(cfg.seed)
     model = build_model(cfg, data.num_classes, data.mean, data.std).to(device)
     objective = OBJECTIVES[cfg.objective](cfg, model).to(device)
-    engine = _Engine(cfg, model, device)
+    eager = OBJECTIVES[cfg.objective].uncompiled_reason
+    if cfg.compile and eager:
+        print(f"{cfg.run_id}: training without torch.compile: {eager}")
+        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "not compiled", "reason": eager})
+    engine = _Engine(cfg, model, device, compile=cfg.compile and not eager)
     augment = _get_augmentation(resolve_augmentation(cfg))
     clean_view = _get_augmentation("none", cfg.dataset)     # un-augmented (ImageNet: centre crop)
     optimizer = OPTIMIZERS[cfg.optimizer](objective.trainable(model), cfg)

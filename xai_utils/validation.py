@@ -139,6 +139,10 @@ def check_evaluation(cfg: RunConfig, data_masks: bool = True) -> None:
     _one_of(cfg, "noise_space", NOISE_SPACES)
     _one_of(cfg, "randomisation_similarity", SIMILARITIES)
     _one_of(cfg, "nan_pairing", ("pairs", "per_model"))
+    lo, hi = (list(cfg.consistency_crop_scale) + [None, None])[:2]
+    if len(cfg.consistency_crop_scale) != 2 or not 0 < lo <= hi <= 1:
+        raise _fail(cfg, "consistency_crop_scale", f"must be [low, high] with 0 < low <= high <= 1, "
+                                                   f"got {cfg.consistency_crop_scale!r}")
     if any(not s >= 0 for s in cfg.continuity_sigmas):
         raise _fail(cfg, "continuity_sigmas", f"must be noise levels >= 0, got {cfg.continuity_sigmas}")
     for metric in cfg.metrics:

@@ -58,6 +58,7 @@ drop NaNs, and :func:`xai_utils.evaluate.summarise` reports how many there are.
 from ._common import (DEFAULT_BATCH, is_constant_map, is_zero_map, normalise_by_max, num_classes_of,
                       resolve_method, sample_seed)
 from .complexity import complexity, sparseness
+from .consistency import consistency, consistency_transforms, cosine
 from .faithfulness import (BASELINES, FLIP_SCORES, SORTERS, curve_auc, faithfulness_correlation, flip_curves,
                            pixel_flipping, pixel_flipping_logits)
 from .localisation import attribution_localisation, pointing_game

@@ -28,6 +28,7 @@ from .complexity import complexity, sparseness
 from .faithfulness import FLIP_SCORES, faithfulness_correlation, flip_curves, pixel_flipping_logits
 from .localisation import attribution_localisation, pointing_game
 from .randomisation import model_randomisation
+from .consistency import consistency
 from .robustness import contrastivity_ssim, continuity_ssim, max_sensitivity
 
 
@@ -44,6 +45,8 @@ class MetricInputs:
     sample_ids: Tensor                         # indices into the evaluation split [N]
     masks: Optional[Tensor] = None             # bool [N, 1, H, W]
     method: Optional[AttributionFn] = None     # to recompute maps (noise, other class, ...)
+    method_name: str = ""                      # the method's registry name and options, where a
+    method_options: dict = field(default_factory=dict)   # metric needs them (e.g. unscaled maps)
     batch_size: Optional[int] = None
     # settings: the run configuration keys of the same name (seed = metric_seed)
     seed: int = 0
@@ -58,6 +61,7 @@ class MetricInputs:
     faithfulness_correlation_runs: int = 100
     randomisation_similarity: str = "ssim"
     continuity_sigmas: tuple[float, ...] = ()
+    consistency_crop_scale: tuple[float, ...] = (0.08, 1.0)
     temperature: float = 1.0                   # of the explained model (xai_utils.calibration)
     cache: dict = field(default_factory=dict)  # shared work between metrics of one method
 
@@ -66,7 +70,7 @@ class MetricInputs:
 SETTINGS: dict[str, str] = {"metric_seed": "seed", **{k: k for k in (
     "features_in_step", "pixel_flipping_baseline", "pixel_flipping_tie_break", "continuity_sigma",
     "noise_space", "max_sensitivity_samples", "max_sensitivity_radius", "faithfulness_correlation_subset",
-    "faithfulness_correlation_runs", "randomisation_similarity", "continuity_sigmas")}}
+    "faithfulness_correlation_runs", "randomisation_similarity", "continuity_sigmas", "consistency_crop_scale")}}
 
 
 @dataclass
@@ -241,6 +245,17 @@ def _m_attribution_localisation(d: MetricInputs) -> MetricResult:
 
 
 # ----------------------------------------------------------------------------- extras (not in the paper)
+
+@register_metric("consistency", "Consistency (cosine)", "consistency", needs=("model", "method"), in_paper=False,
+                 bounds=(-1.0, 1.0),
+                 description="cosine between T(map(x)) and map(T(x)), T a seeded random resized crop and flip; "
+                             "rows consistency[ssim] with the SSIM of the same pair")
+def _m_consistency(d: MetricInputs) -> MetricResult:
+    cos, structural = consistency(d.model, d.x, d.targets, d.method_name or d.method,
+                                  scale=d.consistency_crop_scale, seed=d.seed, sample_ids=d.sample_ids,
+                                  batch_size=d.batch_size, **(d.method_options if d.method_name else {}))
+    return MetricResult(cos, variants={"ssim": structural})
+
 
 @register_metric("faithfulness_correlation", "Faithfulness correlation", "faithfulness", needs=("model",),
                  bounds=(-1.0, 1.0),

@@ -11,7 +11,10 @@ companion needs to know about it:
 * ``normalize_features``: the explained model L2-normalises the pooled features before
   its linear head (true exactly when the head is that probe);
 * ``in_paper``: one of the paper's three objectives (a profile that lists no objectives
-  runs these).
+  runs these);
+* ``settings``: the configuration keys only this objective reads (SCL's temperature, ...).
+  They are in the training hash of its runs only, so a change retrains exactly the runs it
+  affects and a new objective's keys leave every other run as it was.
 
 The order of :data:`OBJECTIVES` is the order of columns in every table and figure.
 
@@ -77,6 +80,8 @@ class Objective(nn.Module):
     needs_probe: bool = False
     normalize_features: bool = False
     in_paper: bool = False
+    uncompiled_reason: str = ""      # why the step cannot run under torch.compile (then it runs eagerly)
+    settings: tuple[str, ...] = ()   # RunConfig keys only this objective (and its kin) reads
 
     def __init__(self, cfg: RunConfig, model: ExplainedModel):
         super().__init__()
@@ -134,6 +139,12 @@ def objective_color(name: str) -> str:
         return OBJECTIVES[name].color
     spare = ("#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000")
     return spare[sum(map(ord, str(name))) % len(spare)]
+
+
+def foreign_settings(objective: str) -> set[str]:
+    """Configuration keys that only *other* objectives read (not in this one's hashes)."""
+    own = set(OBJECTIVES[objective].settings) if objective in OBJECTIVES else set()
+    return {k for name, cls in OBJECTIVES.items() if name != objective for k in cls.settings} - own
 
 
 def paper_objectives() -> list[str]:

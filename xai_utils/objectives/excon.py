@@ -84,6 +84,8 @@ class ExConObjective(SupConObjective):
     """SupCon with one view replaced by the saliency-masked image (see the module docstring)."""
 
     background_samples = False
+    settings = ("temperature", "proj_dim", "excon_threshold", "excon_warmup_epochs", "excon_layer")
+    uncompiled_reason = "its step hooks a layer of the backbone for the Grad-CAM of the masks"
 
     def __init__(self, cfg: RunConfig, model: ExplainedModel):
         super().__init__(cfg, model)

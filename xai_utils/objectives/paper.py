@@ -32,6 +32,7 @@ class SupConObjective(Objective):
     min_batch = 2
     needs_probe = True
     normalize_features = True
+    settings = ("temperature", "proj_dim")
 
     def __init__(self, cfg: RunConfig, model: ExplainedModel):
         super().__init__(cfg, model)
@@ -53,6 +54,7 @@ class TripletObjective(Objective):
     min_batch = 2
     needs_probe = True
     normalize_features = True
+    settings = ("margin", "mining")
 
     def __init__(self, cfg: RunConfig, model: ExplainedModel):
         super().__init__(cfg, model)
