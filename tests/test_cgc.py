@@ -95,7 +95,8 @@ def test_consistency_is_one_for_an_equivariant_model_and_lower_for_a_random_netw
     torch.manual_seed(0)
     x = torch.rand(16, 3, 32, 32) * 0.8 + 0.1
     t = torch.randint(0, 10, (16,))
-    cos, sim = M.consistency(Equivariant().eval(), x, t, "gradcam", sample_ids=range(16))
+    # the stored options of a method (its own `scale` among them) pass through
+    cos, sim = M.consistency(Equivariant().eval(), x, t, "gradcam", sample_ids=range(16), scale=True)
     assert torch.allclose(sim, torch.ones(16, dtype=torch.float64), atol=1e-4)
     assert torch.allclose(cos, torch.ones(16, dtype=torch.float64), atol=1e-5)
     from xai_utils.models import build_model
@@ -149,3 +150,15 @@ def test_cgc_learns_on_shapes(tmp_path, one_thread):
     assert summary["test_accuracy"] >= 40.0
     log = [r for r in read_jsonl(prof.run_dir(cfg) / "train_log.jsonl") if "cgc" in r]
     assert len(log) == cfg.epochs and all(math.isfinite(r["cgc"]) for r in log)
+
+
+def test_cgc_trains_uncompiled_and_says_so(tmp_path):
+    """torch.compile has no double backward: a CGC run asked to compile trains eagerly and
+    writes why into its log (the trained weights are those of an uncompiled run)."""
+    from xai_utils.train import train_run
+    tiny = dict(train_subset=64, batch_size=32, epochs=1, probe_epochs=1, widths=[8, 16, 32, 64],
+                device="cpu", eval_samples=8, compile=True)
+    cfg = load_profile("smoke", objectives=["cgc"], **tiny).run_config("shapes", "cgc", 0)
+    train_run(cfg, tmp_path / "run", progress=False)
+    events = [r for r in read_jsonl(tmp_path / "run" / "train_log.jsonl") if r.get("event") == "not compiled"]
+    assert len(events) == 1 and "double backward" in events[0]["reason"]

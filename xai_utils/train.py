@@ -384,9 +384,6 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     model = build_model(cfg, data.num_classes, data.mean, data.std).to(device)
     objective = OBJECTIVES[cfg.objective](cfg, model).to(device)
     eager = OBJECTIVES[cfg.objective].uncompiled_reason
-    if cfg.compile and eager:
-        print(f"{cfg.run_id}: training without torch.compile: {eager}")
-        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "not compiled", "reason": eager})
     engine = _Engine(cfg, model, device, compile=cfg.compile and not eager)
     augment = _get_augmentation(resolve_augmentation(cfg))
     clean_view = _get_augmentation("none", cfg.dataset)     # un-augmented (ImageNet: centre crop)
@@ -412,6 +409,9 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     elif (run_dir / runs.TRAIN_LOG).is_file():
         runs.save_text(run_dir / runs.TRAIN_LOG, "")       # killed before its first checkpoint
     runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
+    if cfg.compile and eager:
+        print(f"{cfg.run_id}: training without torch.compile: {eager}")
+        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "not compiled", "reason": eager})
 
     def save_checkpoint(epoch: int) -> None:
         runs.save_torch(ckpt_path, {

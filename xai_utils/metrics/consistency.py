@@ -52,19 +52,20 @@ def _max_scaled(m: Tensor) -> Tensor:
 
 
 def consistency(model: nn.Module, x: Tensor, target: Any, method: MethodLike,
-                scale: Sequence[float] = (0.08, 1.0), seed: int = 0, sample_ids: Optional[Any] = None,
+                crop_scale: Sequence[float] = (0.08, 1.0), seed: int = 0, sample_ids: Optional[Any] = None,
                 batch_size: Optional[int] = None, **options: Any) -> tuple[Tensor, Tensor]:
     """(cosine, SSIM) between T(map(x)) and map(T(x)) per image (float64 [N] each; higher =
-    more consistent), T a seeded random resized crop (area ``scale``) and flip
+    more consistent), T a seeded random resized crop (area ``crop_scale``) and flip
     (:func:`consistency_transforms`), applied to images and maps with the same bilinear warp
     (:func:`xai_utils.augment.apply_crop_flip`); the map of T(x) explains the same class.
     Maps are compared before the method's min-max scaling (:func:`unscaled`); SSIM (data
-    range 1) sees each map divided by its maximum. ``options``: the method's options."""
+    range 1) sees each map divided by its maximum. ``options``: the method's options (its
+    ``scale`` is overridden, see above)."""
     from ..augment import apply_crop_flip
     fn = unscaled(method, **options)
     target = _as_long(target, x.shape[0], x.device, "target")
     maps = _attribute_chunked(fn, model, x, target, batch_size)
-    params = consistency_transforms(x.shape[0], x.shape[-2], x.shape[-1], scale, seed, sample_ids)
+    params = consistency_transforms(x.shape[0], x.shape[-2], x.shape[-1], crop_scale, seed, sample_ids)
     params = {k: v.to(x.device) for k, v in params.items()}
     warped = apply_crop_flip(maps.to(x.dtype), params)
     maps_t = _attribute_chunked(fn, model, apply_crop_flip(x, params), target, batch_size)

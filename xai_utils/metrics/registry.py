@@ -252,7 +252,7 @@ def _m_attribution_localisation(d: MetricInputs) -> MetricResult:
                              "rows consistency[ssim] with the SSIM of the same pair")
 def _m_consistency(d: MetricInputs) -> MetricResult:
     cos, structural = consistency(d.model, d.x, d.targets, d.method_name or d.method,
-                                  scale=d.consistency_crop_scale, seed=d.seed, sample_ids=d.sample_ids,
+                                  crop_scale=d.consistency_crop_scale, seed=d.seed, sample_ids=d.sample_ids,
                                   batch_size=d.batch_size, **(d.method_options if d.method_name else {}))
     return MetricResult(cos, variants={"ssim": structural})
 
