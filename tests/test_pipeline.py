@@ -91,22 +91,31 @@ def test_smoke_study_end_to_end(tmp_path):
             run = study / "shapes" / objective / f"seed{seed}"
             for nb in ("01_train", "02_attribute", "03_evaluate"):
                 assert (run / "notebooks" / f"{nb}.ipynb").is_file()
-            df = pd.read_csv(run / "results.csv")
-            assert set(df["method"]) == {"gradcam", "eigencam"}
+            df = pd.read_csv(run / "results.csv", dtype={"pair": str}, keep_default_na=False)
+            single, pairs = df[df["pair"] == ""], df[df["pair"] != ""]
+            assert set(single["method"]) == {"gradcam", "eigencam"}
             assert {"pixel_flipping", "pixel_flipping_calibrated", "pointing_game",
-                    "continuity[sigma=0.05]"} <= set(df["metric"])
+                    "continuity[sigma=0.05]"} <= set(single["metric"])
+            # the pair analysis: 4 pairs of each kind, ids "index1-index2", the kind in the metric name
+            assert set(pairs["method"]) == {"pair_gradcam", "conditional_occlusion"}
+            assert {"pair_deletion[view]", "pair_insertion[same,conditional]", "pair_max_sensitivity[different]",
+                    "pair_average_drop[view]"} <= set(pairs["metric"])
+            assert pairs.groupby(["method", "metric"]).size().eq(4).all()
+            assert all(p.split("-")[0] == str(i) for p, i in zip(pairs["pair"], pairs["sample_index"]))
+            assert (run / "pairs" / "pair_gradcam.npz").is_file()
             assert (run / "calibration.json").is_file()
             official = run / "protocols" / "official"          # the same model, the authors' evaluation
             assert json.loads((official / "config.json").read_text())["noise_space"] == "official"
             assert (official / "results.csv").is_file() and not (official / "model.pt").exists()
+            assert not (official / "pairs").exists()          # the authors' evaluation has no pair analysis
     assert (study / "notebooks" / "04_figures.ipynb").is_file()
     figs = tmp_path / "figures" / "smoke"
     for stem in ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced",
-                 "table_claim_robustness"):
+                 "table_claim_robustness", "table_pair_metrics", "table_pair_significance"):
         for ext in ("csv", "md", "tex"):
             assert (figs / f"{stem}.{ext}").is_file(), f"{stem}.{ext}"
     for stem in ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings",
-                 "fig_claim_robustness"):
+                 "fig_claim_robustness", "fig_pair_grid"):
         for ext in ("pdf", "png"):
             assert (figs / f"{stem}.{ext}").is_file(), f"{stem}.{ext}"
 

@@ -73,8 +73,10 @@ def register_method(name: str, label: str, class_agnostic: bool = False,
 
 
 def method_label(name: str) -> str:
-    """Display name of a method (``Grad-CAM``); an unregistered name is shown as is."""
-    return getattr(METHODS.get(name), "label", str(name))
+    """Display name of a method (``Grad-CAM``), single-image or pairwise
+    (:data:`xai_utils.pairs.PAIR_METHODS`); an unregistered name is shown as is."""
+    from .pairs.methods import PAIR_METHODS
+    return getattr(METHODS.get(name) or PAIR_METHODS.get(name), "label", str(name))
 
 
 def is_class_agnostic(name: str) -> bool:
@@ -85,18 +87,34 @@ def is_class_agnostic(name: str) -> bool:
 def check_method_options(name: str, options: dict[str, Any]) -> None:
     """Raise ValueError for an unknown method or option, an option value whose type differs
     from its default's, or a name outside the option's registered choices."""
-    fn = get_method(name)
-    defaults = resolve_options(name)
-    resolve_options(name, **options)
+    check_options(get_method(name), f"method '{name}'", options)
+
+
+def keyword_options(fn: Callable, what: str, **options: Any) -> dict[str, Any]:
+    """The keyword-only options of ``fn`` with their defaults, updated by ``options``
+    (an unknown name is an error naming ``what``)."""
+    params = inspect.signature(fn).parameters
+    valid = {k: p.default for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    bad = sorted(set(options) - set(valid))
+    if bad:
+        raise ValueError(f"{what} has no option(s) {bad}; valid options: {', '.join(valid) or 'none'}")
+    return {**valid, **options}
+
+
+def check_options(fn: Callable, what: str, options: dict[str, Any]) -> None:
+    """Check ``options`` of a registered function: known names, values of their default's
+    type (ints for floats allowed), names within the registered ``fn.choices``."""
+    defaults = keyword_options(fn, what)
+    keyword_options(fn, what, **options)
     for k, v in options.items():
-        allowed = fn.choices.get(k)
+        allowed = getattr(fn, "choices", {}).get(k)
         if allowed is not None and v not in allowed:
-            raise ValueError(f"method '{name}' option '{k}' must be one of {', '.join(allowed)}, got {v!r}")
+            raise ValueError(f"{what} option '{k}' must be one of {', '.join(allowed)}, got {v!r}")
         d = defaults[k]
         numeric = isinstance(d, (int, float)) and not isinstance(d, bool)
         if d is not None and not (numeric and isinstance(v, (int, float)) and not isinstance(v, bool)) \
                 and not isinstance(v, type(d)):
-            raise ValueError(f"method '{name}' option '{k}' must be a {type(d).__name__} "
+            raise ValueError(f"{what} option '{k}' must be a {type(d).__name__} "
                              f"like its default {d!r}, got {v!r}")
 
 
@@ -117,12 +135,7 @@ def check_methods(methods: Sequence[str]) -> list[str]:
 
 def resolve_options(name: str, **options: Any) -> dict[str, Any]:
     """The method's options: its defaults updated by ``options`` (unknown names are an error)."""
-    params = inspect.signature(get_method(name)).parameters
-    valid = {k: p.default for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    bad = sorted(set(options) - set(valid))
-    if bad:
-        raise ValueError(f"method '{name}' has no option(s) {bad}; valid options: {', '.join(valid) or 'none'}")
-    return {**valid, **options}
+    return keyword_options(get_method(name), f"method '{name}'", **options)
 
 
 # ----------------------------------------------------------------------------- post-processing
@@ -560,7 +573,9 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
     the copy inside ``model.pt``. Empty values (None, [], 0, "") take that config:
     ``methods``, ``eval_samples``, ``target`` ("pred" | "true"), ``batch_size_eval``.
     ``method_options``: optional {method: {option: value}}. Unknown methods, options or
-    target kinds are reported before anything is loaded. Returns {method: written .npz path}.
+    target kinds are reported before anything is loaded. When the run lists ``pair_methods``,
+    the maps of its pair set follow (:func:`xai_utils.pairs.stage.attribute_pairs`), under
+    the keys ``pairs/<method>``. Returns {method: written .npz path}.
     """
     from tqdm import tqdm
     from .config import load_run_config
@@ -610,6 +625,10 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
                    "input_size": list(all_maps.shape[-2:])}
         paths[m] = save_attributions(runs.attribution_path(run_dir, m), all_maps, targets_t, preds_t,
                                      labels_t, idx, options)
+    if cfg.pair_methods:                         # the pair analysis (xai_utils.pairs): pairs/<method>.npz
+        from .pairs.stage import attribute_pairs
+        pair_paths = attribute_pairs(Path(run_dir), cfg, model, ds, idx, labels_t, preds_t, dev, batch_size)
+        paths.update({f"pairs/{m}": p for m, p in pair_paths.items()})
     return paths
 
 

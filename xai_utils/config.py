@@ -49,6 +49,7 @@ def _official_protocol(cfg: "RunConfig") -> dict[str, Any]:
         "pixel_flipping_baseline": "black_normalised",   # "black" = the normalised image's minimum
         "explain_features": "raw" if cfg.dataset == "cifar10" else "trained",   # CIFAR probe on raw features
         "nan_pairing": "per_model",                      # NaNs dropped per model before the t-test
+        "pair_methods": [], "pair_metrics": [],          # their code has no pair analysis
     }
 
 
@@ -140,6 +141,19 @@ class RunConfig:
     faithfulness_correlation_runs: int = 100    # random subsets per image (Quantus default)
     randomisation_similarity: str = "ssim"     # model_randomisation: ssim | spearman
     consistency_crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # consistency: area of T's crop
+    # pair analysis (xai_utils.pairs): explanations of the similarity of two images; empty lists: none
+    pair_methods: list[str] = field(default_factory=list)     # registry names in xai_utils.pairs.PAIR_METHODS
+    pair_method_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # {method: {option: value}}
+    pair_kinds: list[str] = field(default_factory=lambda: ["view", "same", "different"])
+    pair_samples: int = 32                     # pairs of each kind, drawn from the evaluation subset
+    pair_seed: int = 0                         # the pair set and the second views
+    pair_space: str = "cosine"                 # cosine (pooled features) | projection (SCL head) | distance (-||.||^2)
+    pair_metrics: list[str] = field(default_factory=list)     # registry names in xai_utils.pairs.PAIR_METRICS
+    pair_pixels_per_step: int = 32             # insertion / deletion: pixels per step (32 steps on 32 px)
+    pair_blur_kernel: int = 5                  # insertion: the blurred start image
+    pair_blur_sigma: float = 2.0
+    pair_max_sensitivity_samples: int = 10
+    pair_max_sensitivity_radius: float = 0.2
     # statistics
     nan_pairing: str = "pairs"                 # pairs (pair by image, then drop NaN pairs) | per_model (authors')
 
@@ -177,12 +191,14 @@ RUN_KEYS: dict[str, Any] = {f.name: f for f in fields(RunConfig)}
 NO_RESULT_KEYS = ("device", "num_workers", "checkpoint_every", "batch_size_eval", "data_root")
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "attribute": ("eval_split", "eval_samples", "target", "protocol", "explain_features", "methods",
-                  "method_options"),
+                  "method_options", "pair_methods", "pair_method_options", "pair_kinds", "pair_samples",
+                  "pair_seed", "pair_space"),
     "evaluate": ("metrics", "metric_seed", "features_in_step", "pixel_flipping_baseline",
                  "pixel_flipping_tie_break", "continuity_sigma", "continuity_sigmas", "noise_space",
                  "calibration_samples", "max_sensitivity_samples", "max_sensitivity_radius",
                  "faithfulness_correlation_subset", "faithfulness_correlation_runs", "randomisation_similarity",
-                 "consistency_crop_scale"),
+                 "consistency_crop_scale", "pair_metrics", "pair_pixels_per_step", "pair_blur_kernel",
+                 "pair_blur_sigma", "pair_max_sensitivity_samples", "pair_max_sensitivity_radius"),
     "figures": ("nan_pairing",),
 }
 STAGE_KEYS["train"] = tuple(k for k in RUN_KEYS if k not in NO_RESULT_KEYS

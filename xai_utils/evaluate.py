@@ -10,6 +10,8 @@ statistics keep the correct ones). Writes, atomically:
 
 * ``results.csv`` — long format, one row per (sample, method, metric), columns
   :data:`COLUMNS`; undefined values (see :mod:`xai_utils.metrics`) are written ``nan``;
+  ``pair`` is empty for single images and ``"<index1>-<index2>"`` for the rows of the pair
+  analysis (runs with ``pair_metrics``: :mod:`xai_utils.pairs.stage`);
 * ``curves/<method>.npz`` — pixel-flipping curves (float32 [N, S], key ``curves``) and the
   probability on the unperturbed image (``unperturbed``), the curves of the other
   pixel-flipping scores (``curves_<metric>``), with their sample indices;
@@ -37,11 +39,11 @@ import torch
 from . import runs
 from .attribution import METHODS, is_class_agnostic, load_attributions
 from .config import RunConfig, load_run_config
-from .metrics import METRICS, SETTINGS, MetricInputs, check_metrics, resolve_method
+from .metrics import METRICS, SETTINGS, MetricInputs, check_metrics, metric_direction, resolve_method
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["run_id", "dataset", "objective", "seed", "sample_index", "true", "pred", "correct",
+COLUMNS = ["run_id", "dataset", "objective", "seed", "sample_index", "pair", "true", "pred", "correct",
            "method", "metric", "value"]
 
 
@@ -158,6 +160,11 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
                           features_in_step=np.int64(cfg.features_in_step), temperature=np.float64(temperature),
                           **curves)
     bar.close()
+    if cfg.pair_metrics:                       # the pair analysis (xai_utils.pairs): rows with a pair id
+        from .pairs.stage import evaluate_pairs
+        pair_rows = evaluate_pairs(run_dir, cfg, model, ds, dev, batch_size, COLUMNS)
+        if pair_rows is not None:
+            tables.append(pair_rows)
     df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
     runs.save_text(run_dir / runs.RESULTS, df.to_csv(index=False, na_rep="nan"))
     return df
@@ -168,7 +175,7 @@ def _rows(cfg: RunConfig, idx: np.ndarray, d: MetricInputs, method: str, metric:
     true, pred = d.labels.cpu().numpy(), d.preds.cpu().numpy()
     return pd.DataFrame({
         "run_id": cfg.run_id, "dataset": cfg.dataset, "objective": cfg.objective, "seed": cfg.seed,
-        "sample_index": idx, "true": true, "pred": pred, "correct": true == pred,
+        "sample_index": idx, "pair": "", "true": true, "pred": pred, "correct": true == pred,
         "method": method, "metric": metric,
         "value": values.detach().double().cpu().numpy().reshape(-1)}, columns=COLUMNS)
 
@@ -178,8 +185,10 @@ def load_results(run_dir: Union[str, Path]) -> pd.DataFrame:
     p = Path(run_dir) / runs.RESULTS
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found: run the evaluation stage first (notebook 03_evaluate)")
-    df = pd.read_csv(p)
+    df = pd.read_csv(p, dtype={"pair": str}, keep_default_na=False, na_values={"value": ["nan", "NaN", ""]})
     df["correct"] = df["correct"].astype(str).str.lower().eq("true")
+    if "pair" not in df:
+        df.insert(5, "pair", "")
     return df
 
 
@@ -190,5 +199,5 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     g = d.groupby(["method", "metric"], sort=False)["value"]
     out = g.agg(mean="mean", std="std", n="count").reset_index()
     out["n_nan"] = g.apply(lambda v: int(v.isna().sum())).to_numpy()
-    out["better"] = out["metric"].map(lambda m: METRICS[m].direction if m in METRICS else "")
+    out["better"] = out["metric"].map(lambda m: metric_direction(m) or "")
     return out

@@ -166,10 +166,16 @@ def build_model(cfg: RunConfig, num_classes: int, mean: Sequence[float], std: Se
                           normalize_features=get_objective(cfg.objective).normalize_features)
 
 
-def model_state(model: ExplainedModel, cfg: RunConfig, num_classes: int) -> dict:
-    return {"config": cfg.to_dict(), "num_classes": num_classes,
-            "mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist(),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+def model_state(model: ExplainedModel, cfg: RunConfig, num_classes: int,
+                projection: Optional[nn.Module] = None) -> dict:
+    """What ``model.pt`` holds; ``projection``: the SCL projection head, kept for the pair
+    analysis in its space (``pair_space: projection``), not part of the explained model."""
+    out = {"config": cfg.to_dict(), "num_classes": num_classes,
+           "mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist(),
+           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if isinstance(projection, ProjectionHead):
+        out["projection"] = {k: v.detach().cpu() for k, v in projection.state_dict().items()}
+    return out
 
 
 EXPLAIN_FEATURES = ("trained", "raw")     # RunConfig.explain_features
@@ -196,6 +202,10 @@ def load_model(run_dir_or_file: Union[str, Path], device: Union[str, torch.devic
     cfg = RunConfig.from_dict(state["config"])
     model = build_model(cfg, state["num_classes"], state["mean"], state["std"])
     model.load_state_dict(state["state_dict"])
+    if "projection" in state:                  # SCL-like runs: the head, for pair_space projection
+        head = ProjectionHead(model.feature_dim, cfg.proj_dim)
+        head.load_state_dict(state["projection"])
+        model.projection = head
     if explain_features == "raw":
         model.normalize_features = False
     return model.to(device).eval(), cfg

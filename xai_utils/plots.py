@@ -93,7 +93,8 @@ def ordered_objectives(values: Any) -> list[str]:
 
 def ordered_methods(values: Any) -> list[str]:
     from .attribution import METHODS
-    return _ordered(values, list(METHODS))
+    from .pairs import PAIR_METHODS
+    return _ordered(values, list(METHODS) + list(PAIR_METHODS))
 
 
 def ordered_metrics(values: Any) -> list[str]:

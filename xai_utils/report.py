@@ -14,6 +14,9 @@
 ``fig_embeddings``             2-D embedding of test features per objective
 ``table_claim_robustness``     order of the objectives and SCL vs CE under every score and protocol
 ``fig_claim_robustness``       the same verdicts as a grid (:mod:`xai_utils.claim`)
+``table_pair_metrics``         pair analysis: pair method x metric x pair kind (:mod:`xai_utils.pairs`)
+``table_pair_significance``    paired t-tests of the pair metrics, keyed by (seed, pair)
+``fig_pair_grid``              example pairs and each objective's two maps per pair method
 =============================  ==========================================================
 
 Tables are written as CSV (numbers, for machines), Markdown and LaTeX (booktabs; mean +-
@@ -42,9 +45,9 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 TABLES = ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced",
-          "table_claim_robustness")
+          "table_claim_robustness", "table_pair_metrics", "table_pair_significance")
 FIGURES = ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings",
-           "fig_claim_robustness")
+           "fig_claim_robustness", "fig_pair_grid")
 DASH = "–"
 ARROW = {"lower": "↓", "higher": "↑"}
 
@@ -693,8 +696,11 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
         log.warning(msg)
         notes.append(msg)
 
-    results = stats.load_results(results_root, profile, run_dirs=run_dirs)
+    from .pairs.figures import fig_pair_grid, is_pair_row, table_pair_metrics
+    everything = stats.load_results(results_root, profile, run_dirs=run_dirs)
+    results, pair_results = everything[~is_pair_row(everything)], everything[is_pair_row(everything)]
     results_all = stats.load_results(results_root, profile, run_dirs=run_dirs, all_protocols=True)
+    results_all = results_all[~is_pair_row(results_all)]
     summaries = stats.load_summaries(results_root, profile, run_dirs=run_dirs)
     sig = None
     claims = None
@@ -705,11 +711,16 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
         "table_significance": lambda: table_significance(results, seeds=seeds, reference=reference or None),
         "paper_vs_reproduced": lambda: table_paper_vs_reproduced(study_summary(results, summaries), profile),
         "table_claim_robustness": lambda: table_claim_robustness(results_all, seeds=seeds),
+        "table_pair_metrics": lambda: table_pair_metrics(pair_results, run_dirs),
+        "table_pair_significance": lambda: _renamed(
+            table_significance(pair_results, seeds=seeds, reference=reference or None), "table_pair_significance"),
     }
     for name, make in tables.items():
         try:
             if name in ("table_attribution_metrics", "table_significance") and results.empty:
                 raise ValueError("no results.csv (run the evaluation stage)")
+            if name in ("table_pair_metrics", "table_pair_significance") and pair_results.empty:
+                continue                       # no pair analysis in this study: nothing to say
             if name == "paper_vs_reproduced" and results.empty and summaries.empty:
                 raise ValueError("neither results.csv nor train_summary.json")
             if name == "table_accuracy" and summaries.empty:
@@ -730,11 +741,14 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
         "fig_pixel_flipping_curves": lambda: fig_pixel_flipping_curves(run_dirs, results),
         "fig_embeddings": lambda: fig_embeddings(run_dirs),
         "fig_claim_robustness": lambda: _claim_figure(claims),
+        "fig_pair_grid": lambda: fig_pair_grid(run_dirs),
     }
     for name, make in figures.items():
         try:
             if name == "fig_metric_distributions" and results.empty:
                 raise ValueError("no results.csv (run the evaluation stage)")
+            if name == "fig_pair_grid" and pair_results.empty:
+                continue
             fig = make()
             plots.add_footer(fig, f"Covers {cover}.")
             written += plots.save_figure(fig, out / name)
@@ -749,6 +763,11 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
         "missing": [r for r in (runs_expected or []) if r not in set(covered)]}))
     log.info("report of '%s' written to %s", profile, out)
     return written
+
+
+def _renamed(table: Table, name: str) -> Table:
+    table.name = name
+    return table
 
 
 def _claim_figure(claims: Optional[pd.DataFrame]):

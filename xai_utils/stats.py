@@ -11,7 +11,8 @@ profile) and follows the paper's aggregation (../shared/PAPER.md, "Aggregation")
   model* classifies correctly.
 
 Pairing. A pair is the same evaluation image (``sample_index``) explained by the models of
-two objectives trained with the same seed, i.e. it is keyed by ``(seed, sample_index)``.
+two objectives trained with the same seed, i.e. it is keyed by ``(seed, sample_index)``
+(and ``pair``, the id of a pair of images in the pair analysis, empty for single images).
 Pairs are formed *first* (inner join on the key), then restricted to samples correct for
 every compared model of that seed, and only then is a pair with a NaN on either side dropped
 as a whole. (The authors' script drops NaNs per model and truncates, which silently shifts
@@ -68,8 +69,10 @@ from . import runs
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
-RESULT_COLUMNS = ("run_id", "dataset", "objective", "seed", "sample_index", "true", "pred", "correct",
+RESULT_COLUMNS = ("run_id", "dataset", "objective", "seed", "sample_index", "pair", "true", "pred", "correct",
                   "method", "metric", "value")
+# what identifies an explained item across models: an image, or a pair of images (pair analysis)
+ITEM = ["sample_index", "pair"]
 ALPHA = 0.05
 GROUP = ["dataset", "method", "metric"]
 ACCURACY = "test_accuracy"        # a model-level number, not a registered metric: higher is better
@@ -100,7 +103,8 @@ def order_objectives(values: Iterable[str]) -> list[str]:
 def metric_order(metric: str) -> int:
     """Position of a metric (or of the metric of a variant) in the metric registry (unknown last)."""
     from .metrics import METRICS, base_metric
-    names = list(METRICS)
+    from .pairs.metrics import PAIR_METRICS
+    names = list(METRICS) + list(PAIR_METRICS)
     base = base_metric(metric)
     return names.index(base) if base in names else len(names)
 
@@ -131,7 +135,8 @@ def run_key(run_dir: Path) -> dict:
 
 def empty_results() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-        RESULT_COLUMNS, ("str", "str", "str", "int64", "int64", "int64", "int64", "bool", "str", "str", "float64"))})
+        RESULT_COLUMNS, ("str", "str", "str", "int64", "int64", "str", "int64", "int64", "bool", "str", "str",
+                         "float64"))})
 
 
 def evaluation_dirs(run_dirs: Sequence[Path]) -> list[Path]:
@@ -163,7 +168,10 @@ def load_results(results_root: PathLike = "results", profile: str = "smoke",
         if not p.is_file():
             log.info("no %s in %s (evaluation not run yet): skipped", runs.RESULTS, rd)
             continue
-        df = pd.read_csv(p)
+        df = pd.read_csv(p, dtype={"pair": str})
+        if "pair" not in df:                   # written before the pair analysis existed
+            df["pair"] = ""
+        df["pair"] = df["pair"].fillna("")
         missing = set(RESULT_COLUMNS) - set(df.columns)
         if missing:
             raise ValueError(f"{p} lacks columns {sorted(missing)}; expected exactly {', '.join(RESULT_COLUMNS)}")
@@ -250,23 +258,27 @@ def accuracy_summary(summaries: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- pairing
 
 def correct_for_all(df: pd.DataFrame, objectives: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """Per (dataset, seed, sample_index): True when every compared model classifies it correctly.
+    """Per (dataset, seed, sample_index, pair): True when every compared model classifies the
+    image (both images of a pair) correctly.
 
     The compared models of a (dataset, seed) are the ``objectives`` (default: all) that have
     results for it; a sample a model has no row for counts as not correct (it cannot be paired).
     """
     d = df if objectives is None else df[df["objective"].isin(objectives)]
-    per_model = (d.groupby(["dataset", "seed", "sample_index", "objective"])["correct"]
+    if "pair" not in d:
+        d = d.assign(pair="")
+    per_model = (d.groupby(["dataset", "seed", *ITEM, "objective"])["correct"]
                  .agg(lambda c: bool(np.all(c.astype(bool)))).unstack("objective"))
     present = d.groupby(["dataset", "seed"])["objective"].agg(lambda o: sorted(set(o)))
     rows = []
     for (ds, seed), objs in present.items():
         sub = per_model.loc[(ds, seed), objs]
         ok = sub.eq(True).all(axis=1)
-        rows.append(pd.DataFrame({"dataset": ds, "seed": seed, "sample_index": ok.index.to_numpy(),
+        items = ok.index.to_frame(index=False)
+        rows.append(pd.DataFrame({"dataset": ds, "seed": seed, **{k: items[k].to_numpy() for k in ITEM},
                                   "all_correct": ok.to_numpy()}))
     if not rows:
-        return pd.DataFrame(columns=["dataset", "seed", "sample_index", "all_correct"])
+        return pd.DataFrame(columns=["dataset", "seed", *ITEM, "all_correct"])
     return pd.concat(rows, ignore_index=True)
 
 
@@ -289,8 +301,10 @@ def paired_values(df: pd.DataFrame, dataset: str, method: str, metric: str, a: s
     """
     if nan_pairing not in NAN_PAIRINGS:
         raise ValueError(f"nan_pairing='{nan_pairing}' unknown; choose one of {', '.join(NAN_PAIRINGS)}")
+    if "pair" not in df:                       # frames built before the pair analysis existed
+        df = df.assign(pair="")
     sel = df[(df["dataset"] == dataset) & (df["method"] == method) & (df["metric"] == metric)]
-    key = ["seed", "sample_index"]
+    key = ["seed", *ITEM]
     sides = {}
     for o in (a, b):
         s = sel[sel["objective"] == o]
@@ -362,7 +376,7 @@ def holm(p: Sequence[float]) -> np.ndarray:
 
 # seed handling: pairs (seed, sample_index, a, b) -> list of (seed label, x, y, n_obs)
 def _image_mean(pairs: pd.DataFrame, a: str, b: str) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
-    g = pairs.groupby("sample_index")[[a, b]].mean()
+    g = pairs.groupby(ITEM if "pair" in pairs else "sample_index")[[a, b]].mean()
     return [("all", g[a].to_numpy(), g[b].to_numpy(), len(pairs))]
 
 

@@ -483,7 +483,8 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     runs.save_npz(run_dir / runs.PREDICTIONS, **predictions)
     if engine.channels_last:
         model.to(memory_format=torch.contiguous_format)
-    runs.save_torch(run_dir / runs.MODEL, model_state(model, cfg, data.num_classes))
+    runs.save_torch(run_dir / runs.MODEL, model_state(model, cfg, data.num_classes,
+                                                      getattr(objective, "projection", None)))
     summary = {"run_id": cfg.run_id, "dataset": cfg.dataset, "objective": cfg.objective,
                "seed": cfg.seed, "arch": cfg.arch, "widths": cfg.widths,
                "test_accuracy": acc, "n_test": n_test, "n_train": data.n, "epochs": cfg.epochs,

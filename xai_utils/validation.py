@@ -29,9 +29,11 @@ MIN_INT: dict[str, int] = {
     "seed": 0, "epochs": 1, "batch_size": 1, "warmup_epochs": 0, "proj_dim": 1, "num_workers": 0,
     "checkpoint_every": 1, "eval_samples": 1, "batch_size_eval": 1, "metric_seed": 0,
     "features_in_step": 1, "max_sensitivity_samples": 1, "faithfulness_correlation_subset": 1,
-    "faithfulness_correlation_runs": 2, "calibration_samples": 2,
+    "faithfulness_correlation_runs": 2, "calibration_samples": 2, "pair_samples": 1, "pair_seed": 0,
+    "pair_pixels_per_step": 1, "pair_blur_kernel": 1, "pair_max_sensitivity_samples": 1,
 }
-POSITIVE = ("lr", "temperature", "probe_lr", "max_sensitivity_radius")
+POSITIVE = ("lr", "temperature", "probe_lr", "max_sensitivity_radius", "pair_blur_sigma",
+            "pair_max_sensitivity_radius")
 NON_NEGATIVE = ("momentum", "weight_decay", "margin", "probe_momentum", "probe_weight_decay",
                 "continuity_sigma")
 
@@ -158,6 +160,35 @@ def check_evaluation(cfg: RunConfig, data_masks: bool = True) -> None:
                                         f"split '{cfg.eval_split}' does not have")
 
 
+def _names_or_none(cfg: RunConfig, key: str, registry: Sequence[str]) -> None:
+    if getattr(cfg, key):
+        _names(cfg, key, registry)
+
+
+def check_pairs(cfg: RunConfig) -> None:
+    """The settings of the pair analysis (xai_utils.pairs): names, options, space, kinds."""
+    from .objectives import get_objective
+    from .pairs import PAIR_KINDS, PAIR_METHODS, PAIR_METRICS, SPACES
+    from .pairs.methods import check_pair_method_options
+
+    _names_or_none(cfg, "pair_methods", list(PAIR_METHODS))
+    _names_or_none(cfg, "pair_metrics", list(PAIR_METRICS))
+    _names(cfg, "pair_kinds", list(PAIR_KINDS))
+    _one_of(cfg, "pair_space", SPACES)
+    if cfg.pair_metrics and not cfg.pair_methods:
+        raise _fail(cfg, "pair_metrics", "scores pair maps, but 'pair_methods' is empty")
+    if cfg.pair_space == "projection" and "proj_dim" not in get_objective(cfg.objective).settings:
+        raise _fail(cfg, "pair_space", f"'projection' needs a projection head, which {cfg.objective} does not "
+                                       f"train; use cosine or distance")
+    if cfg.pair_blur_kernel % 2 == 0:
+        raise _fail(cfg, "pair_blur_kernel", f"must be odd, got {cfg.pair_blur_kernel}")
+    for method, options in cfg.pair_method_options.items():
+        try:
+            check_pair_method_options(method, options)
+        except ValueError as e:
+            raise _fail(cfg, f"pair_method_options.{method}", str(e)) from None
+
+
 def check_ranges(cfg: RunConfig) -> None:
     for key, low in MIN_INT.items():
         value = getattr(cfg, key)
@@ -191,6 +222,7 @@ def check_run(cfg: RunConfig, stages: Sequence[str] = STAGES, data: bool = False
     check_training(cfg)
     check_attribution(cfg)
     check_evaluation(cfg, data_masks=data)
+    check_pairs(cfg)
     if data:
         check_device(cfg)
         check_data(cfg, stages)

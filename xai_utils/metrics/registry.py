@@ -129,8 +129,11 @@ def base_metric(name: str) -> str:
 
 
 def metric_spec(name: str) -> Optional[MetricSpec]:
-    """The registry entry of a row name (variants share their metric's entry), or None."""
-    return METRICS.get(base_metric(name))
+    """The registry entry of a row name (variants share their metric's entry), single-image
+    or pair metric (:data:`xai_utils.pairs.PAIR_METRICS`), or None."""
+    from ..pairs.metrics import PAIR_METRICS
+    base = base_metric(name)
+    return METRICS.get(base) or PAIR_METRICS.get(base)
 
 
 def metric_label(name: str) -> str:
@@ -140,7 +143,7 @@ def metric_label(name: str) -> str:
     if spec is None:
         return str(name).replace("_", " ")
     variant = str(name)[len(spec.name):].strip("[]")
-    return spec.label + (f", {variant.replace('sigma=', 'σ=')}" if variant else "")
+    return spec.label + (f", {variant.replace('sigma=', 'σ=').replace(',', ', ')}" if variant else "")
 
 
 def metric_direction(name: str) -> Optional[str]:
