@@ -202,6 +202,10 @@ def test_insertion_and_deletion_equal_a_step_by_step_loop(mode):
         assert out.values[i].item() == pytest.approx(_loop_auc(*args, "both"), abs=1e-5)
         cond = (_loop_auc(*args, "first") + _loop_auc(*args, "second")) / 2
         assert out.variants["conditional"][i].item() == pytest.approx(cond, abs=1e-5)
+        with torch.no_grad():
+            s = F.cosine_similarity(model.features(d.x1[i:i + 1]), model.features(d.x2[i:i + 1])).item()
+        want = _loop_auc(*args, "both") / s if s > 0 else float("nan")
+        assert out.variants["normalised"][i].item() == pytest.approx(want, abs=1e-5, nan_ok=True)
     assert len(step_fractions(256, 20)) == 14 and out.curves.shape == (3, 14)
 
 

@@ -713,7 +713,9 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
         "table_claim_robustness": lambda: table_claim_robustness(results_all, seeds=seeds),
         "table_pair_metrics": lambda: table_pair_metrics(pair_results, run_dirs),
         "table_pair_significance": lambda: _renamed(
-            table_significance(pair_results, seeds=seeds, reference=reference or None), "table_pair_significance"),
+            table_significance(pair_results, seeds=seeds, reference=reference or None), "table_pair_significance",
+            "Pair analysis: the unit is a pair of images, keyed by (seed, pair id); it is kept when every compared "
+            "model classifies both of its images correctly; the pair's kind is in the metric's name."),
     }
     for name, make in tables.items():
         try:
@@ -765,8 +767,10 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
     return written
 
 
-def _renamed(table: Table, name: str) -> Table:
+def _renamed(table: Table, name: str, note: str = "") -> Table:
     table.name = name
+    if note:
+        table.notes.append(note)
     return table
 
 

@@ -21,6 +21,10 @@ from .similarity import SPACES
 from .stage import PAIRS_DIR, load_pairs, pair_images, pairs_path
 
 
+# how the variant of a row is named in the table
+MODES = {"": "", "conditional": ", one image at a time", "normalised": ", divided by s"}
+
+
 def pair_methods_of(run_dir: Path) -> list[str]:
     """Pair methods with stored maps in a run (registry order)."""
     folder = Path(run_dir) / PAIRS_DIR
@@ -85,7 +89,7 @@ def table_pair_metrics(results: pd.DataFrame, run_dirs: Sequence[Path] = (), dec
         "Dataset": data["dataset"].map(plots.dataset_label),
         "Method": [plots.method_label(m) if m else "(any)" for m in data["method"]],
         "Metric": [("Similarity s" if m.startswith("similarity") else
-                    f"{PAIR_METRICS[m.split('[')[0]].label}{', one image at a time' if mo else ''} "
+                    f"{PAIR_METRICS[m.split('[')[0]].label}{MODES.get(mo, ', ' + mo if mo else '')} "
                     f"{ARROW.get(direction(m), '')}").strip() for m, mo in zip(data["metric"], data["mode"])],
         "Pairs": data["kind"]})
     bold = pd.DataFrame(False, index=data.index, columns=list(disp.columns) + [plots.objective_label(o) for o in objs])
@@ -96,7 +100,8 @@ def table_pair_metrics(results: pd.DataFrame, run_dirs: Sequence[Path] = (), dec
                          f"features unless the run says otherwise). Mean ± std over seeds (n = {n}) of the per-seed "
                          f"means over the pairs whose two images the model classifies correctly. Pairs: view = two "
                          f"views of one image, same = two images of one class, different = two classes. Deletion/"
-                         f"insertion perturb both images at once, or one image at a time (mean of both ways). "
+                         f"insertion perturb both images at once, or one image at a time (mean of both ways); 'divided by s': "
+                         f"the AUC over the pair's own similarity, free of its level. "
                          f"↓ lower is better, ↑ higher is better; best per row in bold.")
 
 

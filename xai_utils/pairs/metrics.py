@@ -13,6 +13,11 @@ single-image metrics: label, facet, direction, bounds), computed for whole batch
 * ``pair_insertion`` (higher is better): the same from blurred images (Gaussian, kernel
   ``pair_blur_kernel``, sigma ``pair_blur_sigma`` px; 5 and 2 for 32 px), pixels restored in
   the order of the map.
+* Both also give ``[...,normalised]``: the simultaneous AUC divided by the pair's own s
+  (NaN for s <= 0). The raw AUC carries the level of s, so a model whose pairs are more
+  similar gets a higher insertion and a higher deletion AUC whatever its maps; divided by s,
+  the curve starts (deletion) or ends (insertion) at 1 for every model, as the normalised
+  pixel-flipping score does for confidence.
 * ``pair_average_drop`` (lower is better) = max(0, s - s') / s and ``pair_average_increase``
   (higher is better) = [s' > s], with s' the similarity of the two images each multiplied
   by its min-max scaled map. Undefined (NaN) for s <= 0: a relative drop of a negative or
@@ -163,9 +168,11 @@ def similarity_curves(d: PairInputs, mode: str) -> dict[str, Tensor]:
 
 def _auc_rows(d: PairInputs, mode: str) -> MetricResult:
     c = similarity_curves(d, mode)
+    auc = trapezoid(c["simultaneous"], c["fractions"])
     cond = (trapezoid(c["conditional1"], c["fractions"]) + trapezoid(c["conditional2"], c["fractions"])) / 2
-    return MetricResult(trapezoid(c["simultaneous"], c["fractions"]), curves=c["simultaneous"],
-                        variants={"conditional": cond})
+    intact = c["simultaneous"][:, 0 if mode == "deletion" else -1].double()       # s of the pair itself
+    return MetricResult(auc, curves=c["simultaneous"],
+                        variants={"conditional": cond, "normalised": _undefined_for_nonpositive(intact, auc / intact)})
 
 
 @register_pair_metric("pair_deletion", "Pair deletion AUC", higher_is_better=False,
