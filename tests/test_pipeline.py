@@ -247,6 +247,11 @@ def test_dotted_set_keys_merge_into_mappings():
     ("continuity_sigmas", [0.1], {"evaluate"}),
     ("calibration_samples", 500, {"evaluate"}),
     ("explain_features", "raw", {"attribute", "evaluate"}),
+    ("pair_samples", 3, {"attribute", "evaluate"}),          # the smoke study's pair analysis
+    ("pair_space", "distance", {"attribute", "evaluate"}),
+    ("pair_method_options", {"pair_gradcam": {"layer": "layer3"}}, {"attribute", "evaluate"}),
+    ("pair_pixels_per_step", 64, {"evaluate"}),
+    ("pair_blur_sigma", 1.0, {"evaluate"}),
     ("batch_size_eval", 7, set()),
     ("device", "cpu", set()),
 ])
@@ -258,9 +263,9 @@ def test_a_changed_setting_reruns_exactly_the_stages_it_affects(tmp_path, settin
     for job in pipeline.plan(prof).jobs:
         if job.stage == "figures":
             assert job.finished() == (not reruns)
-        elif "@official" in job.run_id and (setting in imposed or (setting == "method_options"
-                                                                   and "eigencam" in value)):
-            assert job.finished()                 # the protocol imposes this setting: nothing to redo
+        elif "@official" in job.run_id and (setting in imposed or setting.startswith("pair_")
+                                            or (setting == "method_options" and "eigencam" in value)):
+            assert job.finished()                 # the protocol imposes this setting (no pair analysis there)
         else:
             # an objective's own setting (SCL's temperature, TL's mining, ...) redoes its runs only
             mine = reruns if setting not in foreign_settings(job.run.objective) else set()

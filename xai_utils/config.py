@@ -208,10 +208,20 @@ STAGE_ORDER = ("train", "attribute", "evaluate", "figures")
 
 def stage_keys(cfg: "RunConfig", stage: str) -> list[str]:
     """The settings a stage of this run depends on: the stage's keys, without those only
-    other objectives read (so a new objective, or another objective's setting, changes no hash)."""
+    other objectives read (so a new objective, or another objective's setting, changes no hash)
+    and without the pair analysis's when the run has none."""
     from .objectives import foreign_settings
-    foreign = foreign_settings(cfg.objective)
+    foreign = set(foreign_settings(cfg.objective))
+    if not cfg.pair_methods:                 # no pair analysis: its settings change nothing
+        foreign |= {k for k in RUN_KEYS if k.startswith("pair_") and k != "pair_methods"}
+    elif not cfg.pair_metrics:
+        foreign |= set(PAIR_METRIC_KEYS)
     return [k for k in STAGE_KEYS[stage] if k not in foreign]
+
+
+# the evaluation settings of the pair analysis (read only when a run lists pair_metrics)
+PAIR_METRIC_KEYS = ("pair_pixels_per_step", "pair_blur_kernel", "pair_blur_sigma", "pair_max_sensitivity_samples",
+                    "pair_max_sensitivity_radius")
 
 
 def stage_hash(cfg: "RunConfig", stage: str) -> str:
