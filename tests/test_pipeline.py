@@ -275,6 +275,19 @@ def test_a_changed_setting_reruns_exactly_the_stages_it_affects(tmp_path, settin
     assert setting in {k for keys in STAGE_KEYS.values() for k in keys} | set(NO_RESULT_KEYS)
 
 
+def test_a_new_evaluation_remakes_the_figures(tmp_path):
+    """An evaluation re-run with the same settings (--force after a code change) leaves every
+    other stage finished but makes the figures stale."""
+    _fake_finished_study(tmp_path)
+    prof = load_profile("smoke", results_root=str(tmp_path / "results"), figures_root=str(tmp_path / "figures"))
+    jobs = pipeline.plan(prof).jobs
+    assert all(j.finished() for j in jobs)
+    ev = next(j for j in jobs if j.stage == "evaluate")
+    save_json(ev.marker, {"hash": ev.digest, "stage": "evaluate", "finished": "2026-11-30T09:00:00"})
+    again = pipeline.plan(prof).jobs
+    assert [j.label for j in again if not j.finished()] == [again[-1].label] and again[-1].stage == "figures"
+
+
 def test_figures_cover_what_is_evaluated(tmp_path):
     """No results: no figures folder. Some runs: the -partial folder. All: the study's folder."""
     prof = load_profile("smoke", results_root=str(tmp_path / "results"), figures_root=str(tmp_path / "figures"))

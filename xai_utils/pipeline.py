@@ -138,7 +138,7 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
                                         run_id=label, run=cfg, group=run.run_id))
     if "figures" in stages:
         study = (Path(profile.results_root) / profile.name).resolve()
-        digest = "-".join(stage_hash(cfg, "figures") for r in profile.runs() for cfg, _ in profile.evaluations(r))
+        digest = figures_digest(profile)
         out.jobs.append(Job(stage="figures",
                             params={"profile": profile.name, "results_root": str(Path(profile.results_root).resolve()),
                                     "output_dir": str(profile.figures_dir().resolve()),
@@ -147,6 +147,21 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
                             output=study / "notebooks" / NOTEBOOKS["figures"],
                             marker=study / "stages" / "figures.json", digest=digest))
     return out
+
+
+def figures_digest(profile: Profile) -> str:
+    """What the figures depend on: the settings of every evaluation and when each was last
+    evaluated (its marker's time), so that an evaluation re-run with ``--force`` (e.g. after a
+    code change) re-makes the figures too."""
+    parts = []
+    for run in profile.runs():
+        for cfg, eval_dir in profile.evaluations(run):
+            marker, stamp = stage_marker(eval_dir.resolve(), "evaluate"), ""
+            if marker.is_file():
+                m = load_json(marker)
+                stamp = str(m.get("finished", "")) if m.get("hash") == stage_hash(cfg, "evaluate") else ""
+            parts.append(stage_hash(cfg, "figures") + (f"@{stamp}" if stamp else ""))
+    return "-".join(parts)
 
 
 def evaluated_runs(profile: Profile) -> tuple[list[str], list[str]]:
@@ -367,11 +382,11 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
             bar.set_postfix_str(job.label, refresh=False)
             if failed:
                 job.status = "blocked"
-            elif not force and job.finished():
-                job.status = "skipped"
             elif job.stage == "figures" and not _prepare_figures(p.profile, job):
                 job.status = "skipped"
                 tqdm.write("figures: no run of the study has results yet; nothing written")
+            elif not force and job.finished():
+                job.status = "skipped"
             else:
                 try:
                     execute(job)
@@ -405,6 +420,7 @@ def _prepare_figures(profile: Profile, job: Job) -> bool:
     if out is None:
         return False
     done, missing = evaluated_runs(profile)
+    job.digest = figures_digest(profile)         # the evaluations of this invocation included
     job.params["output_dir"] = str(out)
     job.params["runs"] = [r.run_id for r in profile.runs()]
     job.params["missing"] = missing              # their results (if any) are of other settings
