@@ -297,3 +297,20 @@ def test_bad_pair_settings_are_one_line_errors(setting, message):
 def test_windows_cover_the_image_for_the_32px_defaults():
     masks = window_masks(32, 32, 8, 2, torch.device("cpu"))
     assert masks.shape[0] == 13 * 13 and bool(masks.any(dim=0).all())
+
+
+def test_the_projection_space_uses_the_saved_scl_head(tmp_path, images):
+    """model.pt keeps an SCL run's projection head; the projection space is its cosine."""
+    from xai_utils import runs
+    from xai_utils.models import ProjectionHead, load_model, model_state
+    cfg = RunConfig(**{**CFG.to_dict(), "objective": "scl", "proj_dim": 8})
+    torch.manual_seed(1)
+    m = build_model(cfg, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    head = ProjectionHead(m.feature_dim, cfg.proj_dim)
+    runs.save_torch(tmp_path / "model.pt", model_state(m, cfg, 10, head))
+    loaded, _ = load_model(tmp_path / "model.pt")
+    x1, x2 = images
+    with torch.no_grad():
+        want = F.cosine_similarity(head(m.eval().features(x1)), head(m.features(x2)), dim=1)
+        assert torch.allclose(similarity(loaded, x1, x2, "projection"), want, atol=1e-6)
+        assert not torch.allclose(similarity(loaded, x1, x2, "projection"), similarity(loaded, x1, x2), atol=1e-3)
