@@ -8,7 +8,8 @@
 
 The linear probe (PAPER.md) is trained on the frozen backbone's L2-normalised features of
 the un-augmented training subset (full batch, SGD) and becomes the head of the explained
-model (``ExplainedModel(normalize_features=True)``); the projection head is dropped.
+model (``ExplainedModel(normalize_features=True)``); the projection head is not part of it
+(``model.pt`` keeps it beside, for the pair analysis's ``pair_space: projection``).
 
 Engineering: in-memory datasets stay as uint8 on the training device and batches are
 indexed and augmented there (no DataLoader); the streamed ImageNet-S50 train split uses its

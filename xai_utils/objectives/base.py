@@ -68,7 +68,8 @@ class Objective(nn.Module):
     """What a training step optimises, given pooled backbone features of all views.
 
     Subclasses own any extra trainable module (the SCL projection head), which is saved in
-    the checkpoint and dropped after training.
+    the checkpoint; the projection head is also kept in ``model.pt`` (for the pair analysis
+    in its space), outside the explained model.
     """
 
     name: str = ""

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -113,14 +113,8 @@ def fig_pair_grid(run_dirs: Sequence[Path], per_kind: int = 1):
     """Rows: example pairs (``per_kind`` of each kind, both images right for every reference
     model where possible) x pair methods; columns: the two images, then each objective's
     map of image 1 and of image 2 (seed of lowest number per objective)."""
-    run_dirs = [Path(r) for r in run_dirs]
-    refs = {}
-    for rd in run_dirs:
-        if pair_methods_of(rd):
-            k = stats.run_key(rd)
-            key = (k["dataset"], k["objective"])
-            if key not in refs or k["seed"] < stats.run_key(refs[key])["seed"]:
-                refs[key] = rd
+    from ..report import _reference_runs
+    refs = _reference_runs([Path(r) for r in run_dirs], lambda rd: bool(pair_methods_of(rd)))
     if not refs:
         raise FileNotFoundError("no pairs/<method>.npz in any run")
     dataset = sorted({d for d, _ in refs})[0]

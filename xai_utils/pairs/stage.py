@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 
 from .. import runs
-from .metrics import PAIR_METRICS, PAIR_SETTINGS, PairInputs, check_pair_metrics
+from ..attribution import explaining
+from .metrics import PAIR_METRICS, PAIR_SETTINGS, PairInputs, check_pair_metrics, step_fractions
 from .methods import check_pair_method_options, pair_attribute, resolve_pair_options
 from .sets import make_pairs, pair_ids, second_views
 from .similarity import similarity
@@ -73,7 +74,6 @@ def attribute_pairs(run_dir: Path, cfg, model, ds, idx: np.ndarray, labels: torc
     p1, p2 = at("index1"), at("index2")
     x1, x2 = pair_images(ds, pairs["index1"], pairs["index2"], pairs["kind"], cfg.pair_seed, device)
     with torch.no_grad():
-        from ..attribution import explaining
         with explaining(model):
             sims = torch.cat([similarity(model, x1[s:s + batch_size], x2[s:s + batch_size], cfg.pair_space)
                               for s in range(0, len(x1), batch_size)]).cpu().numpy()
@@ -131,7 +131,6 @@ def evaluate_pairs(run_dir: Path, cfg, model, ds, device: Any, batch_size: int,
             "sample_index": z["index1"], "pair": ids, "true": z["labels1"], "pred": z["preds1"],
             "correct": (z["labels1"] == z["preds1"]) & (z["labels2"] == z["preds2"]), "method": m})
         curves = {}
-        from ..attribution import explaining
         with explaining(model):
             for metric in cfg.pair_metrics:
                 bar.set_postfix_str(f"{m}/{metric}")
@@ -147,7 +146,7 @@ def evaluate_pairs(run_dir: Path, cfg, model, ds, device: Any, batch_size: int,
                 bar.update(1)
         if curves:
             runs.save_npz(pair_curves_path(run_dir, m), index1=z["index1"], index2=z["index2"], kind=z["kind"],
-                          fractions=inputs.cache[next(k for k in inputs.cache if k[0] == "curves")]["fractions"]
-                          .numpy(), **curves)
+                          fractions=step_fractions(x1.shape[-2] * x1.shape[-1], cfg.pair_pixels_per_step).numpy(),
+                          **curves)
     bar.close()
     return pd.concat(tables, ignore_index=True)[columns] if tables else None
