@@ -13,6 +13,7 @@ FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
 help:
 	@echo "make reproduce [PROFILE=quick|smoke|cifar10|imagenet_s50] [JOBS=2] [ARGS='--stage train ...']"
+	@echo "               ARGS='--devices all' (JOBS=number of GPUs) or ARGS='--executor slurm --slurm-partition gpu'"
 	@echo "make test      run the test suite (CPU, offline)"
 	@echo "make figures   rebuild figures/\$$PROFILE from saved results (no model needed)"
 	@echo "make lab       open the notebooks in JupyterLab"
@@ -48,7 +49,7 @@ data:
 	fi
 
 reproduce: setup data
-	$(PY) -m xai_utils.pipeline --profile $(PROFILE) --jobs $(JOBS) $(ARGS)
+	$(PY) -m xai_utils.pipeline --profile $(PROFILE) $(if $(filter --executor%,$(ARGS)),,--jobs $(JOBS)) $(ARGS)
 
 figures: setup
 	$(PY) -m xai_utils.pipeline --profile $(PROFILE) --stage figures --force

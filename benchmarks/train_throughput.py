@@ -1,12 +1,20 @@
-"""Training throughput (images/s) of each objective on one device, warm-up steps excluded.
+"""Training throughput (images/s) of each objective on one device, warm-up steps excluded,
+and the device-hours of a profile's grid computed from the measured rates.
 
     python benchmarks/train_throughput.py --device cpu --widths 16,32,64,128 --steps 5
     python benchmarks/train_throughput.py --device cpu --widths 8,16,32,64 --batch-size 64 --objectives scl,excon,exconb
-    python benchmarks/train_throughput.py --device cuda --widths full --batch-size 256
+    python benchmarks/train_throughput.py --device cuda --profile cifar10          # + GPU-hours of the grid
+    python benchmarks/train_throughput.py --device cuda --profile imagenet_s50 --compile
 
-Each objective runs its real training step (``Objective.step``: augmentation on the device,
-forward, loss, backward, SGD step; ExCon's saliency, mask and filter passes included, no
-warm-up) on synthetic uint8 images held on the device. "images/s" counts source images (an
+With ``--profile`` each objective runs with that profile's network, batch size, optimiser,
+image size (32, or the 224 px ImageNet crops) and ``compile``/``amp`` settings, and the script
+prints seeds x epochs x training images / rate per objective and in total (training only:
+the probe, the test pass and the evaluation are not included).
+
+Each objective runs its real training step (:func:`xai_utils.train.train_step`: augmentation
+parameters from the CPU generator, forward, loss, backward, optimiser and scheduler step;
+ExCon's saliency, mask and filter passes included, no warm-up) on synthetic uint8 images
+held on the device. "images/s" counts source images (an
 SCL step sees two views of each). It prints the time of ExCon's and ExConB's step relative to
 SupCon's, and of CGC's relative to CE's (CGC runs uncompiled: double backward). On CUDA (or with
 ``--compare-loader``) it also times the input pipeline alone, ours (uint8 batch indexed on
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -26,9 +34,13 @@ from xai_utils.augment import get_augmentation
 from xai_utils.config import RunConfig
 from xai_utils.runs import resolve_device
 from xai_utils.objectives import OBJECTIVES, TrainBatch
-from xai_utils.train import OPTIMIZERS, _Engine, build_model, resolve_augmentation
+from xai_utils.train import (OPTIMIZERS, EpochTotals, _Engine, build_model, build_scheduler, epoch_generator,
+                             resolve_augmentation, train_step)
 
 NUM_CLASSES = 10
+# training images per epoch: CIFAR-10's train split; ImageNet-S50's 50 ImageNet-1k classes
+# have at most 1,300 training images each (the user's copy decides; --train-images overrides)
+TRAIN_IMAGES = {"cifar10": 50_000, "imagenet_s50": 65_000, "fashion_mnist": 60_000, "shapes": 10_000}
 
 
 def _sync(device: torch.device) -> None:
@@ -48,34 +60,51 @@ def _timed(step: Callable[[int], None], warmup: int, steps: int, device: torch.d
     return time.perf_counter() - t0
 
 
-def train_images_per_s(objective: str, args, device: torch.device) -> float:
-    cfg = RunConfig(dataset="cifar10", objective=objective, arch=args.arch, widths=args.widths,
-                    batch_size=args.batch_size, device=str(device), compile=args.compile)
+def train_images_per_s(objective: str, args, device: torch.device, cfg: Optional[RunConfig] = None) -> float:
+    """Source images per second of ``objective``'s training step (``cfg``: a profile's run)."""
+    if cfg is None:
+        cfg = RunConfig(dataset="cifar10", objective=objective, arch=args.arch, widths=args.widths,
+                        batch_size=args.batch_size, device=str(device), compile=args.compile)
+    size = 224 if cfg.dataset == "imagenet_s50" else args.image_size
+    classes = 50 if cfg.dataset == "imagenet_s50" else NUM_CLASSES
     torch.manual_seed(0)
-    n = args.batch_size * 4
-    images = torch.randint(0, 256, (n, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device)
-    labels = torch.arange(n, device=device) % NUM_CLASSES
-    model = build_model(cfg, NUM_CLASSES, (0.5,) * 3, (0.25,) * 3).to(device).train()
+    n = cfg.batch_size * 4
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, device=device)
+    labels = torch.arange(n, device=device) % classes
+    model = build_model(cfg, classes, (0.5,) * 3, (0.25,) * 3).to(device).train()
     obj = OBJECTIVES[objective](cfg, model).to(device)
-    engine = _Engine(cfg, model, device)
+    engine = _Engine(cfg, model, device, compile=cfg.compile and not obj.uncompiled_reason)
     aug = get_augmentation(resolve_augmentation(cfg))
-    clean = get_augmentation("none")
-    opt = OPTIMIZERS["sgd"](obj.trainable(model), cfg)
-    gen = torch.Generator(device=device).manual_seed(0)
+    clean = get_augmentation("none", cfg.dataset)
+    opt = OPTIMIZERS[cfg.optimizer](obj.trainable(model), cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=1000)
+    gen = epoch_generator(0, 0)                   # epoch 0: ExCon without warm-up
+    totals = EpochTotals.zeros(device)
 
     def step(i: int) -> None:
-        idx = torch.randint(0, n, (args.batch_size,), generator=gen, device=device)
-        batch = TrainBatch(images[idx], labels[idx], 0, gen, aug, clean)    # epoch 0: ExCon without warm-up
-        with engine.autocast():
-            out = obj.step(batch, model, engine)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen).to(device, non_blocking=True)
+        train_step(obj, model, engine, opt, sched, TrainBatch(images[idx], labels[idx], 0, gen, aug, clean), totals)
 
     seconds = _timed(step, args.warmup, args.steps, device)
-    return args.steps * args.batch_size / seconds
+    return args.steps * cfg.batch_size / seconds
 
 
+def grid_hours(profile: str, rates: dict[str, float], train_images: Optional[int]) -> list[tuple[str, float]]:
+    """(objective, device-hours) of training every seed of ``profile`` at the measured rates."""
+    from xai_utils.config import load_profile
+    prof = load_profile(profile)
+    dataset = prof.datasets[0]
+    rows = []
+    for objective in prof.objectives:
+        if objective not in rates:
+            continue
+        cfg = prof.run_config(dataset, objective, prof.seeds[0])
+        n = train_images or cfg.train_subset or TRAIN_IMAGES[dataset]
+        rows.append((objective, len(prof.seeds) * cfg.epochs * n / rates[objective] / 3600))
+    return rows
+
+
+# ----------------------------------------------------------------------------- input pipelines
 # ----------------------------------------------------------------------------- input pipelines
 
 def _torchvision_transform(recipe: str, size: int):
@@ -108,8 +137,8 @@ def pipeline_ratio(recipe: str, args, device: torch.device) -> tuple[float, floa
 
     images = torch.from_numpy(hwc).permute(0, 3, 1, 2).contiguous().to(device)
     aug = get_augmentation(recipe)
-    gen = torch.Generator(device=device).manual_seed(0)
-    perm = torch.randperm(n, generator=gen, device=device)
+    gen = torch.Generator().manual_seed(0)
+    perm = torch.randperm(n, generator=gen).to(device)
 
     def ours(i: int) -> None:
         aug(images[perm[i * args.batch_size:(i + 1) * args.batch_size]], gen)
@@ -152,12 +181,34 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the torchvision pipeline")
     p.add_argument("--compare-loader", action="store_true",
                    help="also compare the input pipelines on a CPU device (always done on CUDA)")
+    p.add_argument("--profile", default=None,
+                   help="measure with this profile's settings per objective and print its grid's device-hours")
+    p.add_argument("--train-images", type=int, default=None,
+                   help="training images per epoch for the grid (default: the profile's train_subset or the split)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    widths = "full" if args.widths is None else ",".join(map(str, args.widths))
-    print(f"device={device} arch={args.arch} widths={widths} batch={args.batch_size} "
-          f"image={args.image_size} steps={args.steps} (+{args.warmup} warm-up) threads={torch.get_num_threads()}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     rates = {}
+    if args.profile:
+        from xai_utils.config import load_profile
+        prof = load_profile(args.profile, device=str(device))
+        objectives = [o for o in args.objectives.split(",") if o in prof.objectives] or prof.objectives
+        print(f"device={device} ({name}) profile={args.profile} steps={args.steps} (+{args.warmup} warm-up) "
+              f"threads={torch.get_num_threads()}")
+        for objective in objectives:
+            cfg = prof.run_config(prof.datasets[0], objective, prof.seeds[0])
+            cfg.compile = cfg.compile or args.compile
+            rates[objective] = train_images_per_s(objective, args, device, cfg)
+            print(f"train {objective:>6}: {rates[objective]:9.1f} images/s  ({cfg.arch}, batch {cfg.batch_size}, "
+                  f"{cfg.optimizer}, amp={cfg.amp and device.type == 'cuda'}, compile={cfg.compile})")
+        rows = grid_hours(args.profile, rates, args.train_images)
+        for objective, hours in rows:
+            print(f"grid {objective:>6}: {hours:8.2f} device-hours on {name} ({len(prof.seeds)} seeds, training only)")
+        print(f"grid  total: {sum(h for _, h in rows):8.2f} device-hours on {name}")
+        return
+    widths = "full" if args.widths is None else ",".join(map(str, args.widths))
+    print(f"device={device} ({name}) arch={args.arch} widths={widths} batch={args.batch_size} "
+          f"image={args.image_size} steps={args.steps} (+{args.warmup} warm-up) threads={torch.get_num_threads()}")
     for objective in args.objectives.split(","):
         rates[objective] = train_images_per_s(objective, args, device)
         print(f"train {objective:>6}: {rates[objective]:9.1f} images/s")

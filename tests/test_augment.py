@@ -33,7 +33,8 @@ def _g(seed: int) -> torch.Generator:
 
 @pytest.mark.parametrize("name,in_size,out_size", [
     ("none", 32, 32), ("ce", 32, 32), ("scl", 32, 32),
-    ("ce_imagenet", 256, 224), ("scl_imagenet", 256, 224), ("none_imagenet", 256, 224)])
+    ("ce_imagenet", 224, 224), ("scl_imagenet", 224, 224), ("none_imagenet", 224, 224),
+    ("none_imagenet", 256, 224)])
 def test_recipes_shapes_range_and_reproducibility(name, in_size, out_size):
     x = torch.randint(0, 256, (6, 3, in_size, in_size), dtype=torch.uint8)
     aug = A.get_augmentation(name)
@@ -44,8 +45,9 @@ def test_recipes_shapes_range_and_reproducibility(name, in_size, out_size):
     assert torch.equal(y, aug(x.float() / 255, _g(0)))        # uint8 and float agree
     if name == "none":
         assert torch.equal(y, x.float() / 255)
-    elif name == "none_imagenet":
-        assert torch.equal(y, x[..., 16:240, 16:240].float() / 255)
+    elif name == "none_imagenet":                             # centre crop 224 (none of a 224 view)
+        o = (in_size - out_size) // 2
+        assert torch.equal(y, x[..., o:o + out_size, o:o + out_size].float() / 255)
     else:
         assert not torch.allclose(y, aug(x, _g(1)))           # different seed -> different
 
@@ -255,18 +257,34 @@ def test_scl_augment_grayscale_rate_and_composition(shapes_batch):
     assert abs(jit_rate - 0.8) < 0.06
 
 
-def test_scl_imagenet_blur_and_size():
+def test_ce_imagenet_flips_the_loader_crops_only():
+    # the loader crops 224 from the whole image; the recipe only flips (no crop, same size)
+    x = torch.randint(0, 256, (256, 3, 24, 24), dtype=torch.uint8)
+    y = A.ce_imagenet_augment(x, _g(3))
+    flip = A.sample_flip_params(256, 0.5, _g(3))["flip"]
+    assert y.shape == x.shape
+    assert torch.equal(y[flip], x[flip].flip(-1).float() / 255)
+    assert torch.equal(y[~flip], x[~flip].float() / 255)
+    assert _binomial_ok(int(flip.sum()), 256, 0.5)
+
+
+def test_scl_imagenet_on_loader_crops():
+    # the loader crops 224 from the whole image; the recipe keeps the size (no crop) and is
+    # flip -> colour jitter -> grayscale -> blur with the parameters of the same seed
     x = torch.randint(0, 256, (64, 3, 64, 64), dtype=torch.uint8)
-    p = A.sample_scl_params(64, 64, 64, _g(0), scale=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2),
-                            blur=True)
-    assert {"blur", "sigma", "jitter", "gray", "flip", "top"} <= set(p)
-    y = A.scl_augment(x, _g(0), blur=True, size=48, scale=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2))
-    assert y.shape == (64, 3, 48, 48)
-    # same seed without blur: identical crops/colours, so the views differ only by the blur
-    no_blur = A.scl_augment(x, _g(0), blur=False, size=48, scale=(0.08, 1.0),
-                            jitter=(0.8, 0.8, 0.8, 0.2))
+    p = A.sample_scl_imagenet_params(64, _g(0))
+    assert set(p) == {"flip", "jitter", "brightness", "contrast", "saturation", "hue", "gray",
+                      "blur", "sigma"}                               # no crop box
+    assert p["brightness"].min() >= 0.2 and p["brightness"].max() <= 1.8
+    assert p["hue"].abs().max() <= 0.2 and p["sigma"].min() >= 0.1 and p["sigma"].max() <= 2.0
+    y = A.scl_imagenet_augment(x, _g(0))
+    assert y.shape == x.shape
+    no_blur = A.apply_grayscale(A.apply_color_jitter(A.apply_flip(x.float() / 255, p), p), p)
+    torch.testing.assert_close(y, A.apply_gaussian_blur(no_blur, p, 23).clamp(0, 1), atol=0, rtol=0)
     assert torch.equal(y[~p["blur"]], no_blur[~p["blur"]])
     rough = lambda t: (t[:, :, :, 1:] - t[:, :, :, :-1]).abs().mean((1, 2, 3))  # noqa: E731
     visible = p["blur"] & (p["sigma"] > 0.5)
     assert visible.sum() > 10 and _binomial_ok(int(p["blur"].sum()), 64, 0.5)
     assert (rough(y[visible]) < 0.9 * rough(no_blur[visible])).all()
+    for key, rate in (("gray", 0.2), ("jitter", 0.8), ("flip", 0.5)):
+        assert _binomial_ok(int(p[key].sum()), 64, rate), key

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from xai_utils import metrics as M
 from xai_utils.augment import apply_crop_flip, sample_crop_flip_params

@@ -111,7 +111,19 @@ def test_int_accepted_for_float_and_hashes():
     assert stage_hash(a, "train") != stage_hash(RunConfig(), "train")
     assert stage_hash(b, "train") == stage_hash(RunConfig(), "train")
     assert stage_hash(b, "attribute") != stage_hash(RunConfig(), "attribute")
-    assert stage_hash(RunConfig(device="cuda"), "evaluate") == stage_hash(RunConfig(), "evaluate")
+    q = dict(pixel_flipping_tie_break="quantus")
+    assert stage_hash(RunConfig(device="cuda", **q), "evaluate") == stage_hash(RunConfig(device="cpu", **q), "evaluate")
+    assert stage_hash(RunConfig(device="cpu", eval_chunk=64), "evaluate") == stage_hash(RunConfig(device="cpu"), "evaluate")
+
+
+def test_auto_tie_break_hashes_the_rule_it_resolves_to():
+    """'auto' is the stable device sort on CUDA and Quantus's NumPy order elsewhere; the hash
+    records the rule, so a CUDA evaluation is not mistaken for a CPU one (ties differ)."""
+    def h(device, rule):
+        return stage_hash(RunConfig(device=device, pixel_flipping_tie_break=rule), "evaluate")
+    assert h("cpu", "auto") == h("cpu", "quantus") != h("cpu", "stable")
+    assert h("cuda", "auto") == h("cuda", "stable") == h("cpu", "stable")
+    assert h("cuda:1", "auto") == h("cpu", "stable")
 
 
 def test_available_profiles_and_keys_are_documented():

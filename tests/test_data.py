@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from xai_utils import data as D
+from xai_utils import streaming as S
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -385,18 +386,126 @@ def test_imagenet_s50_streamed_train(imagenet_root):
     ds = D.load_dataset("imagenet_s50", "train", root=imagenet_root)
     assert not hasattr(ds, "images") and len(ds) == 3 and ds.num_classes == 50
     batches = list(ds.loader(batch_size=2, shuffle=False, num_workers=0, drop_last=False))
-    assert [b[0].shape for b in batches] == [(2, 3, 256, 256), (1, 3, 256, 256)]
+    assert [b[0].shape for b in batches] == [(2, 3, 224, 224), (1, 3, 224, 224)]
     assert batches[0][0].dtype == torch.uint8 and batches[0][1].dtype == torch.int64
     assert torch.cat([b[1] for b in batches]).tolist() == [0, 1, 1]
-    # centre crop 256 of 341x256: left part red, right part blue
-    x = batches[0][0][0].int()
-    assert (x[0, :, :100] > 200).all() and (x[2, :, 160:] > 200).all()
+    # the un-augmented pass (the probe's) is the val transform: shorter side 256, centre crop 224
+    val = D.load_dataset("imagenet_s50", "val", root=imagenet_root)   # the same files
+    assert torch.equal(torch.cat([b[0] for b in batches]), val.images)
+    x = batches[0][0][0].int()                   # 341x256 -> crop 224: left red, right blue
+    assert (x[0, :, :100] > 200).all() and (x[2, :, 125:] > 200).all()
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     l1 = [b[1].tolist() for b in ds.loader(1, shuffle=True, generator=g1, num_workers=0)]
     l2 = [b[1].tolist() for b in ds.loader(1, shuffle=True, generator=g2, num_workers=0)]
     assert l1 == l2 and len(l1) == 3
     sub = list(ds.loader(4, shuffle=False, num_workers=0, drop_last=False, indices=[2]))
-    assert sub[0][0].shape == (1, 3, 256, 256)
+    assert sub[0][0].shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize("size", [(500, 375), (300, 600), (224, 224), (1000, 40)])
+def test_crop_box_is_torchvision_get_params(size):
+    # same draws in the same order: one seed gives torchvision's box ((1000, 40): its fallback)
+    from torchvision.transforms import RandomResizedCrop
+    img = Image.new("RGB", size)
+    with torch.random.fork_rng(devices=[]):
+        for seed in range(300):
+            torch.manual_seed(seed)
+            ref = RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3])
+            assert S.sample_crop_box(*size, torch.Generator().manual_seed(seed)) == ref, seed
+
+
+def test_random_resized_crop_pixels_are_torchvision():
+    from torchvision.transforms import RandomResizedCrop
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 300, 3), dtype=np.uint8))
+    with torch.random.fork_rng(devices=[]):
+        for seed in range(4):
+            torch.manual_seed(seed)
+            ref = RandomResizedCrop(224)(img)            # bilinear, antialiased
+            ours = S.random_resized_crop(img, torch.Generator().manual_seed(seed))
+            assert ours.size == (224, 224) and np.array_equal(np.asarray(ours), np.asarray(ref))
+
+
+def _banded_portrait(path: Path) -> Path:
+    """300 x 600 (w x h): red rows 0-99, blue rows 500-599, green between. The old 256 centre
+    square (rows 150-449 of the original) holds green only."""
+    a = np.zeros((600, 300, 3), np.uint8)
+    a[:, :] = (10, 250, 10)
+    a[:100] = (250, 10, 10)
+    a[500:] = (10, 10, 250)
+    Image.fromarray(a).save(path)
+    return path
+
+
+def test_train_crops_come_from_the_whole_image(tmp_path):
+    path = _banded_portrait(tmp_path / "portrait.png")
+    boxes = [S.sample_crop_box(300, 600, torch.Generator().manual_seed(s)) for s in range(400)]
+    assert any(t < 150 or t + h > 450 for t, _, h, _ in boxes)      # beyond the centre square
+    assert any(w == 300 for _, _, _, w in boxes)                       # the full width
+    assert min(t for t, *_ in boxes) == 0 and max(t + h for t, _, h, _ in boxes) == 600
+    ds = S.RandomCropFiles([path], [7], views=4)
+    items = [ds[(0, seed)] for seed in range(12)]
+    crops, clean, label = items[0]
+    assert crops.shape == (4, 3, 224, 224) and crops.dtype == torch.uint8
+    assert clean.shape == (3, 224, 224) and int(label) == 7
+    assert not torch.equal(crops[0], crops[1])                          # independent boxes
+    assert torch.equal(ds[(0, 0)][0], crops) and not torch.equal(items[1][0], crops)
+    with Image.open(path) as im:                                        # clean = the val transform
+        assert torch.equal(clean, torch.from_numpy(np.array(D._resize_crop(im.convert("RGB"), 224))
+                                                   ).permute(2, 0, 1))
+    red = lambda x: (x[..., 0, :, :] > 200) & (x[..., 1, :, :] < 60)    # noqa: E731
+    blue = lambda x: (x[..., 2, :, :] > 200) & (x[..., 1, :, :] < 60)   # noqa: E731
+    all_crops = torch.cat([c for c, _, _ in items]).int()
+    assert red(all_crops).any() and blue(all_crops).any()              # top and bottom bands
+    assert not red(clean.int()).any() and not blue(clean.int()).any()
+
+
+def test_epoch_sampler_order_and_crop_seeds():
+    from xai_utils.train import epoch_seed
+    sampler = S.EpochSampler([5, 7, 9, 11, 13], seed=3)
+    sampler.set_epoch(2)
+    pairs = list(sampler)
+    perm = torch.randperm(5, generator=torch.Generator().manual_seed(epoch_seed(3, 2))).tolist()
+    assert [i for i, _ in pairs] == [[5, 7, 9, 11, 13][k] for k in perm]     # the in-memory shuffling
+    assert all(s == S.item_seed(3, 2, i) for i, s in pairs) and len(sampler) == 5
+    assert list(sampler) == pairs                                       # a function of (seed, epoch)
+    sampler.set_epoch(3)
+    assert {s for _, s in sampler}.isdisjoint({s for _, s in pairs})
+    assert S.item_seed(3, 2, 5) != S.item_seed(4, 2, 5) != S.item_seed(3, 2, 7)
+
+
+def _epoch_batches(loader, epoch: int) -> list[tuple[torch.Tensor, ...]]:
+    loader.sampler.set_epoch(epoch)
+    return [tuple(t.clone() for t in b) for b in loader]
+
+
+def test_train_loader_same_batches_with_any_worker_count(imagenet_root):
+    ds = D.load_dataset("imagenet_s50", "train", root=imagenet_root)
+    serial = ds.train_loader(1, views=2, seed=5, num_workers=0)
+    parallel = ds.train_loader(1, views=2, seed=5, num_workers=2)
+    epochs = []
+    for epoch in (0, 1):
+        a, b = _epoch_batches(serial, epoch), _epoch_batches(parallel, epoch)
+        assert len(a) == len(b) == 3
+        for x, y in zip(a, b):
+            assert all(torch.equal(s, t) for s, t in zip(x, y))
+        epochs.append(a)
+    crops, clean, labels = epochs[0][0]
+    assert crops.shape == (1, 2, 3, 224, 224) and clean.shape == (1, 3, 224, 224)
+    assert crops.dtype == clean.dtype == torch.uint8 and labels.dtype == torch.int64
+    assert _epoch_batches(serial, 0)[0][0].equal(crops)                 # replayed (a resume)
+    first, second = (torch.cat([b[0] for b in e]) for e in epochs)
+    assert not torch.equal(first, second)                               # new crops each epoch
+
+
+def test_train_loader_workers_persist_across_epochs(imagenet_root):
+    ds = D.load_dataset("imagenet_s50", "train", root=imagenet_root)
+    loader = ds.train_loader(2, views=1, seed=0, num_workers=2)
+    assert loader.persistent_workers and S.loader_worker_pids(loader) == ()
+    _epoch_batches(loader, 0)
+    pids, iterator = S.loader_worker_pids(loader), loader._iterator
+    _epoch_batches(loader, 1)
+    assert len(pids) == 2 and S.loader_worker_pids(loader) == pids and loader._iterator is iterator
+    assert S.loader_worker_pids(ds.train_loader(2, views=1, seed=0, num_workers=0)) == ()
 
 
 def test_imagenet_s50_missing(tmp_path):

@@ -154,3 +154,28 @@ def test_summarise_means_over_correct_samples():
     s = E.summarise(df)
     row = s.iloc[0]
     assert row["mean"] == 2.0 and row["n"] == 2 and row["n_nan"] == 1 and row["better"] == "lower"
+
+
+def test_chunked_evaluation_equals_one_chunk(run_dir, tmp_path):
+    """The evaluation set stays on the host and goes to the device eval_chunk images at a
+    time: the values and curves are those of a single chunk, and the rows in the same order."""
+    import shutil
+    tables = {}
+    for chunk in (2, 512):
+        d = tmp_path / f"chunk{chunk}"
+        shutil.copytree(run_dir, d)
+        cfg = runs.load_json(d / runs.CONFIG)
+        runs.save_json(d / runs.CONFIG, {**cfg, "eval_chunk": chunk})
+        tables[chunk] = (E.evaluate_run(d, device="cpu", batch_size=2),
+                         np.load(runs.curves_path(d, "gradcam")))
+    (small, c_small), (one, c_one) = tables[2], tables[512]
+    assert E._chunks(N, 2, 2) == [slice(0, 2), slice(2, 4), slice(4, 6)]
+    pd.testing.assert_frame_equal(small, one)
+    np.testing.assert_array_equal(c_small["curves"], c_one["curves"])
+    assert str(c_one["tie_break"]) == "quantus"                          # 'auto' on the CPU
+
+
+def test_chunks_merge_a_last_piece_smaller_than_a_batch():
+    assert E._chunks(10, 4, 4) == [slice(0, 4), slice(4, 10)]
+    assert E._chunks(3, 8, 4) == [slice(0, 3)]
+    assert E._chunk_size(100, 64) == 64 and E._chunk_size(512, 64) == 512 and E._chunk_size(600, 64) == 576

@@ -170,6 +170,25 @@ def test_triplet_semi_hard_random(mining):
     assert n_semi >= 3 and loss > 0
 
 
+@pytest.mark.parametrize("mining", ["semi-hard", "semi-hard-hardest", "batch-hard"])
+def test_triplet_float32_batch_with_ties(mining):
+    """A float32 batch of 48 with exact distance ties (duplicated rows): the fixed-shape loss
+    (sorted negatives, binary searches, prefix sums) equals the literal loop in float64, and
+    ties go to the first negative as in the loop. (Batch-hard's max/min split or pick tied
+    gradients differently in the loop, so it is checked without duplicates.)"""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(48, 6, generator=g) * 0.5
+    if mining != "batch-hard":
+        x[40:] = x[:8]                                       # duplicates: equal distances
+    labels = torch.randint(0, 5, (48,), generator=g)
+    lv, gv, _ = _value_and_grad(lambda e: TripletLoss(0.3, mining)(e, labels), x)
+    lr, gr, (_, mode, n_semi) = _value_and_grad(
+        lambda e: triplet_loop(e, labels, 0.3, mining), x.double())
+    assert mode == ("batch-hard" if mining == "batch-hard" else "semi-hard") and lv.dtype == torch.float32
+    torch.testing.assert_close(lv.double(), lr, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gv.double(), gr, rtol=1e-4, atol=1e-6)
+
+
 def test_triplet_semi_hard_rules_differ():
     """The authors' rule (every semi-hard triple) and FaceNet's (the hardest per pair) are
     different losses on a batch where some pair has several semi-hard negatives."""

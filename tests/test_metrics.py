@@ -406,3 +406,38 @@ def test_registry_names_and_errors():
         M.check_metrics(["complexity", "entropy"])
     with pytest.raises(ValueError, match="maps"):
         M.complexity(torch.zeros(3, 32, 32))
+
+
+def test_tie_break_rule_on_the_host():
+    """The device sort ('stable', the default on CUDA) gives NumPy's order (Quantus's) except
+    among exactly equal keys: both visit the same values in the same order, and the stable
+    sort visits tied features by index."""
+    from xai_utils.metrics.faithfulness import SORTERS
+    g = torch.Generator().manual_seed(4)
+    distinct = torch.rand(6, 300, generator=g, dtype=torch.float64)
+    assert torch.equal(SORTERS["quantus"](distinct), SORTERS["stable"](distinct))
+    tied = torch.randint(0, 7, (6, 300), generator=g).double() / 6      # many exact ties
+    q, s = SORTERS["quantus"](tied), SORTERS["stable"](tied)
+    assert torch.equal(tied.gather(1, q), tied.gather(1, s))             # same value sequence
+    assert torch.equal(torch.sort(q, 1).values, torch.arange(300).expand(6, -1))   # permutations
+    vals = tied.gather(1, s)
+    same = vals[:, 1:] == vals[:, :-1]
+    assert bool((s[:, 1:] > s[:, :-1])[same].all())                   # ties by feature index
+    assert not torch.equal(q, s)                                         # NumPy's ties are not
+
+
+def test_auto_tie_break_resolves_by_device():
+    assert M.resolve_tie_break("auto", torch.device("cpu")) == "quantus"
+    assert M.resolve_tie_break("auto", "cuda:0") == "stable"
+    assert M.resolve_tie_break("quantus", "cuda") == "quantus"
+    with pytest.raises(ValueError, match="tie_break"):
+        M.resolve_tie_break("random", "cpu")
+
+
+def test_ssim_chunks_do_not_change_values(monkeypatch):
+    from xai_utils.metrics import similarity
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(9, 1, 20, 20, generator=g), torch.rand(9, 1, 20, 20, generator=g)
+    whole = M.ssim(a, b)
+    monkeypatch.setattr(similarity, "SSIM_CPU_CHUNK", 2 * 400)            # 2 maps per chunk
+    assert torch.equal(M.ssim(a, b), whole)

@@ -90,7 +90,7 @@ import time  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
-from xai_utils import report, stats  # noqa: E402
+from xai_utils import report  # noqa: E402
 
 TABLES = ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced")
 FIGURES = ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings")

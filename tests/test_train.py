@@ -173,6 +173,100 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path):
         train_run(cfg, tmp_path, progress=False)
 
 
+# ----------------------------------------------------------------------------- streamed ImageNet-S50
+
+@pytest.fixture()
+def tiny_imagenet(tmp_path) -> Path:
+    """ImageNet-S50 layout, 2 classes: 4 train JPEGs each (sizes and aspects vary), 1 val each."""
+    from PIL import Image
+    from xai_utils.data import imagenet_s50_classes
+    wnids, _ = imagenet_s50_classes()
+    rng, root = np.random.default_rng(0), tmp_path / "ins50"
+    sizes = [(320, 240), (240, 360), (300, 300), (400, 260)]
+    for split, n in (("train", 4), ("val", 1)):
+        for k in range(2):
+            (root / split / wnids[k]).mkdir(parents=True)
+            for j in range(n):
+                w, h = sizes[j]
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                    root / split / wnids[k] / f"{k}_{j}.JPEG")
+    return root
+
+
+def _imagenet_cfg(root: Path, objective: str, **kw) -> RunConfig:
+    # widths 16..128: with 8..64, channels-last and inputs of 64 px or more, the backward pass
+    # corrupts the heap on CPU (torch 2.14; fine at 32 px and with 16..128)
+    settings = dict(dataset="imagenet_s50", objective=objective, data_root=str(root), arch="resnet18",
+                    widths=[16, 32, 64, 128], epochs=1, batch_size=4, optimizer="adamw", lr=1e-3,
+                    probe_epochs=2, device="cpu", num_workers=0, eval_samples=2, batch_size_eval=8)
+    return RunConfig(**{**settings, **kw})
+
+
+@pytest.mark.parametrize("objective", ["ce", "scl"])
+def test_imagenet_s50_tiny_run_trains_on_224_crops(tiny_imagenet, tmp_path, monkeypatch, objective):
+    from xai_utils.objectives import TrainBatch
+    seen = []
+    view = TrainBatch.view
+
+    def recording_view(self):
+        out = view(self)
+        seen.append((tuple(out.shape), tuple(self.crops.shape), tuple(self.clean().shape)))
+        return out
+
+    monkeypatch.setattr(TrainBatch, "view", recording_view)
+    summary = train_run(_imagenet_cfg(tiny_imagenet, objective), tmp_path / "run", progress=False)
+    views = 2 if objective == "scl" else 1
+    assert seen == [((4, 3, 224, 224), (4, views, 3, 224, 224), (4, 3, 224, 224))] * (2 * views)
+    assert summary["n_train"] == 8 and summary["n_test"] == 2 and summary["epochs"] == 1
+    log = [r for r in read_jsonl(tmp_path / "run" / runs.TRAIN_LOG) if "loss" in r and "stage" not in r]
+    assert len(log) == 1 and math.isfinite(log[0]["loss"])
+
+
+def test_streamed_train_data_keeps_its_loader_and_workers(tiny_imagenet):
+    from xai_utils.augment import get_augmentation
+    from xai_utils.streaming import loader_worker_pids
+    from xai_utils.objectives import TrainBatch
+    from xai_utils.train import TrainData
+    data = TrainData(_imagenet_cfg(tiny_imagenet, "scl", epochs=2, num_workers=2), torch.device("cpu"))
+    assert data.views == 2 and data.steps == 2
+    aug, clean = get_augmentation("scl_imagenet"), get_augmentation("none_imagenet")
+    loader, same, pids = None, [], []
+    for epoch in range(2):
+        gen = torch.Generator().manual_seed(epoch)
+        for xb, yb in data.epoch(epoch, gen):
+            loader = data.train_loader() if loader is None else loader
+            same.append(data.train_loader() is loader)
+            pids.append(loader_worker_pids(loader))
+            batch = TrainBatch(xb, yb, epoch, gen, aug, clean)
+            assert batch.images.shape == (4, 3, 224, 224) and batch.crops.shape == (4, 2, 3, 224, 224)
+            first, second = batch.view(), batch.view()
+            assert first.shape == second.shape == (4, 3, 224, 224) and not torch.equal(first, second)
+            assert torch.equal(batch.clean(), batch.images.float() / 255)
+            with pytest.raises(RuntimeError, match=r"called 3 times.*2 pre-cropped.*random_views"):
+                batch.view()
+    assert len(same) == 4 and all(same)                                 # one loader for the run
+    assert len(pids[0]) == 2 and all(p == pids[0] for p in pids)       # the same two workers
+    assert data._loader is None                                         # released after the last epoch
+    del loader                                                          # ... and its workers exit
+    for pid in pids[0]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    # in memory: every view() augments the images afresh, as many times as asked
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    mem = TrainBatch(images, torch.zeros(3, dtype=torch.long), 0, torch.Generator().manual_seed(1),
+                     get_augmentation("scl"), get_augmentation("none"))
+    expected = get_augmentation("scl")(images, torch.Generator().manual_seed(1))
+    assert torch.equal(mem.view(), expected) and mem.crops is None
+    assert all(mem.view().shape == images.shape for _ in range(3))
+
+
+def test_random_view_count_of_every_objective():
+    # the streamed loader crops this many views of each image: batch.view() calls per step
+    from xai_utils.objectives import OBJECTIVES
+    counts = {name: cls.random_view_count() for name, cls in OBJECTIVES.items()}
+    assert counts == {"ce": 1, "scl": 2, "tl": 1, "excon": 2, "exconb": 2, "cgc": 1}
+
+
 # ----------------------------------------------------------------------------- schedule, probe, PCA
 
 @pytest.mark.parametrize("warmup_epochs", [0, 2])

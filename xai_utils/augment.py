@@ -2,8 +2,11 @@
 
 Every augmentation maps a batch ``x`` (uint8 or float in [0, 1], ``[B, 3, H, W]``) to float
 pixels in [0, 1] and takes an optional ``torch.Generator``. Random parameters are drawn on the
-generator's device (CPU by default: the global CPU generator when none is given) and then
-moved to ``x.device``, so a seed gives the same parameters on CPU and CUDA.
+generator's device: training passes a CPU generator (the global CPU generator when none is
+given), so a seed gives the same parameters on CPU and CUDA and nothing is read back from the
+accelerator. A recipe moves all parameters of one view to ``x.device`` in a single copy from
+one pinned buffer (:func:`params_to`), and no apply step reads a device value on the host, so
+a training step never waits for the accelerator (checked by ``tests/test_sync.py``).
 
 Each recipe is split in two: ``sample_*_params(batch, ...)`` draws the per-image parameters
 (a dict of tensors) and ``apply_*(x, params)`` applies them; tests check the statistics of the
@@ -14,11 +17,14 @@ Recipes (registry :data:`AUGMENTATIONS`, ``get_augmentation(name)``):
 ``ce``            CIFAR CE: random crop 32 with 4 zero pixels of padding, horizontal flip p 0.5.
 ``scl``           CIFAR SCL: random resized crop (scale 0.2-1, ratio 3/4-4/3), flip p 0.5,
                   colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale p 0.2.
-``ce_imagenet``   random resized crop 224 (scale 0.08-1), flip p 0.5.
-``scl_imagenet``  random resized crop 224 (scale 0.08-1, as ImageNet CE; the paper's SCL
-                  recipe *adds* to it), flip, colour jitter (0.8, 0.8, 0.8, 0.2) p 0.8,
-                  grayscale p 0.2, Gaussian blur (kernel 23, sigma 0.1-2) p 0.5.
-``none``          no change (uint8 -> float); ``none_imagenet``: centre crop 224.
+``ce_imagenet``   flip p 0.5 of the 224 views the loader cropped: its workers take the random
+                  resized crop 224 (scale 0.08-1) of the whole image, as torchvision
+                  (:func:`xai_utils.streaming.random_resized_crop`).
+``scl_imagenet``  on those crops (scale 0.08-1, as ImageNet CE; the paper's SCL recipe *adds*
+                  to it): flip, colour jitter (0.8, 0.8, 0.8, 0.2) p 0.8, grayscale p 0.2,
+                  Gaussian blur (kernel 23, sigma 0.1-2) p 0.5.
+``none``          no change (uint8 -> float); ``none_imagenet``: the same on the loader's clean
+                  224 view (a larger input is centre-cropped to 224).
 
 Fixed op order (torchvision's ColorJitter shuffles the four jitters per call; a fixed order is
 simpler to batch and reproduce): crop+flip -> brightness -> contrast -> saturation -> hue ->
@@ -68,7 +74,9 @@ def _gen_device(generator: Optional[torch.Generator]) -> torch.device:
 
 
 def _rand(shape: Sequence[int], generator: Optional[torch.Generator]) -> torch.Tensor:
-    return torch.rand(*shape, generator=generator, device=_gen_device(generator)).cpu()
+    """Uniform [0, 1) draws on the generator's device (no copy: a CUDA generator's draws stay
+    on the GPU, a CPU generator's on the host)."""
+    return torch.rand(*shape, generator=generator, device=_gen_device(generator))
 
 
 def _uniform(lo: float, hi: float, shape: Sequence[int], generator: Optional[torch.Generator]
@@ -76,17 +84,43 @@ def _uniform(lo: float, hi: float, shape: Sequence[int], generator: Optional[tor
     return lo + (hi - lo) * _rand(shape, generator)
 
 
-def _to(params: Params, device: torch.device) -> Params:
-    return {k: v.to(device, non_blocking=True) for k, v in params.items()}
+def params_to(params: Params, device: torch.device) -> Params:
+    """All parameters of a view on ``device`` with one host-to-device copy.
+
+    Host tensors (bool, int64 and float32 columns of length B) are packed into one float64
+    buffer, exact for all three (integers here are pixel counts far below 2**53), pinned when
+    CUDA is available, copied without blocking and unpacked on the device. Parameters already
+    on ``device`` are returned as they are; on a CPU target nothing is copied at all."""
+    device = torch.device(device)
+    host = {k: v for k, v in params.items() if v.device != device}
+    if not host or device.type == "cpu":
+        return {k: v.to(device) for k, v in params.items()}
+    keys = list(host)
+    buf = torch.stack([host[k].reshape(-1).to(torch.float64) for k in keys], 1)    # [B, K]
+    if torch.cuda.is_available():
+        buf = buf.pin_memory()
+    dev = buf.to(device, non_blocking=True)
+    out = dict(params)
+    for j, k in enumerate(keys):
+        out[k] = dev[:, j].to(host[k].dtype).view(host[k].shape)
+    return out
+
 
 
 def _where(flag: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(flag.view(-1, 1, 1, 1), a, b)
 
 
+@functools.lru_cache(maxsize=None)
+def _channel_constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A [1, C, 1, 1] constant, uploaded once per device (a new upload every step would be a
+    blocking copy, after which CUDA waits for the stream)."""
+    return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
+
+
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     """Luma [B, 1, H, W] of float RGB [B, 3, H, W]."""
-    w = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    w = _channel_constant(GRAY_WEIGHTS, x.dtype, x.device)
     return (x * w).sum(1, keepdim=True)
 
 
@@ -118,15 +152,19 @@ def sample_pad_crop_params(batch: int, padding: int = 4,
 
 
 def apply_pad_crop(x: torch.Tensor, params: Params) -> torch.Tensor:
-    """Random crop of the zero-padded batch, same size as the input (exact pixel copies)."""
+    """Random crop of the zero-padded batch, same size as the input (exact pixel copies).
+
+    Output pixel (i, j) gathers input pixel (i + dy, j + dx) and is zero where that falls
+    outside the image; the padding is never materialised, so no shift is read on the host."""
     b, c, h, w = x.shape
-    pad = int(max(params["dy"].abs().max(), params["dx"].abs().max(), 0)) if b else 0
-    xp = F.pad(x, (pad, pad, pad, pad))
-    dy, dx = params["dy"].to(x.device), params["dx"].to(x.device)
-    rows = (dy + pad).view(b, 1) + torch.arange(h, device=x.device).view(1, h)    # [B, H]
-    cols = (dx + pad).view(b, 1) + torch.arange(w, device=x.device).view(1, w)    # [B, W]
+    p = params_to({"dy": params["dy"], "dx": params["dx"]}, x.device)
+    rows = p["dy"].view(b, 1) + torch.arange(h, device=x.device).view(1, h)      # [B, H]
+    cols = p["dx"].view(b, 1) + torch.arange(w, device=x.device).view(1, w)      # [B, W]
+    inside = (((rows >= 0) & (rows < h)).view(b, h, 1) & ((cols >= 0) & (cols < w)).view(b, 1, w))
     bidx = torch.arange(b, device=x.device).view(b, 1, 1)
-    out = xp.permute(0, 2, 3, 1)[bidx, rows.view(b, h, 1), cols.view(b, 1, w)]    # [B, H, W, C]
+    out = x.permute(0, 2, 3, 1)[bidx, rows.clamp(0, h - 1).view(b, h, 1),
+                                cols.clamp(0, w - 1).view(b, 1, w)]              # [B, H, W, C]
+    out = torch.where(inside.unsqueeze(-1), out, torch.zeros((), dtype=x.dtype, device=x.device))
     return out.permute(0, 3, 1, 2).contiguous()
 
 
@@ -153,7 +191,7 @@ def sample_resized_crop_params(batch: int, height: int, width: int,
     w = torch.round(torch.sqrt(frac * area * aspect)).long()
     h = torch.round(torch.sqrt(frac * area / aspect)).long()
     ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
-    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((batch,), -1))
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((batch,), -1, device=ok.device))
     k = first.clamp_min(0).view(-1, 1)
     w, h = w.gather(1, k).squeeze(1), h.gather(1, k).squeeze(1)
     top = (pos[:, :, 0].gather(1, k).squeeze(1) * (height - h + 1)).floor().long()
@@ -179,7 +217,7 @@ def apply_resized_crop(x: torch.Tensor, params: Params, size: Optional[int] = No
     height) with bilinear sampling; ``flip`` (bool [B]) mirrors the output horizontally."""
     b, c, hi, wi = x.shape
     size = size or hi
-    p = _to(params, x.device)
+    p = params_to(params, x.device)
     dt = x.dtype
     top, left, h, w = (p[k].to(dt) for k in ("top", "left", "h", "w"))
     sx = w / wi
@@ -207,6 +245,7 @@ def sample_crop_flip_params(batch: int, height: int, width: int, scale: Sequence
 def apply_crop_flip(x: torch.Tensor, params: Params) -> torch.Tensor:
     """T of :func:`sample_crop_flip_params` on any [B, C, H, W] (images or maps): crop the box,
     resize it back to the input size (bilinear), flip where flagged."""
+    params = params_to(params, x.device)
     return apply_resized_crop(x, params, x.shape[-1], flip=params["flip"])
 
 
@@ -248,7 +287,7 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     """HSV [B, 3, H, W] (all in [0, 1]) -> RGB, via the closed form
     c_n = V - V S max(0, min(k, 4 - k, 1)), k = (n + 6 H) mod 6, n = 5, 3, 1 for R, G, B."""
     h, s, v = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    n = _channel_constant((5.0, 3.0, 1.0), x.dtype, x.device)
     k = torch.remainder(n + 6.0 * h, 6.0)
     return v - v * s * torch.minimum(torch.minimum(k, 4.0 - k), torch.ones_like(k)).clamp_min(0.0)
 
@@ -263,7 +302,7 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 def apply_color_jitter(x: torch.Tensor, params: Params) -> torch.Tensor:
     """Brightness -> contrast -> saturation -> hue (torchvision's formulas, per-image factors,
     clamped to [0, 1] after each step); images with ``jitter`` False are returned unchanged."""
-    p = _to(params, x.device)
+    p = params_to(params, x.device)
     col = lambda t: t.to(x.dtype).view(-1, 1, 1, 1)  # noqa: E731
     y = (x * col(p["brightness"])).clamp(0, 1)
     mean = grayscale(y).mean((1, 2, 3), keepdim=True)
@@ -293,7 +332,7 @@ def apply_gaussian_blur(x: torch.Tensor, params: Params, kernel_size: int = 23) 
     """Separable Gaussian blur with a per-image sigma (reflect padding, like torchvision's
     ``gaussian_blur``), one grouped convolution per axis; only where ``blur`` is True."""
     b, c, h, w = x.shape
-    p = _to(params, x.device)
+    p = params_to(params, x.device)
     half = (kernel_size - 1) / 2
     t = torch.arange(kernel_size, dtype=x.dtype, device=x.device) - half
     k = torch.exp(-0.5 * (t.view(1, -1) / p["sigma"].to(x.dtype).view(-1, 1)) ** 2)
@@ -318,7 +357,8 @@ def none_augment(x: torch.Tensor, generator: Optional[torch.Generator] = None) -
 
 def none_imagenet_augment(x: torch.Tensor, generator: Optional[torch.Generator] = None,
                           size: int = 224) -> torch.Tensor:
-    """No random augmentation for streamed ImageNet batches: centre crop to ``size``."""
+    """No random augmentation for streamed ImageNet batches (uint8 -> float): the clean view
+    the loader delivers is already 224; a larger input is centre-cropped to ``size``."""
     _check(x)
     h, w = x.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
@@ -331,9 +371,10 @@ def ce_augment(x: torch.Tensor, generator: Optional[torch.Generator] = None,
     _check(x)
     x = to_float(x)
     b = x.shape[0]
-    crop = sample_pad_crop_params(b, padding, generator)
-    flip = sample_flip_params(b, p_flip, generator)
-    return apply_flip(apply_pad_crop(x, crop), flip)
+    params = sample_pad_crop_params(b, padding, generator)
+    params.update(sample_flip_params(b, p_flip, generator))
+    params = params_to(params, x.device)
+    return apply_flip(apply_pad_crop(x, params), params)
 
 
 def sample_scl_params(batch: int, height: int, width: int, generator: Optional[torch.Generator] = None,
@@ -356,6 +397,7 @@ def sample_scl_params(batch: int, height: int, width: int, generator: Optional[t
 def apply_scl(x: torch.Tensor, params: Params, size: Optional[int] = None,
               blur_kernel: int = 23) -> torch.Tensor:
     """Resized crop + flip -> colour jitter -> grayscale -> blur, with the given parameters."""
+    params = params_to(params, x.device)
     y = apply_resized_crop(x, params, size, flip=params["flip"])
     if "jitter" in params:
         y = apply_color_jitter(y, params)
@@ -382,22 +424,46 @@ def scl_augment(x: torch.Tensor, generator: Optional[torch.Generator] = None, bl
 
 
 def ce_imagenet_augment(x: torch.Tensor, generator: Optional[torch.Generator] = None,
-                        size: int = 224, scale: tuple[float, float] = (0.08, 1.0),
                         p_flip: float = 0.5) -> torch.Tensor:
-    """ImageNet CE recipe: random resized crop to ``size`` (scale 0.08-1) + horizontal flip."""
+    """ImageNet CE recipe on views the loader already cropped (its workers take the random
+    resized crop to 224 of the whole image, :mod:`xai_utils.streaming`): horizontal flip p 0.5."""
     _check(x)
     x = to_float(x)
-    b, _, h, w = x.shape
-    crop = sample_resized_crop_params(b, h, w, scale, generator=generator)
-    flip = sample_flip_params(b, p_flip, generator)["flip"]
-    return apply_resized_crop(x, crop, size, flip=flip).clamp_(0.0, 1.0)
+    params = params_to(sample_flip_params(x.shape[0], p_flip, generator), x.device)
+    return apply_flip(x, params)
 
 
-scl_imagenet_augment = functools.partial(
-    scl_augment, blur=True, size=224, scale=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2))
-scl_imagenet_augment.__doc__ = ("ImageNet SCL recipe: ImageNet CE crop (224, scale 0.08-1) + "
-                                "flip, jitter (0.8, 0.8, 0.8, 0.2) p 0.8, grayscale p 0.2, "
-                                "blur (kernel 23, sigma 0.1-2) p 0.5.")
+def sample_scl_imagenet_params(batch: int, generator: Optional[torch.Generator] = None,
+                               p_flip: float = 0.5,
+                               jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2),
+                               p_jitter: float = 0.8, p_gray: float = 0.2, p_blur: float = 0.5,
+                               blur_sigma: tuple[float, float] = (0.1, 2.0)) -> Params:
+    """All random parameters of one ImageNet SCL view but the crop (drawn by the loader), in a
+    fixed order: flip, colour jitter, grayscale, blur."""
+    params = sample_flip_params(batch, p_flip, generator)
+    params.update(sample_color_jitter_params(batch, *jitter, p=p_jitter, generator=generator))
+    params.update(sample_grayscale_params(batch, p_gray, generator))
+    params.update(sample_blur_params(batch, blur_sigma, p_blur, generator))
+    return params
+
+
+def apply_scl_imagenet(x: torch.Tensor, params: Params, blur_kernel: int = 23) -> torch.Tensor:
+    """Flip -> colour jitter -> grayscale -> blur of float views, with the given parameters."""
+    params = params_to(params, x.device)
+    y = apply_flip(x, params)
+    y = apply_grayscale(apply_color_jitter(y, params), params)
+    return apply_gaussian_blur(y, params, blur_kernel).clamp_(0.0, 1.0)
+
+
+def scl_imagenet_augment(x: torch.Tensor, generator: Optional[torch.Generator] = None,
+                         blur_kernel: int = 23, **recipe) -> torch.Tensor:
+    """ImageNet SCL recipe on views the loader already cropped (random resized crop 224 of the
+    whole image, scale 0.08-1, as ImageNet CE; the paper's SCL recipe *adds* to it): flip,
+    colour jitter (0.8, 0.8, 0.8, 0.2) p 0.8, grayscale p 0.2, Gaussian blur (kernel 23,
+    sigma 0.1-2) p 0.5. ``recipe``: keyword arguments of :func:`sample_scl_imagenet_params`."""
+    _check(x)
+    x = to_float(x)
+    return apply_scl_imagenet(x, sample_scl_imagenet_params(x.shape[0], generator, **recipe), blur_kernel)
 
 AUGMENTATIONS: dict[str, Augmentation] = {
     "none": none_augment,
@@ -407,13 +473,15 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     "ce_imagenet": ce_imagenet_augment,
     "scl_imagenet": scl_imagenet_augment,
 }
-# datasets whose images need the ImageNet variant of a recipe (input 256, output 224)
+# datasets whose images need the ImageNet variant of a recipe (input: the loader's 224 crops,
+# the random resized crop already taken from the whole image)
 _DATASET_VARIANTS = {"imagenet_s50": "_imagenet"}
 
 
 def get_augmentation(name: str, dataset: Optional[str] = None) -> Augmentation:
     """The augmentation ``name`` (see :data:`AUGMENTATIONS`); with ``dataset='imagenet_s50'``,
-    ``ce``/``scl``/``none`` resolve to their ImageNet variants (input 256 -> output 224)."""
+    ``ce``/``scl``/``none`` resolve to their ImageNet variants (for views the loader already
+    cropped to 224: no crop of their own)."""
     if dataset in _DATASET_VARIANTS and name + _DATASET_VARIANTS[dataset] in AUGMENTATIONS:
         name = name + _DATASET_VARIANTS[dataset]
     if name not in AUGMENTATIONS:

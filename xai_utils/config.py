@@ -47,6 +47,7 @@ def _official_protocol(cfg: "RunConfig") -> dict[str, Any]:
         "noise_space": "official",                       # noise on the normalised image, clamped to [0, 1]
         "method_options": merge_settings(cfg.method_options, {"eigencam": {"sign": "numpy"}}),  # SVD's sign
         "pixel_flipping_baseline": "black_normalised",   # "black" = the normalised image's minimum
+        "pixel_flipping_tie_break": "quantus",           # NumPy's order of ties, on every device
         "explain_features": "raw" if cfg.dataset == "cifar10" else "trained",   # CIFAR probe on raw features
         "nan_pairing": "per_model",                      # NaNs dropped per model before the t-test
         "pair_methods": [], "pair_metrics": [],          # their code has no pair analysis
@@ -117,6 +118,7 @@ class RunConfig:
     eval_split: str = "test"
     eval_samples: int = 1000                   # fixed subset of the evaluation split, same for all models
     batch_size_eval: int = 256
+    eval_chunk: int = 512                      # images on the device at once in the evaluation (bounds its memory)
     target: str = "pred"                       # pred | true: class explained
     protocol: str = "corrected"                # corrected | official (the authors' evaluation; see PROTOCOLS)
     explain_features: str = "trained"          # trained (as the head was trained) | raw (authors' CIFAR-10 quirk)
@@ -130,7 +132,10 @@ class RunConfig:
     metric_seed: int = 0                       # seeds every random draw of the metrics (noise, classes, subsets)
     features_in_step: int = 32                 # pixel flipping: features set to the baseline per step
     pixel_flipping_baseline: str = "black"     # black (image minimum, pixel space) | white | black_normalised (authors')
-    pixel_flipping_tie_break: str = "quantus"  # quantus (NumPy's argsort, as Quantus) | stable (on the device)
+    # order of exactly tied features: quantus (NumPy's argsort on the host, as Quantus) | stable
+    # (on the device, ties in feature order) | auto (stable on CUDA, quantus elsewhere); the
+    # resolved rule is what the evaluation hash records
+    pixel_flipping_tie_break: str = "auto"
     continuity_sigma: float = 0.02
     continuity_sigmas: list[float] = field(default_factory=list)   # extra sigmas: rows continuity[sigma=s]
     noise_space: str = "pixel"                 # pixel | official (see metrics.continuity_ssim)
@@ -173,6 +178,9 @@ class RunConfig:
     def config_hash(self, keys: Optional[typing.Iterable[str]] = None) -> str:
         """Short stable hash of the resolved settings (or of ``keys`` only)."""
         d = self.to_dict()
+        if d.get("pixel_flipping_tie_break") == "auto":     # hash the rule that will be used
+            from .metrics.faithfulness import resolve_tie_break
+            d["pixel_flipping_tie_break"] = resolve_tie_break("auto", _device_kind(self.device))
         if keys is not None:
             d = {k: d[k] for k in keys}
         blob = json.dumps(d, sort_keys=True, default=str).encode()
@@ -185,10 +193,19 @@ class RunConfig:
 
 RUN_KEYS: dict[str, Any] = {f.name: f for f in fields(RunConfig)}
 
+
+def _device_kind(device: str) -> str:
+    """'cuda' or 'cpu' (or another torch device type) for a device setting, without failing
+    where the device is absent (hashes are computed before any check)."""
+    if device == "auto":
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device).split(":", 1)[0]
+
 # Which settings each stage's results depend on (for skipping finished stages). Keys that
 # change only where or how fast something runs (device, workers, batch sizes of inference,
 # checkpoint period) are in no hash.
-NO_RESULT_KEYS = ("device", "num_workers", "checkpoint_every", "batch_size_eval", "data_root")
+NO_RESULT_KEYS = ("device", "num_workers", "checkpoint_every", "batch_size_eval", "eval_chunk", "data_root")
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "attribute": ("eval_split", "eval_samples", "target", "protocol", "explain_features", "methods",
                   "method_options", "pair_methods", "pair_method_options", "pair_kinds", "pair_samples",

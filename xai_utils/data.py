@@ -549,7 +549,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_RESIZE = 256        # shorter side, before the centre crop
 IMAGENET_EVAL_CROP = 224
-IMAGENET_TRAIN_CROP = 256    # streamed train images; the GPU augmentation crops 224 from them
+# streamed train images: random resized crops to 224 of the whole decoded image, sampled as
+# torchvision's RandomResizedCrop(224, scale, ratio) in the loader workers
+IMAGENET_TRAIN_CROP = 224
+IMAGENET_TRAIN_SCALE = (0.08, 1.0)       # area of the crop box / area of the image
+IMAGENET_TRAIN_RATIO = (3 / 4, 4 / 3)    # aspect ratio (w / h) of the crop box
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 # ImageNet-S masks: class id = R + 256 * G; 0 = other (background), 1000 = ignored.
 IMAGENET_S_BACKGROUND, IMAGENET_S_IGNORE = 0, 1000
@@ -627,9 +631,11 @@ class ImageFiles(torch.utils.data.Dataset):
 class StreamingImageDataset:
     """A split too large for memory: file paths and labels, decoded in DataLoader workers.
 
-    Same metadata as :class:`ImageDataset` (no ``images``/``masks``); :meth:`loader` yields
-    (uint8 [B, 3, 256, 256], int64 [B]) batches: shorter side resized to 256, centre crop 256,
-    leaving the random resized crop to 224 to the batched GPU augmentation."""
+    Same metadata as :class:`ImageDataset` (no ``images``/``masks``). :meth:`train_loader`
+    yields training batches: per image ``views`` random resized crops to ``crop`` (224) taken
+    from the whole decoded image (:mod:`xai_utils.streaming`), as torchvision's ``RandomResizedCrop`` (scale 0.08-1), and
+    its clean view; the rest of the recipe (flip, colour) runs batched on the training device.
+    :meth:`loader` yields the un-augmented images (centre crop 224, as the val images)."""
 
     name: str
     split: str
@@ -648,8 +654,10 @@ class StreamingImageDataset:
                generator: Optional[torch.Generator] = None, num_workers: int = 4,
                drop_last: bool = True, indices: Optional[Sequence[int]] = None,
                pin_memory: Optional[bool] = None) -> torch.utils.data.DataLoader:
-        """DataLoader over the split (or over ``indices`` of it, e.g. ``train_indices(...)``)."""
-        ds: torch.utils.data.Dataset = ImageFiles(self.paths, self.labels.tolist(), self.crop)
+        """Un-augmented DataLoader over the split (or over ``indices`` of it, e.g.
+        ``train_indices(...)``): (uint8 [B, 3, 224, 224], int64 [B]) batches, shorter side 256
+        and centre crop 224 as the val images (the linear probe's pass)."""
+        ds: torch.utils.data.Dataset = ImageFiles(self.paths, self.labels.tolist(), IMAGENET_EVAL_CROP)
         if indices is not None:
             ds = torch.utils.data.Subset(ds, [int(i) for i in indices])
         return torch.utils.data.DataLoader(
@@ -657,6 +665,24 @@ class StreamingImageDataset:
             num_workers=num_workers, drop_last=drop_last,
             pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
             persistent_workers=False)
+
+    def train_loader(self, batch_size: int, views: int, seed: int, num_workers: int = 4,
+                     indices: Optional[Sequence[int]] = None,
+                     pin_memory: Optional[bool] = None) -> torch.utils.data.DataLoader:
+        """The training DataLoader of a run, built once and reused for every epoch.
+
+        Batches: (crops uint8 [B, views, 3, crop, crop], clean uint8 [B, 3, 224, 224], labels
+        int64 [B]), see :class:`xai_utils.streaming.RandomCropFiles`; the last incomplete batch is dropped. Call
+        ``loader.sampler.set_epoch(epoch)`` before iterating an epoch (:class:`xai_utils.streaming.EpochSampler`:
+        the order and the crops are functions of (seed, epoch, image) only). Its workers
+        persist across epochs; memory is pinned when CUDA is available."""
+        from .streaming import EpochSampler, RandomCropFiles
+        ds = RandomCropFiles(self.paths, self.labels.tolist(), views, self.crop)
+        sampler = EpochSampler(range(len(self)) if indices is None else indices, seed)
+        return torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
+            pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+            persistent_workers=num_workers > 0)
 
 
 def _list_class_files(folder: Path, wnids: Sequence[str]) -> tuple[list[Path], list[int]]:

@@ -39,7 +39,8 @@ import torch
 from . import runs
 from .attribution import METHODS, is_class_agnostic, load_attributions
 from .config import RunConfig, load_run_config
-from .metrics import METRICS, SETTINGS, MetricInputs, check_metrics, metric_direction, resolve_method
+from .metrics import (METRICS, SETTINGS, MetricInputs, MetricResult, check_metrics, metric_direction,
+                      resolve_method, resolve_tie_break)
 
 log = logging.getLogger(__name__)
 
@@ -110,55 +111,66 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
         temperature = calibrate_run(run_dir, device=device, batch_size=batch_size)["temperature"]
 
     tables: list[pd.DataFrame] = []
-    work = [(me, mt) for me in methods for mt in metrics]
-    bar = tqdm(total=len(work), desc=f"{cfg.run_id} metrics", unit="metric")
+    chunk = _chunk_size(cfg.eval_chunk, batch_size)
+    tie_break = resolve_tie_break(cfg.pixel_flipping_tie_break, dev)
+    settings = {f: getattr(cfg, k) for k, f in SETTINGS.items()}
+    settings["pixel_flipping_tie_break"] = tie_break
+    sizes = {m: _n_evaluated(m, _n_stored(runs.attribution_path(run_dir, m)), n_samples) for m in methods}
+    bar = tqdm(total=sum(len(_chunks(sizes[m], chunk, batch_size)) * len(metrics) for m in methods),
+               desc=f"{cfg.run_id} metrics", unit="metric")
     for method in methods:
-        stored = load_attributions(runs.attribution_path(run_dir, method))
-        n_stored = len(stored["indices"])
-        if n_samples > n_stored:
-            log.warning("%s: %d samples requested but %d stored; evaluating all stored samples "
-                        "(rerun 02_attribute with more samples to change this)", method, n_samples, n_stored)
-        n = min(n_samples, n_stored)
+        stored, n = load_attributions(runs.attribution_path(run_dir, method)), sizes[method]
         idx = np.asarray(stored["indices"][:n], dtype=np.int64)
-        x, y = ds.batch(idx, device=dev)
+        x_host, y = ds.batch(idx, device="cpu")                # the evaluation set stays on the host
         labels = torch.as_tensor(stored["labels"][:n], dtype=torch.long)
-        if not torch.equal(labels, y.cpu().long()):
+        if not torch.equal(labels, y.long()):
             raise ValueError(f"{method}: the stored labels differ from the evaluation split's labels at the "
                              f"stored indices; the maps belong to another dataset/split: rerun 02_attribute")
         options = stored.get("options") or {}
         method_fn = resolve_method(method, **(options.get("options") or {}))
-        inputs = MetricInputs(
-            model=model, x=x, maps=torch.as_tensor(stored["maps"][:n]).to(dev),
-            labels=labels.to(dev), preds=torch.as_tensor(stored["preds"][:n], dtype=torch.long).to(dev),
-            targets=torch.as_tensor(stored["targets"][:n], dtype=torch.long).to(dev),
-            sample_ids=torch.as_tensor(idx), masks=ds.mask_batch(idx, device=dev) if has_masks else None,
-            method=method_fn, method_name=method, method_options=dict(options.get("options") or {}),
-            batch_size=batch_size, temperature=temperature,
-            **{f: getattr(cfg, k) for k, f in SETTINGS.items()})
-        curves: dict[str, np.ndarray] = {}
+        host = {"x": x_host, "maps": torch.as_tensor(stored["maps"][:n]), "labels": labels,
+                "preds": torch.as_tensor(stored["preds"][:n], dtype=torch.long),
+                "targets": torch.as_tensor(stored["targets"][:n], dtype=torch.long),
+                "masks": ds.mask_batch(idx, device="cpu") if has_masks else None}
+        runnable = []
         for metric in metrics:
-            bar.set_postfix_str(f"{method}/{metric}")
             reason = _skip_reason(metric, method, has_masks)
-            if reason is not None:
-                if "masks" not in METRICS[metric].needs:
-                    log.warning("skipping %s for %s: %s", metric, method, reason)
+            if reason is None:
+                runnable.append(metric)
+            elif "masks" not in METRICS[metric].needs:
+                log.warning("skipping %s for %s: %s", metric, method, reason)
+        parts: dict[str, list[MetricResult]] = {m: [] for m in runnable}
+        for sl in _chunks(n, chunk, batch_size):               # device memory bounded by the chunk
+            dev_part = {k: _to_device(v[sl], dev) for k, v in host.items() if v is not None}
+            inputs = MetricInputs(
+                model=model, x=dev_part["x"], maps=dev_part["maps"], labels=dev_part["labels"],
+                preds=dev_part["preds"], targets=dev_part["targets"], sample_ids=torch.as_tensor(idx[sl]),
+                masks=dev_part.get("masks"), method=method_fn, method_name=method,
+                method_options=dict(options.get("options") or {}), batch_size=batch_size,
+                temperature=temperature, **settings)
+            for metric in metrics:
+                bar.set_postfix_str(f"{method}/{metric}")
+                if metric in parts:
+                    parts[metric].append(_to_host(METRICS[metric].compute(inputs)))
                 bar.update(1)
-                continue
-            out = METRICS[metric].compute(inputs)
-            tables.append(_rows(cfg, idx, inputs, method, metric, out.values))
+            del inputs, dev_part
+        curves: dict[str, np.ndarray] = {}
+        true, pred = host["labels"].numpy(), host["preds"].numpy()
+        for metric in runnable:
+            out = _concat(parts[metric])
+            tables.append(_rows(cfg, idx, true, pred, method, metric, out.values))
             for variant, values in out.variants.items():
-                tables.append(_rows(cfg, idx, inputs, method, f"{metric}[{variant}]", values))
+                tables.append(_rows(cfg, idx, true, pred, method, f"{metric}[{variant}]", values))
             if out.curves is not None:
                 # the paper's curves keep the names "curves" / "unperturbed"; other scores theirs
                 key = "curves" if metric == "pixel_flipping" else f"curves_{metric}"
-                curves[key] = out.curves.float().cpu().numpy()
-                curves.update({(k if metric == "pixel_flipping" else f"{k}_{metric}"): v.float().cpu().numpy()
+                curves[key] = out.curves.float().numpy()
+                curves.update({(k if metric == "pixel_flipping" else f"{k}_{metric}"): v.float().numpy()
                                for k, v in out.extras.items()})
-            bar.update(1)
         if curves:
-            runs.save_npz(runs.curves_path(run_dir, method), indices=idx, labels=inputs.labels.cpu().numpy(),
+            runs.save_npz(runs.curves_path(run_dir, method), indices=idx, labels=true,
                           features_in_step=np.int64(cfg.features_in_step), temperature=np.float64(temperature),
-                          **curves)
+                          tie_break=np.str_(tie_break), **curves)
     bar.close()
     if cfg.pair_metrics:                       # the pair analysis (xai_utils.pairs): rows with a pair id
         from .pairs.stage import evaluate_pairs
@@ -170,9 +182,58 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
     return df
 
 
-def _rows(cfg: RunConfig, idx: np.ndarray, d: MetricInputs, method: str, metric: str,
+def _n_stored(path: Path) -> int:
+    with np.load(path, allow_pickle=False) as f:          # reads the indices only
+        return len(f["indices"])
+
+
+def _n_evaluated(method: str, n_stored: int, n_samples: int) -> int:
+    if n_samples > n_stored:
+        log.warning("%s: %d samples requested but %d stored; evaluating all stored samples "
+                    "(rerun 02_attribute with more samples to change this)", method, n_samples, n_stored)
+    return min(n_samples, n_stored)
+
+
+def _chunk_size(eval_chunk: int, batch_size: int) -> int:
+    """Images per device chunk: ``eval_chunk`` rounded down to a multiple of the batch size
+    (at least one batch), so every forward pass sees the batches an unchunked run would."""
+    return max(int(batch_size), int(eval_chunk) // int(batch_size) * int(batch_size))
+
+
+def _chunks(n: int, chunk: int, batch_size: int) -> list[slice]:
+    """Consecutive slices of ``chunk`` images; a last piece smaller than one batch joins the
+    one before it (its pixel-flipping batches are then those of an unchunked run)."""
+    starts = list(range(0, n, chunk))
+    if len(starts) > 1 and n - starts[-1] < batch_size:
+        starts.pop()
+    return [slice(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host slice on the device; pinned and copied without blocking on CUDA."""
+    if device.type == "cuda":
+        return t.contiguous().pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _to_host(r: MetricResult) -> MetricResult:
+    cpu = lambda t: t.detach().cpu()  # noqa: E731
+    return MetricResult(cpu(r.values), None if r.curves is None else cpu(r.curves),
+                        {k: cpu(v) for k, v in r.extras.items()}, {k: cpu(v) for k, v in r.variants.items()})
+
+
+def _concat(parts: list[MetricResult]) -> MetricResult:
+    """One result from the results of consecutive chunks."""
+    first = parts[0]
+    cat = lambda get: torch.cat([get(p) for p in parts])  # noqa: E731
+    return MetricResult(cat(lambda p: p.values),
+                        None if first.curves is None else cat(lambda p: p.curves),
+                        {k: cat(lambda p, k=k: p.extras[k]) for k in first.extras},
+                        {k: cat(lambda p, k=k: p.variants[k]) for k in first.variants})
+
+
+def _rows(cfg: RunConfig, idx: np.ndarray, true: np.ndarray, pred: np.ndarray, method: str, metric: str,
           values: torch.Tensor) -> pd.DataFrame:
-    true, pred = d.labels.cpu().numpy(), d.preds.cpu().numpy()
     return pd.DataFrame({
         "run_id": cfg.run_id, "dataset": cfg.dataset, "objective": cfg.objective, "seed": cfg.seed,
         "sample_index": idx, "pair": "", "true": true, "pred": pred, "correct": true == pred,

@@ -79,12 +79,12 @@ class SupConLoss(nn.Module):
             log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
             pos = (lab[:, None] == lab[None, :]) & ~self_mask
             n_pos = pos.sum(dim=1)
-            valid = n_pos > 0
-            if not bool(valid.any()):
-                return _zero_loss(features)
-            # where() keeps the -inf of the diagonal out of both the sum and its gradient
+            valid = (n_pos > 0).to(z.dtype)
+            # where() keeps the -inf of the diagonal out of both the sum and its gradient; the
+            # mean over valid anchors is a masked sum (no boolean index: no host read), and a
+            # batch without any positive gives 0 / 1 = 0 with every gradient zero
             mean_log_prob_pos = torch.where(pos, log_prob, 0.0).sum(dim=1) / n_pos.clamp(min=1)
-            return -mean_log_prob_pos[valid].mean()
+            return -(mean_log_prob_pos * valid).sum() / valid.sum().clamp(min=1.0)
         bg = background.to(torch.bool).repeat(v)
         absent = lab < 0
         real = ~bg & ~absent
@@ -159,43 +159,53 @@ class TripletLoss(nn.Module):
         same = labels[:, None] == labels[None, :]
         pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
         neg = ~same
-        if self.mining in ("semi-hard", "semi-hard-hardest"):
-            loss = self._semi_hard(dist, pos, neg, hardest=self.mining == "semi-hard-hardest")
-            if loss is not None:
-                return loss
-        loss = self._batch_hard(dist, pos, neg)
-        return loss if loss is not None else _zero_loss(embeddings)
+        hard, has_hard = self._batch_hard(dist, pos, neg)
+        if self.mining == "batch-hard":
+            return hard
+        semi, has_semi = self._semi_hard(dist, pos, neg, hardest=self.mining == "semi-hard-hardest")
+        # the fallback is chosen on the device (torch.where), not by a Python branch
+        return torch.where(has_semi, semi, hard)
 
-    def _semi_hard(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, hardest: bool):
-        """Mean over all semi-hard triplets, or (``hardest``) over anchor-positive pairs of
-        their hardest semi-hard negative; None when the batch has no semi-hard triplet.
+    def _semi_hard(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, hardest: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, whether the batch has a semi-hard triplet): the mean over all semi-hard
+        triplets, or (``hardest``) over anchor-positive pairs of their hardest semi-hard
+        negative.
 
-        Memory O(P * B) for P anchor-positive pairs (not O(B^3)). The emptiness test reads
-        one value back from the device: the fallback rule depends on it.
+        Fixed shapes, memory O(B^2), no host read: each anchor's negative distances are
+        sorted once; for every pair (a, p) two binary searches bound the negatives with
+        d(a, p) < d(a, n) < d(a, p) + margin, and prefix sums give their count and the sum of
+        their distances. Sums run in float64, so the result equals the literal triple loop to
+        float32 rounding.
         """
-        a_idx, p_idx = pos.nonzero(as_tuple=True)            # P pairs
-        if a_idx.numel() == 0:
-            return None
-        d_ap = dist[a_idx, p_idx]                             # [P]
-        d_an = dist[a_idx]                                    # [P, B]
-        semi = neg[a_idx] & (d_an > d_ap[:, None]) & (d_an < d_ap[:, None] + self.margin)
+        b = dist.shape[0]
+        key = torch.where(neg, dist, torch.full_like(dist, float("inf")))
+        order = key.argsort(dim=1, stable=True)      # negatives first; ties in index order
+        sorted_key = key.gather(1, order)                                    # [B, B], +inf tail
+        sorted_d = torch.where(neg.gather(1, order), dist.gather(1, order), torch.zeros_like(dist))
+        csum = torch.cat([torch.zeros_like(sorted_d[:, :1]), sorted_d], 1).double().cumsum(1)
+        d_ap = dist                                                          # [a, p]
+        lo = torch.searchsorted(sorted_key.detach(), d_ap.detach(), right=True)      # first n: d > d_ap
+        hi = torch.searchsorted(sorted_key.detach(), (d_ap + self.margin).detach(), right=False)
+        count = (hi - lo).clamp_min(0) * pos                                  # [a, p]
         if hardest:
-            has = semi.any(dim=1)
-            if not bool(has.any()):
-                return None
-            closest = torch.where(semi, d_an, torch.full_like(d_an, float("inf"))).min(dim=1).values
-            return (d_ap[has] - closest[has] + self.margin).mean()
-        count = semi.sum()
-        if not bool(count > 0):
-            return None
-        loss = torch.where(semi, d_ap[:, None] - d_an + self.margin, torch.zeros_like(d_an))
-        return loss.sum() / count
+            has = count > 0
+            closest = sorted_d.gather(1, lo.clamp(max=b - 1))
+            pair = torch.where(has, d_ap - closest + self.margin, torch.zeros_like(d_ap))
+            n = has.sum()
+            return pair.sum() / n.clamp(min=1), n > 0
+        sum_an = (csum.gather(1, hi) - csum.gather(1, lo.clamp(max=hi)))      # [a, p], float64
+        total = (count * (d_ap.double() + self.margin) - torch.where(count > 0, sum_an, 0.0)).sum()
+        n = count.sum()
+        return (total / n.clamp(min=1)).to(dist.dtype), n > 0
 
-    def _batch_hard(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
-        """Mean batch-hard loss over anchors with a positive and a negative, or None."""
-        valid = pos.any(dim=1) & neg.any(dim=1)
-        if not bool(valid.any()):
-            return None
+    def _batch_hard(self, dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean batch-hard loss over anchors with a positive and a negative, whether there is
+        any such anchor); 0 with a gradient path when there is none."""
+        valid = (pos.any(dim=1) & neg.any(dim=1)).to(dist.dtype)
         hardest_pos = torch.where(pos, dist, torch.full_like(dist, float("-inf"))).max(dim=1).values
         hardest_neg = torch.where(neg, dist, torch.full_like(dist, float("inf"))).min(dim=1).values
-        return F.relu(hardest_pos[valid] - hardest_neg[valid] + self.margin).mean()
+        per_anchor = torch.where(valid > 0, F.relu(hardest_pos - hardest_neg + self.margin),
+                                 torch.zeros_like(hardest_pos))
+        return per_anchor.sum() / valid.sum().clamp(min=1.0) + _zero_loss(dist), valid.sum() > 0

@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
@@ -263,21 +263,29 @@ def failed_notebook(job: Job) -> Path:
     return job.output.with_name(job.output.stem + ".failed.ipynb")
 
 
-def _kernel_manager_class():
+def _kernel_manager_class(env: Optional[dict[str, str]] = None):
     """nbclient's kernel manager talking to the kernel over IPC sockets instead of TCP on
     localhost: the same messages, and no warning about unencrypted TCP from every kernel
     (nor a SIGINT to the idle kernel at shutdown).
     Each kernel gets its own socket prefix in the temporary folder (several kernels run at
     once with ``--jobs``; the manager removes the socket files when the kernel ends). TCP
-    stays where IPC is unavailable (Windows)."""
+    stays where IPC is unavailable (Windows). ``env``: variables set for this kernel only
+    (its GPU with ``--devices``), on top of this process's environment."""
     from jupyter_client.manager import AsyncKernelManager
-    if os.name != "posix":
-        return AsyncKernelManager
     import tempfile
     import uuid
     from traitlets import default
 
-    class IPCKernelManager(AsyncKernelManager):
+    class EnvKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if env:
+                kw["env"] = {**(kw.get("env") or os.environ), **env}
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    if os.name != "posix":
+        return EnvKernelManager
+
+    class IPCKernelManager(EnvKernelManager):
         @default("transport")
         def _default_transport(self) -> str:
             return "ipc"
@@ -295,11 +303,12 @@ def _kernel_manager_class():
     return IPCKernelManager
 
 
-def execute(job: Job) -> None:
+def execute(job: Job, env: Optional[dict[str, str]] = None) -> None:
     """Run one notebook with Papermill, then write the stage's completion marker.
 
     The notebook executes into a temporary file renamed to ``job.output`` on success, or
     to :func:`failed_notebook` on failure: a failure never replaces a finished notebook.
+    ``env``: environment variables of this notebook's kernel (its GPU).
     """
     import papermill as pm
     job.output.parent.mkdir(parents=True, exist_ok=True)
@@ -310,7 +319,7 @@ def execute(job: Job) -> None:
     try:
         pm.execute_notebook(str(NOTEBOOK_DIR / NOTEBOOKS[job.stage]), str(tmp),
                             parameters=job.params, kernel_name=KERNEL, cwd=str(REPO_ROOT),
-                            progress_bar=False, log_output=False, kernel_manager_class=_kernel_manager_class())
+                            progress_bar=False, log_output=False, kernel_manager_class=_kernel_manager_class(env))
     except BaseException:
         if tmp.is_file():
             os.replace(tmp, failed_notebook(job))
@@ -370,32 +379,48 @@ def _threads_per_kernel(workers: int):
             os.environ.pop(k, None)
 
 
-def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int = 1) -> list[Job]:
-    """Execute the jobs; ``workers`` runs at once (each run's stages in order), then the
-    figures. A failed stage blocks the later stages of its run only."""
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(p.jobs), desc=f"study {p.profile.name}", unit="notebook", disable=not progress)
+def run_group(group: list[Job], profile: Optional[Profile] = None, force: bool = False,
+              env: Optional[dict[str, str]] = None, log: Callable[[str], None] = print,
+              on_job: Optional[Callable[[Job], None]] = None) -> None:
+    """Execute one run's jobs in order (or the study's figures); a failed stage blocks the
+    later stages of its run only. Used by local runs and by every submitted job."""
+    failed = False
+    for job in group:
+        if failed:
+            job.status = "blocked"
+        elif job.stage == "figures" and not _prepare_figures(profile, job):
+            job.status = "skipped"
+            log("figures: no run of the study has results yet; nothing written")
+        elif not force and job.finished():
+            job.status = "skipped"
+        else:
+            try:
+                execute(job, env)
+                job.status = "done"
+                log(f"done {job.label} in {job.seconds:.0f} s")
+            except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
+                job.status, job.error, failed = "failed", _one_line(e), True
+                log(f"FAILED {job.label}: {job.error}\n  notebook: {failed_notebook(job)}")
+        if on_job is not None:
+            on_job(job)
 
-    def run_group(group: list[Job]) -> None:
-        failed = False
-        for job in group:
-            bar.set_postfix_str(job.label, refresh=False)
-            if failed:
-                job.status = "blocked"
-            elif job.stage == "figures" and not _prepare_figures(p.profile, job):
-                job.status = "skipped"
-                tqdm.write("figures: no run of the study has results yet; nothing written")
-            elif not force and job.finished():
-                job.status = "skipped"
-            else:
-                try:
-                    execute(job)
-                    job.status = "done"
-                    tqdm.write(f"done {job.label} in {job.seconds:.0f} s")
-                except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
-                    job.status, job.error, failed = "failed", _one_line(e), True
-                    tqdm.write(f"FAILED {job.label}: {job.error}\n  notebook: {failed_notebook(job)}")
-            bar.update(1)
+
+def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int = 1,
+             devices: Sequence[str] = ()) -> list[Job]:
+    """Execute the jobs; ``workers`` runs at once (each run's stages in order), then the
+    figures. A failed stage blocks the later stages of its run only. ``devices``: CUDA
+    indices; each concurrent run leases one and its kernels see only that GPU."""
+    from tqdm.auto import tqdm
+    from .executors import DevicePool
+    bar = tqdm(total=len(p.jobs), desc=f"study {p.profile.name}", unit="notebook", disable=not progress)
+    pool = DevicePool(devices)
+
+    def one(group: list[Job]) -> None:
+        bar.set_postfix_str(group[0].label, refresh=False)
+        with pool.lease() as env:
+            if env:
+                tqdm.write(f"{group[0].run_id}: GPU {env['CUDA_VISIBLE_DEVICES']}")
+            run_group(group, p.profile, force, env, log=tqdm.write, on_job=lambda job: bar.update(1))
 
     groups = _groups(p.jobs)
     runs = [g for g in groups if g[0].stage != "figures"]
@@ -404,12 +429,12 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
     with _threads_per_kernel(workers), _in_repo_root():
         if workers == 1:
             for group in runs:
-                run_group(group)
+                one(group)
         else:
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                list(pool.map(run_group, runs))
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool_:
+                list(pool_.map(one, runs))
         for group in rest:
-            run_group(group)
+            run_group(group, p.profile, force, log=tqdm.write, on_job=lambda job: bar.update(1))
     bar.close()
     return p.jobs
 
@@ -451,7 +476,7 @@ def _one_line(e: Exception) -> str:
 
 
 def summary(jobs: Sequence[Job]) -> str:
-    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "skipped", "failed", "blocked")}
+    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "skipped", "submitted", "failed", "blocked")}
     lines = [", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to do"]
     per_stage: dict[str, float] = {}
     for j in jobs:
@@ -477,17 +502,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="override a profile or run setting, e.g. --set epochs=2 --set seeds=[0]")
     ap.add_argument("--dry-run", action="store_true", help="show what would run, write nothing")
     ap.add_argument("--force", action="store_true", help="rerun stages even if their results exist")
-    ap.add_argument("--jobs", type=int, default=1, metavar="N",
-                    help="runs executed at once, each kernel with its share of the CPU threads (default 1)")
+    ap.add_argument("--jobs", type=int, default=None, metavar="N",
+                    help="runs executed at once, each kernel with its share of the CPU threads "
+                         "(default 1; with --devices, one per device)")
+    ap.add_argument("--devices", default=None, metavar="LIST",
+                    help="GPUs for concurrent runs, e.g. cuda:0,cuda:1 or all: each run's kernels see only its GPU")
+    ap.add_argument("--executor", default="local", metavar="NAME",
+                    help="local (default) | slurm (one job per run through submitit) | submitit-local "
+                         "(the same submission as local processes)")
+    ap.add_argument("--slurm-partition", default=None)
+    ap.add_argument("--slurm-gpus-per-run", type=int, default=1, metavar="N")
+    ap.add_argument("--slurm-time", default="24:00:00", metavar="TIME", help="sbatch --time per run (default 24:00:00)")
+    ap.add_argument("--slurm-cpus-per-run", type=int, default=None, metavar="N")
+    ap.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other sbatch option, e.g. --slurm-option account=abc (repeatable)")
+    ap.add_argument("--wait", action="store_true",
+                    help="slurm: wait for the jobs, report failures, then make the figures here")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    if args.jobs < 1:
-        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
-        return 2
     from .data import DatasetNotFoundError
+    from . import executors
     try:
+        devices = _check_scale_out(args)
         profile = load_profile(args.profile, **parse_set(args.sets))
         p = plan(profile, args.stage or STAGES, args.only)
+        executors.check_local(args.jobs, devices, [j.run for j in p.jobs if j.run is not None])
+        slurm = executors.SlurmOptions(args.slurm_partition, args.slurm_gpus_per_run, args.slurm_time,
+                                       args.slurm_cpus_per_run, executors.parse_slurm_options(args.slurm_option))
         validate(p, force=args.force)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -501,11 +542,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{job.label:40s} {state:18s} -> {job.output}")
         return 0
     start = time.perf_counter()
-    jobs = run_plan(p, force=args.force, progress=not args.no_progress, workers=args.jobs)
+    if args.executor != "local":
+        jobs = executors.submit(p, args.executor, slurm, force=args.force, wait=args.wait,
+                                progress=not args.no_progress)
+    else:
+        jobs = run_plan(p, force=args.force, progress=not args.no_progress, workers=args.jobs, devices=devices)
     print(summary(jobs))
     print(results_digest(jobs))
     print(f"total {time.perf_counter() - start:.0f} s")
     return 1 if any(j.status in ("failed", "blocked") for j in jobs) else 0
+
+
+def _check_scale_out(args: argparse.Namespace) -> list[str]:
+    """The executor, --jobs and --devices before anything else (one-line errors); fills in
+    --jobs (one per device with --devices, else 1) and returns the CUDA indices."""
+    from .executors import EXECUTORS, parse_devices
+    if args.executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor '{args.executor}'; valid: {', '.join(EXECUTORS)}")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    slurm_flags = [f for f, v in (("--slurm-partition", args.slurm_partition), ("--slurm-option", args.slurm_option),
+                                  ("--slurm-cpus-per-run", args.slurm_cpus_per_run), ("--wait", args.wait),
+                                  ("--slurm-gpus-per-run", args.slurm_gpus_per_run != 1),
+                                  ("--slurm-time", args.slurm_time != "24:00:00")) if v]
+    if args.executor == "local" and slurm_flags:
+        raise ConfigError(f"{slurm_flags[0]} needs --executor slurm")
+    if args.executor != "local" and (args.devices or args.jobs):
+        raise ConfigError(f"--{'devices' if args.devices else 'jobs'} is for local runs; with --executor "
+                          f"{args.executor} each run is a job (GPUs per run: --slurm-gpus-per-run)")
+    if args.slurm_gpus_per_run < 0:
+        raise ConfigError(f"--slurm-gpus-per-run must be at least 0, got {args.slurm_gpus_per_run}")
+    devices = parse_devices(args.devices)
+    if args.jobs is None:
+        args.jobs = len(devices) or 1
+    return devices
 
 
 def results_digest(jobs: Sequence[Job]) -> str:

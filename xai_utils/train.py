@@ -13,10 +13,12 @@ model (``ExplainedModel(normalize_features=True)``); the projection head is not 
 
 Engineering: in-memory datasets stay as uint8 on the training device and batches are
 indexed and augmented there (no DataLoader); the streamed ImageNet-S50 train split uses its
-own loader. Shuffling and augmentation draw from a generator seeded by (seed, epoch), so a
-run resumed from ``checkpoint.pt`` ends with exactly the weights of an uninterrupted one
-(bit-exact on CPU; on CUDA up to the non-determinism of cuDNN kernels). On CUDA: bf16
-autocast, channels-last and optional ``torch.compile``; on CPU: float32, channels-last.
+own loader. Shuffling and augmentation draw from a CPU generator seeded by (seed, epoch), on
+every device, so a run resumed from ``checkpoint.pt`` ends with exactly the weights of an
+uninterrupted one (bit-exact on CPU; on CUDA the same augmentations and order, up to the
+non-determinism of cuDNN kernels). A step (:func:`train_step`) never reads a device value on
+the host. On CUDA: bf16 autocast, channels-last and optional ``torch.compile``; on CPU:
+float32, channels-last.
 
 Files written into the run folder: see :mod:`xai_utils.runs` and :func:`train_run`.
 """
@@ -24,7 +26,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
@@ -36,8 +40,9 @@ from tqdm.auto import tqdm
 
 from . import runs
 from .config import ConfigError, RunConfig, stage_keys
+from .devices import autocast, float32
 from .models import ExplainedModel, build_model, model_state
-from .objectives import OBJECTIVES, TrainBatch
+from .objectives import OBJECTIVES, StreamedViews, TrainBatch
 
 PathLike = Union[str, Path]
 EMBED_SAMPLES = 1000          # fixed test subset whose features go to embeddings.npz
@@ -103,9 +108,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (1_000_003 * int(seed) + int(epoch)) % (2 ** 63)
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """The generator of one epoch's shuffling and augmentation, a function of (seed, epoch) only."""
-    return torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of one epoch's shuffling and augmentation, a function of (seed, epoch) only.
+
+    Always a CPU generator, whatever the training device: its draws are the same on every
+    machine, and augmentation parameters drawn on the host go to the device in one
+    non-blocking copy instead of being read back from it (a CUDA generator's stream would
+    also differ from the CPU's, so a seed would not mean the same run on both)."""
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
 
 
 # ----------------------------------------------------------------------------- data
@@ -115,6 +125,9 @@ class TrainData:
 
     The last incomplete batch of an epoch is dropped (contrastive losses compare the images
     of a batch; a tiny last batch would be noisy), so an epoch is ``n // batch_size`` steps.
+    A streamed subset is read by one loader for the whole run (its workers persist across
+    epochs) that takes the objective's ``random_view_count()`` random resized crops of every
+    image, from the whole image, in its workers; it is released after the last epoch.
     """
 
     def __init__(self, cfg: RunConfig, device: torch.device):
@@ -131,39 +144,53 @@ class TrainData:
         if self.streamed:
             self.indices = None if len(idx) == len(ds) else idx.tolist()
             self.num_workers = cfg.num_workers
+            self.views = OBJECTIVES[cfg.objective].random_view_count()
+            self.epochs = cfg.epochs
+            self._loader: Any = None
         else:
             idx_t = torch.as_tensor(idx)
             self.images = ds.images[idx_t].to(device)          # uint8, stays on the device
             self.labels = ds.labels[idx_t].to(device)
 
     def epoch(self, epoch: int, generator: torch.Generator
-              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """uint8 image batches and labels on the device, in an order fixed by (seed, epoch)."""
+              ) -> Iterator[tuple[Union[torch.Tensor, StreamedViews], torch.Tensor]]:
+        """uint8 image batches and labels on the device, in an order fixed by (seed, epoch).
+
+        Streamed: the images are :class:`StreamedViews` (the V crops and the clean view of
+        each image), whose order and crops are functions of (seed, epoch, image) only."""
         if self.streamed:
-            order = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-            loader = self.ds.loader(self.batch_size, shuffle=True, generator=order,
-                                    num_workers=self.num_workers, drop_last=True, indices=self.indices)
-            for step, (x, y) in enumerate(loader):
+            loader = self.train_loader()
+            loader.sampler.set_epoch(epoch)
+            for step, (crops, clean, y) in enumerate(loader):
                 if step >= self.steps:
                     break
-                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                views = StreamedViews(crops.to(self.device, non_blocking=True),
+                                      clean.to(self.device, non_blocking=True))
+                yield views, y.to(self.device, non_blocking=True)
+            if epoch + 1 >= self.epochs:
+                self._loader = None                 # the last epoch: let its workers exit
             return
-        perm = torch.randperm(self.n, generator=generator, device=self.device)
+        perm = torch.randperm(self.n, generator=generator).to(self.device, non_blocking=True)
         bs = min(self.batch_size, self.n)
         for step in range(self.steps):
             idx = perm[step * bs:(step + 1) * bs]
             yield self.images[idx], self.labels[idx]
 
+    def train_loader(self) -> torch.utils.data.DataLoader:
+        """The streamed subset's training loader, built on first use and kept (its workers
+        persist across epochs)."""
+        if self._loader is None:
+            self._loader = self.ds.train_loader(min(self.batch_size, self.n), self.views, self.seed,
+                                                num_workers=self.num_workers, indices=self.indices)
+        return self._loader
+
     def plain_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The whole subset in order, un-augmented, float [0, 1] (for the probe). Streamed
-        images (256 px) are centre-cropped to the evaluation size (224), as the test images."""
+        images: shorter side 256 and centre crop 224, as the test images."""
         if self.streamed:
-            from .data import IMAGENET_EVAL_CROP as crop
             loader = self.ds.loader(batch_size, shuffle=False, num_workers=self.num_workers,
                                     drop_last=False, indices=self.indices)
             for x, y in loader:
-                top, left = (x.shape[2] - crop) // 2, (x.shape[3] - crop) // 2
-                x = x[:, :, top:top + crop, left:left + crop]
                 yield _to_float(x.to(self.device, non_blocking=True)), y.to(self.device)
             return
         for s in range(0, self.n, batch_size):
@@ -201,7 +228,7 @@ class _Engine:
         self.model = model
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        return autocast(self.device, torch.bfloat16, enabled=self.amp)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features of pixel-space images (runs inside the caller's autocast)."""
@@ -220,11 +247,54 @@ class _Engine:
         self.model.eval()
         feats, labels = [], []
         for x, y in batches:
-            with torch.autocast(self.device.type, enabled=False):
+            with float32(self.device):
                 feats.append(self.features(x.float()).float())
             labels.append(y)
         self.model.train(was_training)
         return torch.cat(feats), torch.cat(labels)
+
+
+# ----------------------------------------------------------------------------- step
+
+@dataclass
+class EpochTotals:
+    """Running sums of one epoch, kept on the training device and read once at its end."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    seen: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> "EpochTotals":
+        return cls(torch.zeros((), device=device, dtype=torch.float64),
+                   torch.zeros((), device=device, dtype=torch.long))
+
+
+def train_step(objective: nn.Module, model: ExplainedModel, engine: "_Engine",
+               optimizer: torch.optim.Optimizer, scheduler: Any, batch: TrainBatch,
+               totals: EpochTotals) -> None:
+    """One optimiser step of any objective, with no host synchronisation.
+
+    Nothing here reads a device value on the host: augmentation parameters come from the
+    CPU generator in one copy per view, the losses have no Python branch on device values,
+    and the loss, its logged terms and the training accuracy are summed on the device
+    (:class:`EpochTotals`). ``tests/test_sync.py`` counts the device-to-host reads of this
+    function for every objective; on a GPU, ``torch.cuda.set_sync_debug_mode("error")``
+    around it checks the same (README, "GPU").
+    """
+    with engine.autocast():
+        out = objective.step(batch, model, engine)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    scheduler.step()
+    totals.loss += out.loss.detach()
+    for k, v in out.terms.items():
+        totals.terms[k] = totals.terms[k] + v.double() if k in totals.terms else v.double()
+    if out.logits is not None:
+        totals.correct += (out.logits.argmax(dim=1) == batch.labels).sum()
+    totals.seen += batch.labels.shape[0]
 
 
 # ----------------------------------------------------------------------------- probe
@@ -386,7 +456,7 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     objective = OBJECTIVES[cfg.objective](cfg, model).to(device)
     eager = OBJECTIVES[cfg.objective].uncompiled_reason
     engine = _Engine(cfg, model, device, compile=cfg.compile and not eager)
-    augment = _get_augmentation(resolve_augmentation(cfg))
+    augment = _get_augmentation(resolve_augmentation(cfg), cfg.dataset)
     clean_view = _get_augmentation("none", cfg.dataset)     # un-augmented (ImageNet: centre crop)
     optimizer = OPTIMIZERS[cfg.optimizer](objective.trainable(model), cfg)
     scheduler = build_scheduler(optimizer, cfg, data.steps)
@@ -427,34 +497,22 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
                       initial=start_epoch, total=cfg.epochs, disable=not progress)
     for epoch in epochs_bar:
         t0 = time.perf_counter()
-        gen = epoch_generator(cfg.seed, epoch, device)
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        terms: dict[str, torch.Tensor] = {}
-        seen, lr = 0, optimizer.param_groups[0]["lr"]
+        gen = epoch_generator(cfg.seed, epoch)
+        totals = EpochTotals.zeros(device)
+        lr = optimizer.param_groups[0]["lr"]
         for xb, yb in tqdm(data.epoch(epoch, gen), total=data.steps, leave=False, unit="batch",
                            desc=f"epoch {epoch + 1}", disable=not progress):
             batch = TrainBatch(xb, yb, epoch, gen, augment, clean_view)
             lr = optimizer.param_groups[0]["lr"]
-            with engine.autocast():
-                out = objective.step(batch, model, engine)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += out.loss.detach()
-            for k, v in out.terms.items():          # summed on the device: read once per epoch
-                terms[k] = terms.get(k, 0.0) + v.double()
-            if out.logits is not None:
-                correct += (out.logits.argmax(dim=1) == yb).sum()
-            seen += yb.shape[0]
+            train_step(objective, model, engine, optimizer, scheduler, batch, totals)
         steps = max(data.steps, 1)
         seconds = time.perf_counter() - t0
         train_seconds += seconds
-        record = {"epoch": epoch + 1, "loss": float(loss_sum) / steps, "lr": lr, "seconds": round(seconds, 3)}
-        record.update({k: float(v) / steps for k, v in terms.items()})
+        record = {"epoch": epoch + 1, "loss": float(totals.loss) / steps, "lr": lr,
+                  "seconds": round(seconds, 3)}                      # the epoch's one host read
+        record.update({k: float(v) / steps for k, v in totals.terms.items()})
         if not objective.needs_probe:
-            record["train_acc"] = 100.0 * int(correct) / max(seen, 1)
+            record["train_acc"] = 100.0 * int(totals.correct) / max(totals.seen, 1)
         if not math.isfinite(record["loss"]):
             raise FloatingPointError(f"run {cfg.run_id}: training loss is {record['loss']} at epoch "
                                      f"{epoch + 1}; lower lr (now {cfg.lr}) or check the data")
@@ -491,6 +549,7 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
                "test_accuracy": acc, "n_test": n_test, "n_train": data.n, "epochs": cfg.epochs,
                "probe_train_accuracy": probe_acc, "wall_time_s": round(train_seconds, 3),
                "eval_time_s": round(time.perf_counter() - t0, 3), "device": str(device),
+               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),   # --devices: this run's GPU
                "resumed_from": resumed_from}
     runs.save_json(summary_path, summary)
     return summary

@@ -27,7 +27,7 @@ STAGES = ("train", "attribute", "evaluate")
 # integer settings and their lower bounds
 MIN_INT: dict[str, int] = {
     "seed": 0, "epochs": 1, "batch_size": 1, "warmup_epochs": 0, "proj_dim": 1, "num_workers": 0,
-    "checkpoint_every": 1, "eval_samples": 1, "batch_size_eval": 1, "metric_seed": 0,
+    "checkpoint_every": 1, "eval_samples": 1, "batch_size_eval": 1, "eval_chunk": 1, "metric_seed": 0,
     "features_in_step": 1, "max_sensitivity_samples": 1, "faithfulness_correlation_subset": 1,
     "faithfulness_correlation_runs": 2, "calibration_samples": 2, "pair_samples": 1, "pair_seed": 0,
     "pair_pixels_per_step": 1, "pair_blur_kernel": 1, "pair_max_sensitivity_samples": 1,
@@ -133,11 +133,11 @@ def check_evaluation(cfg: RunConfig, data_masks: bool = True) -> None:
     """The settings of the evaluation stage, and which metric applies to which method/data."""
     from .attribution import is_class_agnostic
     from .data import has_masks
-    from .metrics import BASELINES, METRICS, NOISE_SPACES, SIMILARITIES, SORTERS
+    from .metrics import BASELINES, METRICS, NOISE_SPACES, SIMILARITIES, TIE_BREAKS
 
     _names(cfg, "metrics", list(METRICS))
     _one_of(cfg, "pixel_flipping_baseline", BASELINES)
-    _one_of(cfg, "pixel_flipping_tie_break", SORTERS)
+    _one_of(cfg, "pixel_flipping_tie_break", TIE_BREAKS)
     _one_of(cfg, "noise_space", NOISE_SPACES)
     _one_of(cfg, "randomisation_similarity", SIMILARITIES)
     _one_of(cfg, "nan_pairing", ("pairs", "per_model"))

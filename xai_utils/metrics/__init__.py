@@ -59,8 +59,8 @@ from ._common import (DEFAULT_BATCH, is_constant_map, is_zero_map, normalise_by_
                       resolve_method, sample_seed)
 from .complexity import complexity, sparseness
 from .consistency import consistency, consistency_transforms, cosine
-from .faithfulness import (BASELINES, FLIP_SCORES, SORTERS, curve_auc, faithfulness_correlation, flip_curves,
-                           pixel_flipping, pixel_flipping_logits)
+from .faithfulness import (BASELINES, FLIP_SCORES, SORTERS, TIE_BREAKS, curve_auc, faithfulness_correlation, flip_curves,
+                           pixel_flipping, pixel_flipping_logits, resolve_tie_break)
 from .localisation import attribution_localisation, pointing_game
 from .randomisation import model_randomisation, randomise_model
 from .registry import (METRICS, SETTINGS, MetricInputs, MetricResult, MetricSpec, base_metric, check_metrics,

@@ -30,6 +30,19 @@ SORTERS: dict[str, Callable[[Tensor], Tensor]] = {
     "quantus": _argsort_numpy,   # exact Quantus/NumPy tie order (sorts on the CPU)
     "stable": _argsort_stable,   # device-native; ties in channel-major feature order
 }
+TIE_BREAKS = (*SORTERS, "auto")
+
+
+def resolve_tie_break(tie_break: str, device: "torch.device | str") -> str:
+    """The sorter ``tie_break`` means on ``device``: ``auto`` is ``stable`` on CUDA (no copy of
+    every map to the host and no NumPy sort there) and ``quantus`` elsewhere. The two orders
+    agree except among exactly equal attributions (e.g. the zeros of a ReLU'd Grad-CAM)."""
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"unknown tie_break '{tie_break}'; valid: {', '.join(TIE_BREAKS)}")
+    if tie_break != "auto":
+        return tie_break
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":", 1)[0]
+    return "stable" if kind == "cuda" else "quantus"
 
 
 def _baseline_black(model: nn.Module, x: Tensor) -> Tensor:
@@ -81,13 +94,13 @@ def pixel_flipping_logits(model: nn.Module, x: Tensor, a: Tensor, features_in_st
     ``features_in_step`` features of a running copy to the baseline (``scatter_``) and the
     steps' copies of all images go through the model together, ``batch_size`` perturbed
     images per forward pass. ``tie_break="quantus"`` sorts with NumPy as Quantus does
-    (exact equality); ``"stable"`` sorts on the device. ``baseline``: see :data:`BASELINES`.
+    (exact equality); ``"stable"`` sorts on the device; ``"auto"``: :func:`resolve_tie_break`.
+    ``baseline``: see :data:`BASELINES`.
     """
     _check_maps(a, x)
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline '{baseline}'; valid: {', '.join(BASELINES)}")
-    if tie_break not in SORTERS:
-        raise ValueError(f"unknown tie_break '{tie_break}'; valid: {', '.join(SORTERS)}")
+    tie_break = resolve_tie_break(tie_break, x.device)
     if int(features_in_step) < 1:
         raise ValueError(f"features_in_step must be >= 1, got {features_in_step}")
     n, c, h, w = x.shape

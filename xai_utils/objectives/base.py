@@ -7,6 +7,8 @@ companion needs to know about it:
 * ``label``, ``color``: how tables and figures name and draw it (Okabe & Ito colours);
 * ``views``: augmented views per image in a training step; ``augmentation``: the recipe
   that ``augmentation: auto`` means for it; ``min_batch``: the smallest batch it can use;
+  ``random_views``: how often its step calls ``batch.view()`` (default ``views``; the
+  streamed ImageNet-S50 loader crops that many views of each image);
 * ``needs_probe``: a linear probe on frozen, L2-normalised features becomes its classifier;
 * ``normalize_features``: the explained model L2-normalises the pooled features before
   its linear head (true exactly when the head is that probe);
@@ -39,21 +41,51 @@ from ..models import ExplainedModel
 
 
 @dataclass
-class TrainBatch:
-    """One training batch as an objective sees it."""
+class StreamedViews:
+    """The images of a streamed batch (ImageNet-S50), cropped in the loader's workers: the
+    random resized crops of each image, taken from the whole decoded image, and its clean view."""
 
-    images: torch.Tensor                       # uint8 [B, C, H, W] on the training device
+    crops: torch.Tensor                        # uint8 [B, V, C, S, S]: V random crops per image
+    clean: torch.Tensor                        # uint8 [B, C, S, S]: shorter side 256, centre crop
+
+
+@dataclass
+class TrainBatch:
+    """One training batch as an objective sees it.
+
+    In-memory datasets pass uint8 ``images`` and every :meth:`view` augments them afresh.
+    Streamed datasets pass :class:`StreamedViews`: ``images`` becomes their clean view and
+    ``crops`` their V pre-cropped views; the k-th :meth:`view` is crop k through the rest of
+    the recipe (flip, colour), so a step may draw at most V views (the objective's
+    ``random_views``, which the loader crops)."""
+
+    images: torch.Tensor | StreamedViews       # uint8 [B, C, H, W] on the training device
     labels: torch.Tensor                       # int64 [B]
     epoch: int                                 # 0-based
     generator: torch.Generator                 # the run's generator for this epoch (seeded)
     augment: Callable[..., torch.Tensor]       # the run's augmentation recipe
     clean_view: Callable[..., torch.Tensor]    # un-augmented float view (ImageNet: centre crop)
+    crops: Optional[torch.Tensor] = None       # streamed: uint8 [B, V, C, S, S], else None
+    views_drawn: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.images, StreamedViews):
+            self.images, self.crops = self.images.clean, self.images.crops
 
     def view(self) -> torch.Tensor:
-        """A new augmented view of every image (float [0, 1]), drawn from the run's generator."""
-        return self.augment(self.images, self.generator)
+        """A new augmented view of every image (float [0, 1]), drawn from the run's generator
+        (streamed: the next pre-cropped view, through the rest of the recipe)."""
+        if self.crops is None:
+            return self.augment(self.images, self.generator)
+        k, available = self.views_drawn, self.crops.shape[1]
+        if k >= available:
+            raise RuntimeError(f"TrainBatch.view() called {k + 1} times, but the streamed batch holds "
+                               f"{available} pre-cropped view(s): set the objective's random_views")
+        self.views_drawn += 1
+        return self.augment(self.crops[:, k], self.generator)
 
     def clean(self) -> torch.Tensor:
+        """The un-augmented images, float [0, 1] (streamed: the loader's centre crop 224)."""
         return self.clean_view(self.images)
 
 
@@ -76,6 +108,7 @@ class Objective(nn.Module):
     label: str = ""
     color: str = "#000000"
     views: int = 1
+    random_views: Optional[int] = None   # batch.view() calls per step; None: ``views``
     augmentation: str = "ce"
     min_batch: int = 1
     needs_probe: bool = False
@@ -90,6 +123,12 @@ class Objective(nn.Module):
     @classmethod
     def check(cls, cfg: RunConfig) -> None:
         """Raise ConfigError for a setting this objective cannot use (called by the validation)."""
+
+    @classmethod
+    def random_view_count(cls) -> int:
+        """How many random views a step draws (``batch.view()`` calls): the number of crops a
+        streamed loader takes of each image."""
+        return cls.views if cls.random_views is None else cls.random_views
 
     def trainable(self, model: ExplainedModel) -> list[nn.Parameter]:
         """Parameters the optimiser updates (the backbone, plus what the objective uses)."""

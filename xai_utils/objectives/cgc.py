@@ -88,6 +88,7 @@ def normalised_cam(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class CGCObjective(CrossEntropyObjective):
     """Cross-entropy on three views + ``cgc_lambda`` x contrastive Grad-CAM consistency."""
 
+    random_views = 1                 # x_ce; x and T(x) come from the clean view
     settings = ("cgc_lambda", "cgc_temperature", "cgc_negatives", "cgc_crop_scale")
     uncompiled_reason = "its loss needs a double backward (the gradient of a Grad-CAM), which torch.compile lacks"
 

@@ -45,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import RunConfig
+from ..devices import float32
 from ..models import ExplainedModel
 from .base import StepOutput, TrainBatch, register_objective
 from .paper import SupConObjective
@@ -84,6 +85,7 @@ class ExConObjective(SupConObjective):
     """SupCon with one view replaced by the saliency-masked image (see the module docstring)."""
 
     background_samples = False
+    random_views = 2                 # batch.view() twice per step: view 1 (unless masked) and view 2
     settings = ("temperature", "proj_dim", "excon_threshold", "excon_warmup_epochs", "excon_layer")
     uncompiled_reason = "its step hooks a layer of the backbone for the Grad-CAM of the masks"
 
@@ -145,7 +147,7 @@ class ExConObjective(SupConObjective):
         extra = explaining and self.background_samples
         views = [first, second] + ([masked] if extra else [])
         h = engine.features(torch.cat(views))
-        with torch.autocast(h.device.type, enabled=False):
+        with float32(h.device):
             z = self.projection(h.float())
         z_real = z[:2 * b].view(2, b, -1).transpose(0, 1)      # [B, 2, D]
         if extra:                                               # rejected masks: denominators only

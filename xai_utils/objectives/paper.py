@@ -1,11 +1,11 @@
 """The paper's three objectives: cross-entropy, Supervised Contrastive, Triplet."""
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import RunConfig
+from ..devices import float32
 from ..losses import SupConLoss, TripletLoss
 from ..models import ExplainedModel, ProjectionHead
 from .base import Objective, register_objective
@@ -42,7 +42,7 @@ class SupConObjective(Objective):
     def forward(self, h, y, model):
         b = y.shape[0]
         # the projection and its L2 normalisation in float32: logits are divided by t ~ 0.1
-        with torch.autocast(h.device.type, enabled=False):
+        with float32(h.device):
             z = self.projection(h.float())
         return self.loss(z.view(self.views, b, -1).transpose(0, 1), y), None
 

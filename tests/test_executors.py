@@ -1,0 +1,141 @@
+"""Scale-out: one GPU per concurrent run (fake device names on the CPU), and the SLURM path
+through submitit's LocalExecutor (no SLURM here) with the smoke study's CE run."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from xai_utils import executors, pipeline
+from xai_utils.config import ConfigError
+from xai_utils.runs import load_json
+
+# one small run: the smoke profile's CE run, fewer images, one method and two metrics
+SMALL = ["--profile", "smoke", "--no-progress", "--only", "shapes/ce/0", "--set", "protocols=[corrected]",
+         "--set", "epochs=1", "--set", "train_subset=512", "--set", "eval_samples=8",
+         "--set", "methods=[gradcam]", "--set", "metrics=[pixel_flipping,complexity]",
+         "--set", "pair_methods=[]", "--set", "pair_metrics=[]"]
+
+
+def _roots(tmp: Path) -> list[str]:
+    return ["--set", f"results_root={tmp / 'results'}", "--set", f"figures_root={tmp / 'figures'}"]
+
+
+@pytest.fixture
+def four_gpus(monkeypatch):
+    monkeypatch.setattr(executors, "available_gpus", lambda: 4)
+
+
+def test_device_names(four_gpus):
+    assert executors.parse_devices("cuda:0,cuda:2") == ["0", "2"]
+    assert executors.parse_devices("1, 3") == ["1", "3"]
+    assert executors.parse_devices("all") == ["0", "1", "2", "3"]
+    assert executors.parse_devices(None) == []
+    for bad, needle in (("cuda:4", "does not exist"), ("gpu0", "not a CUDA device"), ("cuda:1,cuda:1", "twice")):
+        with pytest.raises(ConfigError, match=needle):
+            executors.parse_devices(bad)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--executor", "kubernetes"], "unknown executor 'kubernetes'"),
+    (["--devices", "cuda:7"], "cuda:7 does not exist"),
+    (["--devices", "cuda:0,cuda:1", "--jobs", "3"], "--jobs 3 is larger than the 2 device(s)"),
+    (["--executor", "slurm", "--devices", "cuda:0"], "--devices is for local runs"),
+    (["--slurm-partition", "gpu"], "--slurm-partition needs --executor slurm"),
+    (["--executor", "slurm", "--slurm-option", "account"], "--slurm-option expects KEY=VALUE"),
+])
+def test_bad_scale_out_values_fail_in_one_line_before_any_work(tmp_path, four_gpus, capsys, args, needle):
+    assert pipeline.main(SMALL + _roots(tmp_path) + args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not tmp_path.joinpath("results").exists()
+
+
+def test_concurrent_runs_never_share_a_gpu():
+    pool, lock, spans = executors.DevicePool(["0", "1"]), threading.Lock(), []
+
+    def work(i: int) -> None:
+        with pool.lease() as env:
+            start = time.perf_counter()
+            time.sleep(0.02 * (1 + i % 3))
+            with lock:
+                spans.append((env["CUDA_VISIBLE_DEVICES"], start, time.perf_counter()))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {d for d, _, _ in spans} == {"0", "1"} and len(spans) == 8
+    for d in ("0", "1"):
+        own = sorted((s, e) for dev, s, e in spans if dev == d)
+        assert all(e1 <= s2 for (_, e1), (s2, _) in zip(own, own[1:]))      # one run at a time
+    with executors.DevicePool([]).lease() as env:
+        assert env == {}
+
+
+def test_each_kernel_sees_only_its_device(tmp_path, four_gpus):
+    """Two runs at once on 'cuda:2,cuda:3' (fake names on a CPU): each run's kernels start
+    with CUDA_VISIBLE_DEVICES set to its own device (recorded by the training notebook)."""
+    args = SMALL[:4] + ["shapes/ce"] + SMALL[5:] + _roots(tmp_path) + [
+        "--set", "seeds=[0,1]", "--stage", "train", "--devices", "cuda:2,cuda:3"]
+    assert pipeline.main(args) == 0
+    seen = [load_json(tmp_path / "results" / "smoke" / "shapes" / "ce" / f"seed{s}" / "train_summary.json")
+            ["cuda_visible_devices"] for s in (0, 1)]
+    assert sorted(seen) == ["2", "3"]          # --jobs defaults to one run per device: both at once
+
+
+def test_slurm_path_through_submitit_local(tmp_path):
+    """The run submitted as a job (submitit's LocalExecutor) gives the results of a local run
+    in the same tree layout; a second submission submits nothing."""
+    local, sub = tmp_path / "local", tmp_path / "submitit"
+    assert pipeline.main(SMALL + _roots(local)) == 0
+    assert pipeline.main(SMALL + _roots(sub) + ["--executor", "submitit-local"]) == 0
+    run = Path("smoke") / "shapes" / "ce" / "seed0"
+    a = pd.read_csv(local / "results" / run / "results.csv")
+    b = pd.read_csv(sub / "results" / run / "results.csv")
+    pd.testing.assert_frame_equal(a, b)
+    acc = [load_json(r / "results" / run / "train_summary.json")["test_accuracy"] for r in (local, sub)]
+    assert acc[0] == acc[1]
+    assert (sub / "figures" / "smoke-partial" / "table_accuracy.csv").is_file()
+    record = load_json(sub / "results" / run / "stages" / "submitted.json")
+    assert record["stages"] == ["train", "attribute", "evaluate"] and Path(record["log"]).is_file()
+    before = sorted(p.name for p in (sub / "results" / "smoke" / "slurm").iterdir())
+    jobs = executors.submit(pipeline.plan(pipeline.load_profile(
+        "smoke", results_root=str(sub / "results"), figures_root=str(sub / "figures"),
+        **pipeline.parse_set([SMALL[i + 1] for i, a in enumerate(SMALL) if a == "--set"])),
+        only="shapes/ce/0"), "submitit-local", executors.SlurmOptions())
+    assert all(j.status == "skipped" for j in jobs)
+    assert sorted(p.name for p in (sub / "results" / "smoke" / "slurm").iterdir()) == before   # no new job
+
+
+def test_a_failed_job_is_reported_with_its_log(tmp_path, capsys):
+    """A run whose training fails inside its job (ImageNet files that are not images): its
+    stages are reported failed, with the job's log and the failed notebook."""
+    from xai_utils.data import imagenet_s50_classes
+    root = tmp_path / "corrupt"
+    for split in ("train", "val"):
+        d = root / split / imagenet_s50_classes()[0][0]
+        d.mkdir(parents=True)
+        for i in range(4):
+            (d / f"img{i}.JPEG").write_bytes(b"not a jpeg")
+    prof = tmp_path / "broken.yaml"
+    prof.write_text(f"""
+datasets: [imagenet_s50]
+objectives: [ce]
+seeds: [0]
+results_root: {tmp_path / 'results'}
+figures_root: {tmp_path / 'figures'}
+settings:
+  default: {{arch: resnet18, widths: [8, 8, 16, 16], epochs: 1, train_subset: 4, batch_size: 2,
+             data_root: {root}, num_workers: 0}}
+""")
+    assert pipeline.main(["--profile", str(prof), "--no-progress", "--stage", "train",
+                          "--executor", "submitit-local"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED imagenet_s50/ce/seed0:train" in out
+    log = next(line for line in out.splitlines() if line.startswith("log: "))
+    assert Path(log.split("; ")[0][5:]).is_file() and "01_train.failed.ipynb" in log
