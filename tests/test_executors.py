@@ -92,7 +92,7 @@ def test_slurm_path_through_submitit_local(tmp_path):
     """The run submitted as a job (submitit's LocalExecutor) gives the results of a local run
     in the same tree layout; a second submission submits nothing."""
     local, sub = tmp_path / "local", tmp_path / "submitit"
-    assert pipeline.main(SMALL + _roots(local)) == 0
+    assert pipeline.main(SMALL + _roots(local) + ["--stage", "train", "--stage", "attribute", "--stage", "evaluate"]) == 0
     assert pipeline.main(SMALL + _roots(sub) + ["--executor", "submitit-local"]) == 0
     run = Path("smoke") / "shapes" / "ce" / "seed0"
     a = pd.read_csv(local / "results" / run / "results.csv")

@@ -179,13 +179,14 @@ def submitted_path(group: "list[Job]") -> Path:
     return group[0].marker.parent / "submitted.json"
 
 
-def submit(p: "Plan", kind: str, options: SlurmOptions, force: bool = False, wait: bool = False,
-           progress: bool = True) -> "list[Job]":
+def submit(p: "Plan", kind: str, options: SlurmOptions, force: bool = False, wait: bool = False
+           ) -> "list[Job]":
     """Submit every run with unfinished stages as one task of a job array; then the figures.
 
     ``wait`` (always with ``submitit-local``): wait for the tasks, report each failed one with
     its log, and make the figures here. Otherwise (SLURM) the figures are a job that starts
-    after the array has ended. Returns the plan's jobs with their statuses where known."""
+    after the array has ended. With nothing to submit the figures are made here at once.
+    Returns the plan's jobs with their statuses where known."""
     from .pipeline import _groups, failed_notebook, run_group
     wait = wait or kind == "submitit-local"
     groups = _groups(p.jobs)
@@ -200,6 +201,7 @@ def submit(p: "Plan", kind: str, options: SlurmOptions, force: bool = False, wai
     folder = study / "slurm"
     if not todo:
         print("nothing to submit: every stage of every run is finished")
+        wait = True                                     # the figures (if due) are made here
     else:
         ex = make_executor(kind, folder, options, name=f"xai-{p.profile.name}")
         with ex.batch():

@@ -4,8 +4,9 @@
     python -m xai_utils.pipeline --profile smoke --stage train --only shapes/ce/0 --set epochs=2
 
 A profile expands into runs (dataset x objective x seed). Each run executes
-``01_train``, ``02_attribute`` and ``03_evaluate`` (``--jobs N`` runs N runs at once);
-``04_figures`` runs once at the end.
+``01_train``, ``02_attribute`` and ``03_evaluate`` (``--jobs N`` runs N runs at once;
+``--devices cuda:0,cuda:1`` gives each its own GPU; ``--executor slurm`` submits each run as a
+SLURM job, :mod:`xai_utils.executors`); ``04_figures`` runs once at the end.
 Before anything runs or any file is written, every value of every run is checked
 (:mod:`xai_utils.validation`: names against the registries, ranges, which metric applies to
 which method and data, the data files of the stages that will run) and every notebook
@@ -543,8 +544,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     start = time.perf_counter()
     if args.executor != "local":
-        jobs = executors.submit(p, args.executor, slurm, force=args.force, wait=args.wait,
-                                progress=not args.no_progress)
+        jobs = executors.submit(p, args.executor, slurm, force=args.force, wait=args.wait)
     else:
         jobs = run_plan(p, force=args.force, progress=not args.no_progress, workers=args.jobs, devices=devices)
     print(summary(jobs))
