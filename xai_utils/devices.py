@@ -58,8 +58,8 @@ class HostSyncCounter(TorchDispatchMode):
     device tensor), ``data_dependent`` (``nonzero``, boolean-mask indexing, ``unique``, ...
     on a device tensor: their output size must be read back), ``device_to_host`` and
     ``host_to_device`` (copies; ``blocking_host_to_device`` those without ``non_blocking``,
-    after which CUDA synchronises the stream). ``where`` records the operator names of the first two kinds.
-    On the ``meta`` device the reads are answered with zeros, so a whole step can be
+    after which CUDA synchronises the stream). ``where`` names the operator of every
+    synchronisation counted (:attr:`syncs`). On the ``meta`` device the reads are answered with zeros, so a whole step can be
     counted without data.
     """
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 from .config import ConfigError
-from .runs import load_json, save_json
+from .runs import save_json
 
 if TYPE_CHECKING:
     from .pipeline import Job, Plan
@@ -239,9 +239,3 @@ def submit(p: "Plan", kind: str, options: SlurmOptions, force: bool = False, wai
         with _in_repo_root():
             run_group(figures, p.profile, force=force, log=print)
     return p.jobs
-
-
-def last_submission(run_dir: Path) -> Optional[dict[str, Any]]:
-    """The record of a run's last submission, or None."""
-    path = Path(run_dir) / "stages" / "submitted.json"
-    return load_json(path) if path.is_file() else None
