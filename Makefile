@@ -4,30 +4,53 @@ PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+LOCK    := requirements.lock
+# The lock is made for one platform, the one the tests and the committed figures ran on.
+LOCK_PLATFORM := Linux x86_64, Python 3.11
+IS_LOCK_PLATFORM = $(PY) -c "import platform, sys; sys.exit(not (platform.system() == 'Linux' and platform.machine() == 'x86_64' and sys.version_info[:2] == (3, 11)))"
+# The torch release the lock is made with (the one this project's machines carry).
+LOCK_TORCH ?= torch==2.14.1 torchvision==0.29.1
 PROFILE ?= quick
 ARGS    ?=
 JOBS    ?= 2
 FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test reproduce figures lab data clean-results help
+.PHONY: setup lock test reproduce figures lab data clean-results help
 
 help:
 	@echo "make reproduce [PROFILE=quick|smoke|cifar10|imagenet_s50] [JOBS=2] [ARGS='--stage train ...']"
 	@echo "               ARGS='--devices all' (JOBS=number of GPUs) or ARGS='--executor slurm --slurm-partition gpu'"
 	@echo "make test      run the test suite (CPU, offline)"
+	@echo "make lock      remake requirements.lock (the exact environment make setup installs) from pyproject.toml"
 	@echo "make figures   rebuild figures/\$$PROFILE from saved results (no model needed)"
 	@echo "make lab       open the notebooks in JupyterLab"
 
 setup: $(STAMP)
 
-# Re-installs only when pyproject.toml changes. torch/torchvision come from PyPI (CUDA wheels,
-# about 5 GB, they run on CPU too); numpy stays below 2.4 for quantus 0.6.0.
-$(STAMP): pyproject.toml
+# Installs the exact, tested environment (requirements.lock: every package and version), then
+# the package itself without touching it. Re-installs only when pyproject.toml or the lock
+# changes. On another platform than the lock's, installs pyproject.toml's ranges and says so.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	@if $(IS_LOCK_PLATFORM); then \
+	  echo "installing the locked environment ($(LOCK), $(LOCK_PLATFORM))"; \
+	  $(PY) -m pip install -q -r $(LOCK) && $(PY) -m pip install -q --no-deps -e . ; \
+	else \
+	  echo "this machine is not the lock's platform ($(LOCK_PLATFORM)): installing the ranges of pyproject.toml"; \
+	  $(PY) -m pip install -q -e ".[dev,lab]" ; \
+	fi
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (xai_utils)" >/dev/null
 	touch $(STAMP)
+
+# Remake the lock from pyproject.toml's ranges (uv pip compile; the newest versions within them).
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "uv>=0.9"
+	printf '%s\n' $(LOCK_TORCH) > $(VENV)/lock-torch.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra lab --python-version 3.11.7 \
+	  --python-platform x86_64-manylinux_2_28 --constraint $(VENV)/lock-torch.txt \
+	  --custom-compile-command "make lock" --quiet -o $(LOCK)
 
 test: setup data
 	$(PY) -m pytest -q

@@ -17,10 +17,10 @@ from typing import Callable
 
 import torch
 
-from xai_utils.attribution import METHODS, attribute
-from xai_utils.config import RunConfig
-from xai_utils.models import build_model
-from xai_utils.runs import resolve_device
+from xai_utils.ops.attribution import METHODS, attribute
+from xai_utils.settings import RunConfig
+from xai_utils.study.objectives import explained_model
+from xai_utils.ops.devices import resolve_device
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -55,7 +55,7 @@ def main(argv=None) -> dict[str, float]:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     cfg = RunConfig(arch="resnet18", widths=args.widths, objective="ce")
-    model = build_model(cfg, 10, CIFAR_MEAN, CIFAR_STD).to(device).eval()
+    model = explained_model(cfg, 10, CIFAR_MEAN, CIFAR_STD).to(device).eval()
     x = torch.rand(args.n, 3, 32, 32, device=device)
     t = torch.randint(0, 10, (args.n,), device=device)
 

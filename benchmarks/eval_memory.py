@@ -3,7 +3,7 @@
     python benchmarks/eval_memory.py --device cuda                       # ResNet-50, 224 px, chunk 512, batch 64
     python benchmarks/eval_memory.py --device cpu --images 64 --features-in-step 37632   # quick, on a CPU
 
-The evaluation stage (:func:`xai_utils.evaluate.evaluate_run`) keeps the evaluation set on
+The evaluation stage (:func:`xai_utils.stages.evaluate.evaluate_run`) keeps the evaluation set on
 the host and moves ``eval_chunk`` images (and their maps) to the device at a time; each
 metric then works in batches of ``batch_size_eval``. This script builds that situation for
 one chunk (random ResNet-50 weights, random images and Grad-CAM-like maps: memory does not
@@ -46,13 +46,13 @@ def _cam_like(n: int, size: int, device: torch.device) -> torch.Tensor:
 
 def _one(args) -> dict:
     """Run one metric on one chunk in this process; return its memory figures."""
-    from xai_utils.config import RunConfig
-    from xai_utils.metrics import METRICS as REGISTRY, MetricInputs, resolve_method, resolve_tie_break
-    from xai_utils.models import build_model
+    from xai_utils.settings import RunConfig
+    from xai_utils.ops.metrics import METRICS as REGISTRY, MetricInputs, resolve_method, resolve_tie_break
+    from xai_utils.study.objectives import explained_model
 
     device = torch.device(args.device)
     cfg = RunConfig(dataset="imagenet_s50", objective="ce", arch=args.arch, widths=None)
-    model = build_model(cfg, args.classes, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).to(device).eval()
+    model = explained_model(cfg, args.classes, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).to(device).eval()
     model = model.to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(args.images, 3, args.size, args.size, generator=g).to(device)

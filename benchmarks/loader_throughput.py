@@ -9,7 +9,7 @@ in four landscape; smooth content plus noise, so files and decoding cost are clo
 into a temporary folder in the ImageNet-S50 layout (``train/<wnid>/*.JPEG`` over the 50
 classes), unless ``--root`` names a real one. For each number of workers (capped at the CPU
 count) and each number of random views V it builds the run's loader
-(:meth:`xai_utils.data.StreamingImageDataset.train_loader`: per image V random resized crops
+(:meth:`xai_utils.study.data.StreamingImageDataset.train_loader`: per image V random resized crops
 to 224 of the whole decoded image and the clean centre crop), runs one untimed warm-up epoch
 (it starts the workers), then times ``--epochs`` epochs. "images/s" counts source images (each
 yields V crops + 1 clean view); "persisted" says whether the same worker processes served every
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from xai_utils.data import imagenet_s50_classes, load_dataset
-from xai_utils.streaming import loader_worker_pids
-from xai_utils.runs import resolve_device
+from xai_utils.study.data import imagenet_s50_classes, load_dataset
+from xai_utils.study.data.streaming import loader_worker_pids
+from xai_utils.ops.devices import resolve_device
 
 
 def imagenet_like_size(rng: np.random.Generator) -> tuple[int, int]:

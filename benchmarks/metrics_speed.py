@@ -36,10 +36,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xai_utils import metrics as M  # noqa: E402
-from xai_utils.config import RunConfig  # noqa: E402
-from xai_utils.data import load_dataset  # noqa: E402
-from xai_utils.models import build_model  # noqa: E402
+from xai_utils.ops import metrics as M  # noqa: E402
+from xai_utils.settings import RunConfig  # noqa: E402
+from xai_utils.study.data import load_dataset  # noqa: E402
+from xai_utils.study.objectives import explained_model  # noqa: E402
 
 
 def cam_like_maps(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -97,7 +97,7 @@ def main() -> None:
     masks = ds.mask_batch(torch.arange(n))
     a = cam_like_maps(n, x.shape[-1])
     torch.manual_seed(0)
-    model = build_model(RunConfig(arch="resnet18", widths=args.widths), ds.num_classes, ds.mean, ds.std).eval()
+    model = explained_model(RunConfig(arch="resnet18", widths=args.widths), ds.num_classes, ds.mean, ds.std).eval()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     t_start = time.perf_counter()
     print(f"device {dev}, torch threads {torch.get_num_threads()}, load average {load:.1f}, "

@@ -11,7 +11,7 @@ image size (32, or the 224 px ImageNet crops) and ``compile``/``amp`` settings, 
 prints seeds x epochs x training images / rate per objective and in total (training only:
 the probe, the test pass and the evaluation are not included).
 
-Each objective runs its real training step (:func:`xai_utils.train.train_step`: augmentation
+Each objective runs its real training step (:func:`xai_utils.study.training.train_step`: augmentation
 parameters from the CPU generator, forward, loss, backward, optimiser and scheduler step;
 ExCon's saliency, mask and filter passes included, no warm-up) on synthetic uint8 images
 held on the device. "images/s" counts source images (an
@@ -30,12 +30,14 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from xai_utils.augment import get_augmentation
-from xai_utils.config import RunConfig
-from xai_utils.runs import resolve_device
-from xai_utils.objectives import OBJECTIVES, TrainBatch
-from xai_utils.train import (OPTIMIZERS, EpochTotals, _Engine, build_model, build_scheduler, epoch_generator,
-                             resolve_augmentation, train_step)
+from xai_utils.ops.augment import get_augmentation
+from xai_utils.settings import RunConfig
+from xai_utils.ops.devices import resolve_device
+from xai_utils.study.objectives import OBJECTIVES, TrainBatch
+from xai_utils.ops.seeds import epoch_generator
+from xai_utils.study.objectives import explained_model
+from xai_utils.study.training import (OPTIMIZERS, Engine, EpochTotals, build_scheduler, resolve_augmentation,
+                                      train_step)
 
 NUM_CLASSES = 10
 # training images per epoch: CIFAR-10's train split; ImageNet-S50's 50 ImageNet-1k classes
@@ -71,9 +73,9 @@ def train_images_per_s(objective: str, args, device: torch.device, cfg: Optional
     n = cfg.batch_size * 4
     images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, device=device)
     labels = torch.arange(n, device=device) % classes
-    model = build_model(cfg, classes, (0.5,) * 3, (0.25,) * 3).to(device).train()
+    model = explained_model(cfg, classes, (0.5,) * 3, (0.25,) * 3).to(device).train()
     obj = OBJECTIVES[objective](cfg, model).to(device)
-    engine = _Engine(cfg, model, device, compile=cfg.compile and not obj.uncompiled_reason)
+    engine = Engine(cfg, model, device, compile=cfg.compile and not obj.uncompiled_reason)
     aug = get_augmentation(resolve_augmentation(cfg))
     clean = get_augmentation("none", cfg.dataset)
     opt = OPTIMIZERS[cfg.optimizer](obj.trainable(model), cfg)
@@ -91,7 +93,7 @@ def train_images_per_s(objective: str, args, device: torch.device, cfg: Optional
 
 def grid_hours(profile: str, rates: dict[str, float], train_images: Optional[int]) -> list[tuple[str, float]]:
     """(objective, device-hours) of training every seed of ``profile`` at the measured rates."""
-    from xai_utils.config import load_profile
+    from xai_utils.settings import load_profile
     prof = load_profile(profile)
     dataset = prof.datasets[0]
     rows = []
@@ -190,7 +192,7 @@ def main(argv=None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     rates = {}
     if args.profile:
-        from xai_utils.config import load_profile
+        from xai_utils.settings import load_profile
         prof = load_profile(args.profile, device=str(device))
         objectives = [o for o in args.objectives.split(",") if o in prof.objectives] or prof.objectives
         print(f"device={device} ({name}) profile={args.profile} steps={args.steps} (+{args.warmup} warm-up) "

@@ -35,11 +35,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from xai_utils import attribution as A
-from xai_utils import runs
-from xai_utils.config import RunConfig
-from xai_utils.data import SHAPES_MEAN, SHAPES_STD, eval_indices, load_dataset, make_shapes
-from xai_utils.models import build_model, model_state
+from xai_utils.ops import attribution as A
+from xai_utils.stages import attribute as stage
+from xai_utils.stages import layout as runs
+from xai_utils.settings import RunConfig
+from xai_utils.study.data import SHAPES_MEAN, SHAPES_STD, eval_indices, load_dataset, make_shapes
+from xai_utils.stages.model_io import model_state
+from xai_utils.study.objectives import explained_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -50,12 +52,10 @@ CFG = RunConfig(dataset="shapes", arch="resnet18", widths=[16, 32, 64, 128], obj
                 eval_samples=8, batch_size_eval=4, target="true", methods=["gradcam", "eigencam"])
 
 
-
-
 @pytest.fixture(scope="module")
 def model(one_thread) -> nn.Module:
     torch.manual_seed(0)
-    m = build_model(CFG, 10, SHAPES_MEAN, SHAPES_STD)
+    m = explained_model(CFG, 10, SHAPES_MEAN, SHAPES_STD)
     x, y, _ = make_shapes(256, seed=123)
     x = x.float() / 255
     opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
@@ -381,18 +381,18 @@ def test_save_load_roundtrip(tmp_path):
     maps = rng.random((5, 1, 8, 8), dtype=np.float32)
     ints = {k: rng.integers(0, 10, 5) for k in ("targets", "preds", "labels", "indices")}
     opts = {"method": "gradcam", "options": {"scale": True}, "run_id": "shapes/ce/seed0"}
-    p = A.save_attributions(tmp_path / "a" / "gradcam.npz", maps, options=opts, **ints)
+    p = stage.save_attributions(tmp_path / "a" / "gradcam.npz", maps, options=opts, **ints)
     with np.load(p, allow_pickle=False) as z:             # readable without the model or pickle
         assert set(z.files) == {"maps", "targets", "preds", "labels", "indices", "options"}
         assert z["maps"].dtype == np.float32 and z["indices"].dtype == np.int64
         assert json.loads(str(z["options"])) == opts
-    d = A.load_attributions(p)
+    d = stage.load_attributions(p)
     assert np.array_equal(d["maps"], maps) and d["options"] == opts
     assert all(np.array_equal(d[k], v) for k, v in ints.items())
-    d16 = A.load_attributions(A.save_attributions(tmp_path / "h.npz", maps, options=opts, dtype="float16", **ints))
+    d16 = stage.load_attributions(stage.save_attributions(tmp_path / "h.npz", maps, options=opts, dtype="float16", **ints))
     assert d16["maps"].dtype == np.float32 and np.abs(d16["maps"] - maps).max() <= 1e-3
     with pytest.raises(ValueError, match="one entry per map"):
-        A.save_attributions(tmp_path / "bad.npz", maps, ints["targets"][:3], ints["preds"],
+        stage.save_attributions(tmp_path / "bad.npz", maps, ints["targets"][:3], ints["preds"],
                             ints["labels"], ints["indices"], opts)
 
 
@@ -405,23 +405,23 @@ def _make_run(model, run_dir):
 def test_attribute_run(model, tmp_path):
     run_dir = tmp_path / "run"
     _make_run(model, run_dir)
-    paths = A.attribute_run(run_dir, device="cpu")                        # config: 8 samples, batch 4, true
+    paths = stage.attribute_run(run_dir, device="cpu")                        # config: 8 samples, batch 4, true
     assert paths == {m: runs.attribution_path(run_dir, m) for m in ("gradcam", "eigencam")}
     ds = load_dataset("shapes", "test")
     idx = eval_indices(len(ds), 8, seed=0)
     x, y = ds.batch(idx)
     for m, p in paths.items():
-        d = A.load_attributions(p)
+        d = stage.load_attributions(p)
         assert np.array_equal(d["indices"], idx) and np.array_equal(d["labels"], y.numpy())
         assert np.array_equal(d["targets"], y.numpy())
         assert np.array_equal(d["preds"], A.predict(model, x).numpy())
         assert _rel_err(d["maps"], A.attribute(model, x, y, m)) <= 1e-5
         assert d["options"]["run_id"] == "shapes/ce/seed0" and d["options"]["method"] == m
-    paths = A.attribute_run(run_dir, methods=["saliency"], n_samples=4, target="pred", batch_size=3,
+    paths = stage.attribute_run(run_dir, methods=["saliency"], n_samples=4, target="pred", batch_size=3,
                             device="cpu")
-    d = A.load_attributions(paths["saliency"])
+    d = stage.load_attributions(paths["saliency"])
     assert len(d["indices"]) == 4 and np.array_equal(d["targets"], d["preds"])
-    summary = A.summarize_attributions(run_dir).set_index("method")
+    summary = stage.summarize_attributions(run_dir).set_index("method")
     assert list(summary.index) == ["eigencam", "gradcam", "saliency"]
     assert summary.loc["gradcam", "samples"] == 8 and summary.loc["saliency", "samples"] == 4
     assert summary.loc["gradcam", "max"] == 1.0 and summary.loc["saliency", "target"] == "pred"
@@ -431,5 +431,5 @@ def test_attribute_run_rejects_unknown_method_before_work(tmp_path):
     run_dir = tmp_path / "run"
     runs.save_json(run_dir / runs.CONFIG, CFG.to_dict())                 # no model.pt: any work would fail
     with pytest.raises(ValueError, match=r"\['nope'\].*available: .*gradcam"):
-        A.attribute_run(run_dir, methods=["gradcam", "nope"])
+        stage.attribute_run(run_dir, methods=["gradcam", "nope"])
     assert not (run_dir / "attributions").exists()

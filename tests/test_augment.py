@@ -11,8 +11,8 @@ import torchvision.transforms.functional as TF
 from scipy import stats
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 
-from xai_utils import augment as A
-from xai_utils.data import load_dataset
+from xai_utils.ops import augment as A
+from xai_utils.study.data import load_dataset
 
 
 def _binomial_ok(k: int, n: int, p: float, sigmas: float = 5.0) -> bool:

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from xai_utils import metrics as M
-from xai_utils.augment import apply_crop_flip, sample_crop_flip_params
-from xai_utils.config import RunConfig, load_profile
-from xai_utils.objectives import OBJECTIVES
-from xai_utils.objectives.cgc import CGCLoss
-from xai_utils.runs import read_jsonl
+from xai_utils.ops import metrics as M
+from xai_utils.ops.augment import apply_crop_flip, sample_crop_flip_params
+from xai_utils.settings import RunConfig, load_profile
+from xai_utils.study.objectives import OBJECTIVES
+from xai_utils.study.objectives.cgc import CGCLoss
+from xai_utils.stages.layout import read_jsonl
 
 TOL = dict(rtol=1e-6, atol=1e-7)
 
@@ -84,7 +84,7 @@ def test_a_map_warped_with_the_images_transform_is_the_map_of_the_warped_image()
     t = torch.randint(0, 10, (5,))
     params = sample_crop_flip_params(5, 32, 32, (0.08, 1.0), torch.Generator().manual_seed(1))
     assert params["flip"].any() and (~params["flip"]).any()
-    from xai_utils.attribution import grad_cam
+    from xai_utils.ops.attribution import grad_cam
     g = grad_cam(model, model.cam_layer, x, t)
     g_t = grad_cam(model, model.cam_layer, apply_crop_flip(x, params), t)
     torch.testing.assert_close(apply_crop_flip(g, params), g_t, rtol=1e-4, atol=1e-5)
@@ -98,8 +98,8 @@ def test_consistency_is_one_for_an_equivariant_model_and_lower_for_a_random_netw
     cos, sim = M.consistency(Equivariant().eval(), x, t, "gradcam", sample_ids=range(16), scale=True)
     assert torch.allclose(sim, torch.ones(16, dtype=torch.float64), atol=1e-4)
     assert torch.allclose(cos, torch.ones(16, dtype=torch.float64), atol=1e-5)
-    from xai_utils.models import build_model
-    net = build_model(RunConfig(arch="resnet18", widths=[8, 16, 32, 64]), 10, (0.5,) * 3, (0.25,) * 3).eval()
+    from xai_utils.study.objectives import explained_model
+    net = explained_model(RunConfig(arch="resnet18", widths=[8, 16, 32, 64]), 10, (0.5,) * 3, (0.25,) * 3).eval()
     cos_r, sim_r = M.consistency(net, x, t, "gradcam", sample_ids=range(16))
     assert torch.nanmean(cos_r) < 0.95 and torch.nanmean(sim_r) < torch.nanmean(sim)
     # the transform of an image depends on its id only
@@ -111,11 +111,11 @@ def test_consistency_is_one_for_an_equivariant_model_and_lower_for_a_random_netw
 def test_cgc_step_terms_and_gradient():
     cfg = RunConfig(dataset="shapes", objective="cgc", arch="resnet18", widths=[8, 16, 32, 64], batch_size=8)
     torch.manual_seed(0)
-    from xai_utils.augment import get_augmentation
-    from xai_utils.data import load_dataset
-    from xai_utils.models import build_model
-    from xai_utils.objectives import TrainBatch
-    model = build_model(cfg, 10, (0.26,) * 3, (0.24,) * 3).train()
+    from xai_utils.ops.augment import get_augmentation
+    from xai_utils.study.data import load_dataset
+    from xai_utils.study.objectives import explained_model
+    from xai_utils.study.objectives import TrainBatch
+    model = explained_model(cfg, 10, (0.26,) * 3, (0.24,) * 3).train()
     obj = OBJECTIVES["cgc"](cfg, model)
     ds = load_dataset("shapes", "test")
     batch = TrainBatch(ds.images[:8], ds.labels[:8], 0, torch.Generator().manual_seed(0),
@@ -130,6 +130,7 @@ def test_cgc_step_terms_and_gradient():
                                + 0.5 * out.terms["cgc"])
     assert out.logits.shape == (8, 10)
     # the consistency term reaches the backbone's weights through the double backward
+
     def grads(lam):
         obj.lam = lam
         b = TrainBatch(ds.images[:8], ds.labels[:8], 0, torch.Generator().manual_seed(0),
@@ -141,7 +142,7 @@ def test_cgc_step_terms_and_gradient():
 
 
 def test_cgc_learns_on_shapes(tmp_path, one_thread):
-    from xai_utils.train import train_run
+    from xai_utils.stages.train import train_run
     prof = load_profile("smoke", results_root=str(tmp_path), objectives=["cgc"], device="cpu")
     cfg = prof.run_config("shapes", "cgc", 0)
     summary = train_run(cfg, prof.run_dir(cfg), progress=False)
@@ -154,7 +155,7 @@ def test_cgc_learns_on_shapes(tmp_path, one_thread):
 def test_cgc_trains_uncompiled_and_says_so(tmp_path):
     """torch.compile has no double backward: a CGC run asked to compile trains eagerly and
     writes why into its log (the trained weights are those of an uncompiled run)."""
-    from xai_utils.train import train_run
+    from xai_utils.stages.train import train_run
     tiny = dict(train_subset=64, batch_size=32, epochs=1, probe_epochs=1, widths=[8, 16, 32, 64],
                 device="cpu", eval_samples=8, compile=True)
     cfg = load_profile("smoke", objectives=["cgc"], **tiny).run_config("shapes", "cgc", 0)

@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from xai_utils import calibration as C
-from xai_utils import metrics as M
-from xai_utils import runs
-from xai_utils.config import RunConfig, load_profile
-from xai_utils.data import eval_indices, load_dataset, train_indices
+from xai_utils.ops import calibration as C
+from xai_utils.stages.calibrate import calibration_indices
+from xai_utils.ops import metrics as M
+from xai_utils.stages import layout as runs
+from xai_utils.settings import RunConfig, load_profile
+from xai_utils.study.data import eval_indices, load_dataset, train_indices
 
 
 # ----------------------------------------------------------------------------- faithfulness variants
@@ -74,8 +75,8 @@ def test_scores_share_one_pass_and_the_paper_score_is_unchanged():
     """The paper's pixel flipping from the shared logits equals pixel_flipping(); the
     normalised score is the paper's curve over its unperturbed point."""
     torch.manual_seed(3)
-    from xai_utils.models import build_model
-    model = build_model(RunConfig(arch="resnet18", widths=[8, 16, 32, 64]), 10, (0.4,) * 3, (0.25,) * 3).eval()
+    from xai_utils.study.objectives import explained_model
+    model = explained_model(RunConfig(arch="resnet18", widths=[8, 16, 32, 64]), 10, (0.4,) * 3, (0.25,) * 3).eval()
     x, y, a = torch.rand(4, 3, 32, 32), torch.tensor([1, 2, 3, 4]), torch.rand(4, 1, 32, 32)
     logits = M.pixel_flipping_logits(model, x, a, 64, batch_size=8)
     assert logits.shape == (4, 49, 10)
@@ -122,7 +123,7 @@ def test_ece_equals_a_literal_binning():
 def test_no_evaluation_or_training_image_is_used_for_calibration(eval_split):
     cfg = RunConfig(dataset="shapes", train_subset=2048, calibration_samples=1500, eval_split=eval_split,
                     eval_samples=1000)
-    idx = C.calibration_indices(cfg, 10_000)
+    idx = calibration_indices(cfg, 10_000)
     assert len(idx) > 0 and len(set(idx)) == len(idx)
     assert not set(idx) & set(train_indices(10_000, 2048, seed=0))         # never trained on
     if eval_split == "train":
@@ -171,9 +172,10 @@ def test_official_protocol_equals_the_authors_single_image_evaluation(tmp_path):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     from skimage.metrics import structural_similarity
 
-    from xai_utils.attribution import attribute_run
-    from xai_utils.evaluate import evaluate_run
-    from xai_utils.models import build_model, model_state
+    from xai_utils.stages.attribute import attribute_run
+    from xai_utils.stages.evaluate import evaluate_run
+    from xai_utils.stages.model_io import model_state
+    from xai_utils.study.objectives import explained_model
 
     n = 40
     shapes = load_dataset("shapes", "test")
@@ -182,7 +184,7 @@ def test_official_protocol_equals_the_authors_single_image_evaluation(tmp_path):
                     protocol="official", eval_samples=n, batch_size_eval=16, methods=["gradcam", "eigencam"],
                     metrics=["pixel_flipping", "complexity", "continuity"], continuity_sigma=0.02)
     torch.manual_seed(0)
-    model = build_model(cfg, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    model = explained_model(cfg, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
     with torch.no_grad():                     # a non-trivial head on unit-norm features
         model.head.weight.mul_(20.0)
     run_dir = tmp_path / "run"

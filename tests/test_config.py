@@ -2,8 +2,8 @@
 import pytest
 import yaml
 
-from xai_utils.config import RUN_KEYS, ConfigError, RunConfig, available_profiles, load_profile, stage_hash
-from xai_utils.objectives import paper_objectives
+from xai_utils.settings import RUN_KEYS, ConfigError, RunConfig, available_profiles, load_profile, stage_hash
+from xai_utils.study.objectives import paper_objectives
 
 
 def _write(tmp_path, text):

@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from xai_utils import data as D
-from xai_utils import streaming as S
+from xai_utils.study import data as D
+from xai_utils.study.data import download, fashion_mnist, imagefiles, shapes
+from xai_utils.study.data import streaming as S
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -65,8 +66,8 @@ def test_shapes_format_classes_and_masks():
 def test_shapes_image_is_object_inside_mask_background_outside():
     n, seed = D.SHAPES_SPLITS["test"]
     p = D.shapes_params(n, seed)
-    background = D.render_shapes_background(p)
-    objects, masks = D.render_shapes_objects(p)
+    background = shapes.render_shapes_background(p)
+    objects, masks = shapes.render_shapes_objects(p)
     ds = D.load_dataset("shapes", "test")
     assert torch.equal(ds.masks, masks) and torch.equal(ds.labels, p.labels)
     m = masks.expand_as(background)
@@ -98,7 +99,7 @@ def _literal_inside(name: str, u: float, v: float) -> bool:
 
 def test_shape_masks_match_literal_geometry():
     p = D.shapes_params(60, seed=3)
-    masks = D.shape_masks(p.labels, p.cx, p.cy, p.half)
+    masks = shapes.shape_masks(p.labels, p.cx, p.cy, p.half)
     mismatches = 0
     for i in range(60):
         name = D.SHAPE_CLASSES[int(p.labels[i])]
@@ -231,16 +232,16 @@ def test_fashion_mnist_root_comes_first(tmp_path, layout):
 def test_fashion_mnist_missing_gives_one_clear_error(tmp_path, monkeypatch):
     missing_debian = tmp_path / "no-debian"
     root = tmp_path / "data"
-    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", missing_debian)
-    monkeypatch.setattr(D, "ALLOW_DOWNLOAD", True)
-    monkeypatch.setattr(D, "_online", lambda host, timeout=3.0: True)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", missing_debian)
+    monkeypatch.setattr(download, "ALLOW_DOWNLOAD", True)
+    monkeypatch.setattr(download, "_online", lambda host, timeout=3.0: True)
 
     def failing_download(name, where):                 # starts writing, then the network fails
         (Path(where) / "FashionMNIST" / "raw").mkdir(parents=True)
         (Path(where) / "FashionMNIST" / "raw" / "partial.gz").write_bytes(b"x")
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(D, "download_with_torchvision", failing_download)
+    monkeypatch.setattr(download, "download_with_torchvision", failing_download)
     with pytest.raises(D.DatasetNotFoundError) as err:
         D.load_dataset("fashion_mnist", "test", root=root)
     msg = str(err.value)
@@ -252,14 +253,14 @@ def test_fashion_mnist_missing_gives_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_fashion_mnist_download_disabled_touches_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "nope")
-    monkeypatch.setattr(D, "ALLOW_DOWNLOAD", False)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "nope")
+    monkeypatch.setattr(download, "ALLOW_DOWNLOAD", False)
 
     def no_network(*a, **k):
         raise AssertionError("network touched")
 
-    monkeypatch.setattr(D, "_online", no_network)
-    monkeypatch.setattr(D, "download_with_torchvision", no_network)
+    monkeypatch.setattr(download, "_online", no_network)
+    monkeypatch.setattr(download, "download_with_torchvision", no_network)
     with pytest.raises(D.DatasetNotFoundError, match="download disabled"):
         D.load_dataset("fashion_mnist", "train", root=tmp_path / "r")
     assert sorted(tmp_path.iterdir()) == []
@@ -307,7 +308,7 @@ def test_cifar10_round_trip(tmp_path):
 
 
 def test_cifar10_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "ALLOW_DOWNLOAD", False)
+    monkeypatch.setattr(download, "ALLOW_DOWNLOAD", False)
     with pytest.raises(D.DatasetNotFoundError, match="cifar-10-batches-py") as err:
         D.load_dataset("cifar10", "test", root=tmp_path / "x")
     assert "torchvision.datasets.CIFAR10" in str(err.value)
@@ -450,7 +451,7 @@ def test_train_crops_come_from_the_whole_image(tmp_path):
     assert not torch.equal(crops[0], crops[1])                          # independent boxes
     assert torch.equal(ds[(0, 0)][0], crops) and not torch.equal(items[1][0], crops)
     with Image.open(path) as im:                                        # clean = the val transform
-        assert torch.equal(clean, torch.from_numpy(np.array(D._resize_crop(im.convert("RGB"), 224))
+        assert torch.equal(clean, torch.from_numpy(np.array(imagefiles.resize_crop(im.convert("RGB"), 224))
                                                    ).permute(2, 0, 1))
     red = lambda x: (x[..., 0, :, :] > 200) & (x[..., 1, :, :] < 60)    # noqa: E731
     blue = lambda x: (x[..., 2, :, :] > 200) & (x[..., 1, :, :] < 60)   # noqa: E731
@@ -460,7 +461,7 @@ def test_train_crops_come_from_the_whole_image(tmp_path):
 
 
 def test_epoch_sampler_order_and_crop_seeds():
-    from xai_utils.train import epoch_seed
+    from xai_utils.ops.seeds import epoch_seed
     sampler = S.EpochSampler([5, 7, 9, 11, 13], seed=3)
     sampler.set_epoch(2)
     pairs = list(sampler)

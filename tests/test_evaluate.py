@@ -9,21 +9,22 @@ import pytest
 import torch
 import torch.nn as nn
 
-from xai_utils import evaluate as E
-from xai_utils import metrics as M
-from xai_utils import runs
-from xai_utils.attribution import attribute, save_attributions
-from xai_utils.config import RunConfig
-from xai_utils.data import eval_indices, load_dataset
-from xai_utils.models import build_model, model_state
+from xai_utils.analysis.stats import run_summary
+from xai_utils.stages import evaluate as E
+from xai_utils.ops import metrics as M
+from xai_utils.stages import layout as runs
+from xai_utils.ops.attribution import attribute
+from xai_utils.stages.attribute import save_attributions
+from xai_utils.settings import RunConfig
+from xai_utils.study.data import eval_indices, load_dataset
+from xai_utils.stages.model_io import model_state
+from xai_utils.study.objectives import explained_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 PAPER_METRICS = ["pixel_flipping", "continuity", "complexity", "contrastivity", "sparseness",
                  "pointing_game", "attribution_localisation"]
 N = 6
-
-
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def run_dir(tmp_path_factory):
                     metrics=PAPER_METRICS, features_in_step=32, target="pred", device="cpu")
     ds = load_dataset("shapes", "test")
     torch.manual_seed(0)
-    model = build_model(cfg, 10, ds.mean, ds.std)
+    model = explained_model(cfg, 10, ds.mean, ds.std)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     idx = eval_indices(len(ds), N, seed=0)
     x, y = ds.batch(np.concatenate([idx, np.arange(26)]))
@@ -63,7 +64,7 @@ def results(run_dir):
 
 
 def _direct(run_dir, method):
-    from xai_utils.models import load_model
+    from xai_utils.stages.model_io import load_model
     model, cfg = load_model(run_dir)
     assert cfg.channels_last           # the evaluation stage runs the model in channels_last
     model = model.to(memory_format=torch.channels_last)
@@ -127,7 +128,7 @@ def test_draws_depend_only_on_the_sample_index(results, run_dir):
 def test_no_masks_skips_coherence_with_a_note(run_dir, monkeypatch, caplog):
     ds = load_dataset("shapes", "test")
     monkeypatch.setattr(E, "_load_eval_split", lambda cfg: dataclasses.replace(ds, masks=None))
-    with caplog.at_level(logging.WARNING, logger="xai_utils.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="xai_utils.stages.evaluate"):
         df = E.evaluate_run(run_dir, methods=["eigencam"], metrics=["complexity", "pointing_game"], device="cpu")
     assert set(df.metric) == {"complexity"} and len(df) == N
     assert "no object masks" in caplog.text
@@ -151,7 +152,7 @@ def test_summarise_means_over_correct_samples():
     df = pd.DataFrame({
         "method": ["gradcam"] * 4, "metric": ["complexity"] * 4, "value": [1.0, 3.0, np.nan, 100.0],
         "correct": [True, True, True, False]})
-    s = E.summarise(df)
+    s = run_summary(df)
     row = s.iloc[0]
     assert row["mean"] == 2.0 and row["n"] == 2 and row["n_nan"] == 1 and row["better"] == "lower"
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xai_utils import attribution as A
-from xai_utils.config import RunConfig, load_profile
-from xai_utils.losses import SupConLoss
-from xai_utils.models import build_model
-from xai_utils.objectives import OBJECTIVES, TrainBatch
-from xai_utils.objectives.excon import frozen_bn_statistics, mask_images, saliency_mask
-from xai_utils.runs import read_jsonl
+from xai_utils.ops import attribution as A
+from xai_utils.settings import RunConfig, load_profile
+from xai_utils.ops.losses import SupConLoss
+from xai_utils.study.objectives import explained_model
+from xai_utils.study.objectives import OBJECTIVES, TrainBatch
+from xai_utils.study.objectives.excon import frozen_bn_statistics, mask_images, saliency_mask
+from xai_utils.stages.layout import read_jsonl
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -92,7 +92,7 @@ def _excon(objective="excon", **kw):
     cfg = RunConfig(dataset="shapes", objective=objective, arch="resnet18", widths=[8, 16, 32, 64],
                     batch_size=8, excon_warmup_epochs=0, **kw)
     torch.manual_seed(0)
-    model = build_model(cfg, 10, (0.26,) * 3, (0.24,) * 3)
+    model = explained_model(cfg, 10, (0.26,) * 3, (0.24,) * 3)
     obj = OBJECTIVES[objective](cfg, model)
     return cfg, model, obj
 
@@ -106,8 +106,8 @@ class _Engine:
 
 
 def _batch(n=8, epoch=0):
-    from xai_utils.augment import get_augmentation
-    from xai_utils.data import load_dataset
+    from xai_utils.ops.augment import get_augmentation
+    from xai_utils.study.data import load_dataset
     ds = load_dataset("shapes", "test")
     return TrainBatch(ds.images[:n], ds.labels[:n], epoch, torch.Generator().manual_seed(0),
                       get_augmentation("ce"), get_augmentation("none"))
@@ -193,7 +193,7 @@ def test_bad_excon_settings_are_refused():
 def test_excon_learns_on_shapes(tmp_path, objective, one_thread):
     """The smoke recipe, one epoch of plain SupCon first: clearly above chance (10 %), and
     masked views accepted after the warm-up."""
-    from xai_utils.train import train_run
+    from xai_utils.stages.train import train_run
     prof = load_profile("smoke", results_root=str(tmp_path), objectives=[objective], excon_warmup_epochs=1,
                         device="cpu")
     cfg = prof.run_config("shapes", objective, 0)

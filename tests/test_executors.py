@@ -9,9 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xai_utils import executors, pipeline
-from xai_utils.config import ConfigError
-from xai_utils.runs import load_json
+from xai_utils import pipeline
+from xai_utils.pipeline import executors
+from xai_utils.settings import load_profile
+from xai_utils.settings import ConfigError
+from xai_utils.stages.layout import load_json
 
 # one small run: the smoke profile's CE run, fewer images, one method and two metrics
 SMALL = ["--profile", "smoke", "--no-progress", "--only", "shapes/ce/0", "--set", "protocols=[corrected]",
@@ -104,7 +106,7 @@ def test_slurm_path_through_submitit_local(tmp_path):
     record = load_json(sub / "results" / run / "stages" / "submitted.json")
     assert record["stages"] == ["train", "attribute", "evaluate"] and Path(record["log"]).is_file()
     before = sorted(p.name for p in (sub / "results" / "smoke" / "slurm").iterdir())
-    jobs = executors.submit(pipeline.plan(pipeline.load_profile(
+    jobs = executors.submit(pipeline.plan(load_profile(
         "smoke", results_root=str(sub / "results"), figures_root=str(sub / "figures"),
         **pipeline.parse_set([SMALL[i + 1] for i, a in enumerate(SMALL) if a == "--set"])),
         only="shapes/ce/0"), "submitit-local", executors.SlurmOptions())
@@ -115,7 +117,7 @@ def test_slurm_path_through_submitit_local(tmp_path):
 def test_a_failed_job_is_reported_with_its_log(tmp_path, capsys):
     """A run whose training fails inside its job (ImageNet files that are not images): its
     stages are reported failed, with the job's log and the failed notebook."""
-    from xai_utils.data import imagenet_s50_classes
+    from xai_utils.study.data import imagenet_s50_classes
     root = tmp_path / "corrupt"
     for split in ("train", "val"):
         d = root / split / imagenet_s50_classes()[0][0]

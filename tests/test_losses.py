@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from xai_utils.losses import SupConLoss, TripletLoss
+from xai_utils.ops.losses import SupConLoss, TripletLoss
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

@@ -14,17 +14,15 @@ import torch
 import torch.nn as nn
 from skimage.metrics import structural_similarity
 
-from xai_utils import metrics as M
-from xai_utils.config import RunConfig
-from xai_utils.data import load_dataset
-from xai_utils.models import build_model
+from xai_utils.ops import metrics as M
+from xai_utils.settings import RunConfig
+from xai_utils.study.data import load_dataset
+from xai_utils.study.objectives import explained_model
 
 pytestmark = [pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning"),
               pytest.mark.usefixtures("one_thread")]
 N_EVAL = 8
 FIT = 48              # images the test model is fitted on; the evaluation images are among them
-
-
 
 
 def grad_map(model, x, target):
@@ -54,7 +52,7 @@ def shapes():
 def trained(shapes):
     """A narrow ResNet-18 fitted for a few steps on 48 shapes images: non-trivial predictions."""
     torch.manual_seed(0)
-    model = build_model(RunConfig(arch="resnet18", widths=[16, 32, 64, 128]), 10, shapes.mean, shapes.std)
+    model = explained_model(RunConfig(arch="resnet18", widths=[16, 32, 64, 128]), 10, shapes.mean, shapes.std)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.train()
     x, y = shapes.batch(torch.arange(FIT))
@@ -116,7 +114,7 @@ def test_pixel_flipping_matches_quantus_with_ties_and_constant_maps(trained, bat
 def test_pixel_flipping_matches_quantus_per_image_other_step(batch):
     """Random model, random inputs, one Quantus call per image, 64 features per step."""
     torch.manual_seed(1)
-    model = build_model(RunConfig(arch="resnet18", widths=[8, 16, 32, 64]), 10, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)).eval()
+    model = explained_model(RunConfig(arch="resnet18", widths=[8, 16, 32, 64]), 10, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)).eval()
     x = torch.rand(3, 3, 32, 32)
     y = torch.tensor([0, 4, 9])
     a = torch.rand(3, 1, 32, 32)
@@ -412,7 +410,7 @@ def test_tie_break_rule_on_the_host():
     """The device sort ('stable', the default on CUDA) gives NumPy's order (Quantus's) except
     among exactly equal keys: both visit the same values in the same order, and the stable
     sort visits tied features by index."""
-    from xai_utils.metrics.faithfulness import SORTERS
+    from xai_utils.ops.metrics.faithfulness import SORTERS
     g = torch.Generator().manual_seed(4)
     distinct = torch.rand(6, 300, generator=g, dtype=torch.float64)
     assert torch.equal(SORTERS["quantus"](distinct), SORTERS["stable"](distinct))
@@ -435,7 +433,7 @@ def test_auto_tie_break_resolves_by_device():
 
 
 def test_ssim_chunks_do_not_change_values(monkeypatch):
-    from xai_utils.metrics import similarity
+    from xai_utils.ops.metrics import similarity
     g = torch.Generator().manual_seed(2)
     a, b = torch.rand(9, 1, 20, 20, generator=g), torch.rand(9, 1, 20, 20, generator=g)
     whole = M.ssim(a, b)

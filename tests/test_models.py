@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from xai_utils import runs
-from xai_utils.config import RunConfig
-from xai_utils.models import (BACKBONES, ExplainedModel, ProjectionHead, build_backbone, build_model,
-                              load_model, model_state)
+from xai_utils.stages import layout as runs
+from xai_utils.settings import RunConfig
+from xai_utils.study.models import BACKBONES, ExplainedModel, ProjectionHead, build_backbone
+from xai_utils.stages.model_io import load_model, model_state
+from xai_utils.study.objectives import explained_model
 
 NARROW = [16, 32, 64, 128]
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -74,7 +75,7 @@ def _independent_logits(model: ExplainedModel, x: torch.Tensor, l2: bool) -> tor
 @pytest.mark.parametrize("objective", ["ce", "scl", "tl"])
 def test_logits_match_independent_computation(objective):
     torch.manual_seed(1)
-    model = build_model(_cfg(objective), 10, MEAN, STD).eval()
+    model = explained_model(_cfg(objective), 10, MEAN, STD).eval()
     nn.init.normal_(model.head.weight)
     nn.init.normal_(model.head.bias)
     x = torch.rand(4, 3, 32, 32)
@@ -100,7 +101,7 @@ def test_projection_head_is_l2_normalised():
 def test_load_model_round_trip(tmp_path, objective):
     torch.manual_seed(3)
     cfg = _cfg(objective)
-    model = build_model(cfg, 10, MEAN, STD)
+    model = explained_model(cfg, 10, MEAN, STD)
     nn.init.normal_(model.head.weight)
     model.train()(torch.rand(8, 3, 32, 32))                     # move the BN running statistics
     model.eval()

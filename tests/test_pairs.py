@@ -1,4 +1,4 @@
-"""Pairwise explanations and pair metrics against literal references (xai_utils.pairs).
+"""Pairwise explanations and pair metrics against literal references (xai_utils.ops.pairs).
 
 References written here, one pair (or one window, one step) at a time: pairwise Grad-CAM as
 the autograd gradient of the cosine with respect to each image's own activations (two
@@ -15,13 +15,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from xai_utils.config import ConfigError, RunConfig
-from xai_utils.models import build_model
-from xai_utils.pairs import PAIR_METHODS, PairInputs, make_pairs, pair_attribute, pair_ids, similarity
-from xai_utils.pairs.methods import window_masks
-from xai_utils.pairs.metrics import PAIR_METRICS, pair_noise, step_fractions
-from xai_utils.pairs.sets import second_views
-from xai_utils.validation import check_run
+from xai_utils.settings import ConfigError, RunConfig
+from xai_utils.study.objectives import explained_model
+from xai_utils.ops.pairs import PAIR_METHODS, PairInputs, make_pairs, pair_attribute, pair_ids, similarity
+from xai_utils.ops.pairs.methods import window_masks
+from xai_utils.ops.pairs.metrics import PAIR_METRICS, pair_noise, step_fractions
+from xai_utils.ops.pairs.sets import second_views
+from xai_utils.settings.validation import check_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -33,7 +33,7 @@ FAST = {"pair_smoothgrad": {"samples": 3}, "averaged_transforms": {"transforms":
 @pytest.fixture(scope="module")
 def model(one_thread) -> nn.Module:
     torch.manual_seed(0)
-    m = build_model(CFG, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    m = explained_model(CFG, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     for mod in m.modules():                    # BN statistics away from the identity, as after training
         if isinstance(mod, nn.BatchNorm2d):
             mod.running_mean.uniform_(-0.2, 0.2)
@@ -301,11 +301,12 @@ def test_windows_cover_the_image_for_the_32px_defaults():
 
 def test_the_projection_space_uses_the_saved_scl_head(tmp_path, images):
     """model.pt keeps an SCL run's projection head; the projection space is its cosine."""
-    from xai_utils import runs
-    from xai_utils.models import ProjectionHead, load_model, model_state
+    from xai_utils.stages import layout as runs
+    from xai_utils.study.models import ProjectionHead
+    from xai_utils.stages.model_io import load_model, model_state
     cfg = RunConfig(**{**CFG.to_dict(), "objective": "scl", "proj_dim": 8})
     torch.manual_seed(1)
-    m = build_model(cfg, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    m = explained_model(cfg, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     head = ProjectionHead(m.feature_dim, cfg.proj_dim)
     runs.save_torch(tmp_path / "model.pt", model_state(m, cfg, 10, head))
     loaded, _ = load_model(tmp_path / "model.pt")

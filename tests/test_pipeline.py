@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from xai_utils import pipeline
-from xai_utils.config import ConfigError, RunConfig, load_profile, stage_hash
-from xai_utils.objectives import foreign_settings
-from xai_utils.runs import save_json
+from xai_utils.pipeline import executors
+from xai_utils.settings import ConfigError, RunConfig, load_profile, stage_hash
+from xai_utils.study.objectives import foreign_settings
+from xai_utils.stages.layout import save_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,7 +129,7 @@ def test_smoke_study_end_to_end(tmp_path):
 def _corrupt_imagenet(root: Path) -> Path:
     """An ImageNet-S50 folder whose files exist (validation passes) but are not images
     (decoding fails at run time)."""
-    from xai_utils.data import imagenet_s50_classes
+    from xai_utils.study.data import imagenet_s50_classes
     wnid = imagenet_s50_classes()[0][0]
     for split in ("train", "val"):
         d = root / split / wnid
@@ -258,7 +259,7 @@ def test_dotted_set_keys_merge_into_mappings():
 def test_a_changed_setting_reruns_exactly_the_stages_it_affects(tmp_path, setting, value, reruns):
     _fake_finished_study(tmp_path)
     prof = load_profile("smoke", results_root=str(tmp_path / "results"), **{setting: value})
-    from xai_utils.config import PROTOCOLS
+    from xai_utils.settings import PROTOCOLS
     imposed = set(PROTOCOLS["official"](RunConfig(dataset="shapes"))) - {"method_options"}
     for job in pipeline.plan(prof).jobs:
         if job.stage == "figures":
@@ -271,7 +272,7 @@ def test_a_changed_setting_reruns_exactly_the_stages_it_affects(tmp_path, settin
             mine = reruns if setting not in foreign_settings(job.run.objective) else set()
             assert job.finished() == (job.stage not in mine), (job.label, setting)
     # and every such setting is written to the run's config.json by the stages that use it
-    from xai_utils.config import STAGE_KEYS, NO_RESULT_KEYS
+    from xai_utils.settings import STAGE_KEYS, NO_RESULT_KEYS
     assert setting in {k for keys in STAGE_KEYS.values() for k in keys} | set(NO_RESULT_KEYS)
 
 
@@ -310,16 +311,16 @@ def test_figures_cover_what_is_evaluated(tmp_path):
 def test_parallel_kernels_share_the_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 8)
-    with pipeline._threads_per_kernel(3):
-        assert pipeline.os.environ["OMP_NUM_THREADS"] == "2"
-        assert pipeline.os.environ["MKL_NUM_THREADS"] == "2"
-    assert "OMP_NUM_THREADS" not in pipeline.os.environ
-    with pipeline._threads_per_kernel(16):             # never below one thread
-        assert pipeline.os.environ["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    with executors.threads_per_kernel(3):
+        assert os.environ["OMP_NUM_THREADS"] == "2"
+        assert os.environ["MKL_NUM_THREADS"] == "2"
+    assert "OMP_NUM_THREADS" not in os.environ
+    with executors.threads_per_kernel(16):             # never below one thread
+        assert os.environ["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "5")         # the user's choice wins
-    with pipeline._threads_per_kernel(2):
-        assert pipeline.os.environ["OMP_NUM_THREADS"] == "5"
-    assert pipeline.os.environ["OMP_NUM_THREADS"] == "5"
-    with pipeline._threads_per_kernel(1):              # one worker: nothing changes
-        assert pipeline.os.environ["OMP_NUM_THREADS"] == "5"
+    with executors.threads_per_kernel(2):
+        assert os.environ["OMP_NUM_THREADS"] == "5"
+    assert os.environ["OMP_NUM_THREADS"] == "5"
+    with executors.threads_per_kernel(1):              # one worker: nothing changes
+        assert os.environ["OMP_NUM_THREADS"] == "5"

@@ -1,4 +1,4 @@
-"""Tests of xai_utils.plots: each figure has the expected axes, lines and labels on a fake run."""
+"""Tests of xai_utils.analysis.plotting: each figure has the expected axes, lines and labels on a fake run."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,9 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from test_report import write_fake_run
-from xai_utils import metrics as M
-from xai_utils import plots, stats
-from xai_utils.data import SHAPE_CLASSES, load_dataset
+from xai_utils.ops import metrics as M
+from xai_utils.analysis import names, plotting, run_figures, stats, study_figures
+from xai_utils.study.data import SHAPE_CLASSES, load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def _texts(fig):
 
 
 def test_training_curves_ce(runs_):
-    fig = plots.plot_training_curves(runs_["ce"])
+    fig = run_figures.plot_training_curves(runs_["ce"])
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     ax_loss, ax_acc = fig.axes
     loss = [l for l in ax_loss.lines if l.get_label() == "train loss"][0]
@@ -45,7 +45,7 @@ def test_training_curves_ce(runs_):
 
 
 def test_training_curves_probe_and_duplicates(runs_, tmp_path):
-    fig = plots.plot_training_curves(runs_["scl"])
+    fig = run_figures.plot_training_curves(runs_["scl"])
     ax_acc = fig.axes[1]
     probe = [l for l in ax_acc.lines if l.get_label().startswith("linear probe")]
     assert len(probe) == 1 and probe[0].get_ydata()[0] == pytest.approx(80.0)
@@ -56,14 +56,14 @@ def test_training_curves_probe_and_duplicates(runs_, tmp_path):
     lines = [{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 9.0}, {"event": "resumed", "from_epoch": 1},
              {"epoch": 2, "loss": 2.0}, {"stage": "probe", "loss": 0.1}]
     (rd / "train_log.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    df, other = plots.read_train_log(rd)
+    df, other = run_figures.read_train_log(rd)
     assert list(df["loss"]) == [3.0, 2.0] and len(other) == 2
     with pytest.raises(FileNotFoundError, match="train the run first"):
-        plots.plot_training_curves(tmp_path / "nothing")
+        run_figures.plot_training_curves(tmp_path / "nothing")
 
 
 def test_embedding(runs_):
-    fig = plots.plot_embedding(runs_["tl"])
+    fig = run_figures.plot_embedding(runs_["tl"])
     assert len(fig.axes) == 1
     ax = fig.axes[0]
     with np.load(runs_["tl"] / "embeddings.npz") as z:
@@ -77,7 +77,7 @@ def test_embedding(runs_):
 
 def test_attribution_grid(runs_):
     n = 4
-    fig = plots.plot_attribution_grid(runs_["ce"], n=n)
+    fig = run_figures.plot_attribution_grid(runs_["ce"], n=n)
     assert len(fig.axes) == 2                       # the mosaic and its colour bar
     img = [a for a in fig.axes[0].get_children() if isinstance(a, AxesImage)][0].get_array()
     gap = 2                                         # 32 px cells, gap = 32 // 16
@@ -103,7 +103,7 @@ def test_attribution_grid(runs_):
 
 def test_metric_summary(runs_):
     df = pd.read_csv(runs_["scl"] / "results.csv")
-    fig = plots.plot_metric_summary(df)
+    fig = run_figures.plot_metric_summary(df)
     metrics = df["metric"].unique()
     assert len(fig.axes) == len(metrics)
     assert [ax.get_title() for ax in fig.axes][0] == "Pixel-flipping AUC ↓"
@@ -123,10 +123,10 @@ def test_metric_summary(runs_):
 def test_metric_distributions_with_significance(runs_):
     df = pd.concat([pd.read_csv(rd / "results.csv") for rd in runs_.values()])
     sig = stats.compare_objectives(df)
-    fig = plots.metric_distributions(df, sig)
+    fig = study_figures.metric_distributions(df, sig)
     assert len(fig.axes) == df["metric"].nunique()
     for ax in fig.axes:
-        metric = next(m for m in df["metric"].unique() if ax.get_title().startswith(plots.metric_label(m)))
+        metric = next(m for m in df["metric"].unique() if ax.get_title().startswith(names.metric_label(m)))
         if metric == "pointing_game":                # binary: hit rates with intervals, no boxes
             assert len(ax.patches) == 0 and "hit rate" in ax.get_title()
         else:
@@ -149,7 +149,7 @@ def test_hit_rates_and_wilson_interval(runs_):
     interval, computed here from the textbook formula."""
     df = pd.concat([pd.read_csv(rd / "results.csv") for rd in runs_.values()])
     df = df[df["metric"] == "pointing_game"]
-    fig = plots.metric_distributions(df)
+    fig = study_figures.metric_distributions(df)
     ax = fig.axes[0]
     d = df[df["correct"] & df["value"].notna()]
     for o in ("ce", "scl", "tl"):
@@ -159,34 +159,34 @@ def test_hit_rates_and_wilson_interval(runs_):
         p = k / n
         centre = (p + z ** 2 / (2 * n)) / (1 + z ** 2 / n)
         half = z / (1 + z ** 2 / n) * np.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2))
-        assert plots.wilson_interval(k, n) == pytest.approx((max(0, centre - half), min(1, centre + half)))
-        dots = [l for l in ax.lines if l.get_color() == plots.objective_color(o) and len(l.get_ydata()) == 1]
+        assert plotting.wilson_interval(k, n) == pytest.approx((max(0, centre - half), min(1, centre + half)))
+        dots = [l for l in ax.lines if l.get_color() == names.objective_color(o) and len(l.get_ydata()) == 1]
         assert any(l.get_ydata()[0] == pytest.approx(p) for l in dots)
 
 
 def test_pixel_flipping_curves():
     rng = np.random.default_rng(0)
     curves = {("shapes", m, o): rng.random((2, 8)) for m in ("gradcam", "eigencam") for o in ("tl", "ce", "scl")}
-    fig = plots.pixel_flipping_curves(curves)
+    fig = study_figures.pixel_flipping_curves(curves)
     assert len(fig.axes) == 2
     ax = fig.axes[0]
     assert ax.get_title() == "Grad-CAM"
     assert [l.get_label() for l in ax.lines] == ["CE", "SCL", "TL"]        # fixed order
     assert np.allclose(ax.lines[0].get_ydata(), curves[("shapes", "gradcam", "ce")].mean(0))
     assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 3
-    one = plots.pixel_flipping_curves({k: v[:1] for k, v in curves.items()})
+    one = study_figures.pixel_flipping_curves({k: v[:1] for k, v in curves.items()})
     assert sum(isinstance(c, PolyCollection) for c in one.axes[0].collections) == 0   # one seed: no band
 
 
 def test_embedding_grid_and_saliency_grid():
     rng = np.random.default_rng(0)
     items = {("shapes", o): (rng.random((20, 2)), np.arange(20) % 4, ["a", "b", "c", "d"]) for o in ("ce", "scl", "tl")}
-    fig = plots.embedding_grid(items)
+    fig = study_figures.embedding_grid(items)
     assert len(fig.axes) == 3 and [ax.get_title() for ax in fig.axes] == ["CE", "SCL", "TL"]
     assert all(len(ax.collections) == 4 for ax in fig.axes)
     images = [rng.integers(0, 255, (3, 32, 32), dtype=np.uint8), None]
     cols = [("ce", "gradcam", [rng.random((32, 32)), None]), ("scl", "gradcam", [rng.random((32, 32))] * 2)]
-    fig = plots.saliency_grid(images, ["row a", "row b"], cols)
+    fig = study_figures.saliency_grid(images, ["row a", "row b"], cols)
     texts = _texts(fig)
     assert {"input", "CE\nGrad-CAM", "SCL\nGrad-CAM", "row a", "row b"} <= set(texts)
     assert texts.count("n/a") == 2                  # missing image and missing map
@@ -195,11 +195,11 @@ def test_embedding_grid_and_saliency_grid():
 def test_saved_figures_are_byte_identical_across_saves(tmp_path):
     """Same figure, same bytes: the committed figures/ diff only when results change."""
     import time
-    fig, axes = plots.new_figure(1, 1)
+    fig, axes = plotting.new_figure(1, 1)
     axes[0, 0].plot([0, 1, 2], [1, 0, 2])
-    first = plots.save_figure(fig, tmp_path / "a" / "f")
+    first = plotting.save_figure(fig, tmp_path / "a" / "f")
     time.sleep(1.1)                                  # a creation date would now differ
-    second = plots.save_figure(fig, tmp_path / "b" / "f")
+    second = plotting.save_figure(fig, tmp_path / "b" / "f")
     assert [p.suffix for p in first] == [".pdf", ".png"]
     for p, q in zip(first, second):
         assert p.read_bytes() == q.read_bytes(), p.name

@@ -1,4 +1,4 @@
-"""Tests of xai_utils.report: every table and figure from a fake results tree."""
+"""Tests of xai_utils.analysis.report: every table and figure from a fake results tree."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xai_utils.config import RunConfig
+from xai_utils.settings import RunConfig
 
 METRICS_FAKE = ("pixel_flipping", "continuity", "complexity", "contrastivity", "sparseness",
                 "pointing_game", "attribution_localisation")
@@ -39,7 +39,7 @@ def write_fake_run(run_dir: Path, dataset: str = "shapes", objective: str = "ce"
     (run_dir / "train_summary.json").write_text(json.dumps({"test_accuracy": acc, "wall_time_s": 5.0}))
     indices = np.arange(n, dtype=np.int64)
     if dataset == "shapes":                                    # the real labels of those images
-        from xai_utils.data import load_dataset
+        from xai_utils.study.data import load_dataset
         labels = load_dataset("shapes", "test").labels[:n].numpy().astype(np.int64)
     else:
         labels = rng.integers(0, 10, n)
@@ -90,7 +90,7 @@ import time  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
-from xai_utils import report  # noqa: E402
+from xai_utils.analysis import report, study_figures, tables  # noqa: E402
 
 TABLES = ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced")
 FIGURES = ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings")
@@ -224,26 +224,26 @@ def _summary(ds, metric, ce, scl, tl, method="gradcam"):
 
 def test_paper_vs_reproduced_ordering_logic():
     # paper CIFAR-10 Grad-CAM pixel flipping: CE 0.37, SCL 0.27, TL 0.32 (SCL < TL < CE)
-    same = report.paper_vs_reproduced(_summary("fashion_mnist", "pixel_flipping", 0.5, 0.1, 0.3), "quick").iloc[0]
+    same = tables.paper_vs_reproduced(_summary("fashion_mnist", "pixel_flipping", 0.5, 0.1, 0.3), "quick").iloc[0]
     assert same["paper_dataset"] == "cifar10" and bool(same["stand_in"]) and "stand-in" in same["note"]
     assert same["paper_order"] == "SCL < TL < CE" and same["reproduced_order"] == "SCL < TL < CE"
     assert same["ordering_agrees"] == 1.0 and same["pairs_agreeing"] == "3/3"
     assert same["diff_ce"] == pytest.approx(0.5 - 0.37) and same["paper_scl"] == pytest.approx(0.27)
-    swapped = report.paper_vs_reproduced(_summary("fashion_mnist", "pixel_flipping", 0.5, 0.3, 0.1), "quick").iloc[0]
+    swapped = tables.paper_vs_reproduced(_summary("fashion_mnist", "pixel_flipping", 0.5, 0.3, 0.1), "quick").iloc[0]
     assert swapped["ordering_agrees"] == 0.0 and swapped["pairs_agreeing"] == "2/3"   # SCL/TL swapped
     # paper continuity CIFAR-10: SCL = TL (0.57) > CE: the tied pair is not judged
-    tie = report.paper_vs_reproduced(_summary("cifar10", "continuity", 0.1, 0.3, 0.2), "cifar10").iloc[0]
+    tie = tables.paper_vs_reproduced(_summary("cifar10", "continuity", 0.1, 0.3, 0.2), "cifar10").iloc[0]
     assert not bool(tie["stand_in"]) and tie["paper_order"] == "SCL = TL > CE"
     assert tie["ordering_agrees"] == 1.0 and tie["pairs_agreeing"] == "2/2"
     # shapes stands in for ImageNet-S50 coherence; a dataset with no paper counterpart is left out
-    coh = report.paper_vs_reproduced(pd.concat([_summary("shapes", "pointing_game", 0.8, 0.9, 0.5),
+    coh = tables.paper_vs_reproduced(pd.concat([_summary("shapes", "pointing_game", 0.8, 0.9, 0.5),
                                                 _summary("shapes", "made_up_metric", 1, 2, 3)]), "quick")
     assert list(coh["metric"]) == ["pointing_game"] and coh["paper_dataset"].item() == "imagenet_s50"
     assert coh["ordering_agrees"].item() == 1.0
 
 
 def test_paper_values_file():
-    pv = report.load_paper_values()
+    pv = tables.load_paper_values()
     assert len(pv) == 39 and set(pv["objective"]) == {"ce", "scl", "tl"}
     acc = pv[(pv["metric"] == "test_accuracy") & (pv["paper_dataset"] == "imagenet_s50")].set_index("objective")
     assert acc.loc["tl", "mean"] == pytest.approx(82.55) and acc.loc["tl", "std"] == pytest.approx(0.64)
@@ -283,16 +283,16 @@ def test_metric_table_lists_only_measured_combinations(tmp_path):
             write_fake_run(root / "mix" / d / o / "seed0", d, o, 0, methods=("gradcam",),
                            metrics=metrics, n=8, curves=False, embeddings=False)
     results = pd.concat([pd.read_csv(p) for p in sorted(root.glob("mix/*/*/seed0/results.csv"))])
-    t = report.table_attribution_metrics(results)
+    t = tables.table_attribution_metrics(results)
     got = sorted(zip(t.data["dataset"], t.data["metric"]))
     assert got == [("fashion_mnist", "pixel_flipping"), ("shapes", "complexity"), ("shapes", "pointing_game")]
 
 
 def test_formatting_helpers():
-    assert report.fmt_mean_std(0.12345, np.nan) == "0.123 ± –"
-    assert report.best_objectives({"ce": 0.1004, "scl": 0.1001, "tl": 0.2}, "lower") == {"ce", "scl"}  # tie at 3 dp
-    assert report.best_objectives({"ce": 0.1, "scl": 0.2}, None) == set()
-    assert report.latex_escape("a_b & 50% ± –") == r"a\_b \& 50\% $\pm$ --"
+    assert tables.fmt_mean_std(0.12345, np.nan) == "0.123 ± –"
+    assert tables.best_objectives({"ce": 0.1004, "scl": 0.1001, "tl": 0.2}, "lower") == {"ce", "scl"}  # tie at 3 dp
+    assert tables.best_objectives({"ce": 0.1, "scl": 0.2}, None) == set()
+    assert tables.latex_escape("a_b & 50% ± –") == r"a\_b \& 50\% $\pm$ --"
 
 
 def test_select_images_prefers_images_correct_for_all():
@@ -303,9 +303,9 @@ def test_select_images_prefers_images_correct_for_all():
         return {"indices": idx, "labels": labels, "preds": preds}
     loaded = {("ce", "gradcam"): z([0, 1, 2, 3, 4], {0, 2}), ("scl", "gradcam"): z([4, 3, 2, 1, 0], {0}),
               ("tl", "gradcam"): z([0, 1, 2, 3], {1})}                      # TL lacks image 4
-    assert report.select_images(loaded, 1) == [(3, [])]                     # the only one right for all
-    assert report.select_images(loaded, 3) == [(3, []), (1, ["tl"]), (2, ["ce"])]
-    assert [i for i, _ in report.select_images(loaded, 10)] == [3, 1, 2, 0]
+    assert study_figures.select_images(loaded, 1) == [(3, [])]                     # the only one right for all
+    assert study_figures.select_images(loaded, 3) == [(3, []), (1, ["tl"]), (2, ["ce"])]
+    assert [i for i, _ in study_figures.select_images(loaded, 10)] == [3, 1, 2, 0]
 
 
 def test_a_partial_study_says_what_it_covers(tmp_path):

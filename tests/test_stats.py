@@ -1,4 +1,4 @@
-"""Tests of xai_utils.stats on hand-made results tables with known answers.
+"""Tests of xai_utils.analysis.stats on hand-made results tables with known answers.
 
 Every expected t, p and d is computed here, independently, with scipy / numpy on arrays
 aligned by hand; the code under test only gets the long results table.
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from xai_utils import stats
+from xai_utils.analysis import stats
 
 
 def rows(objective, seed, values, correct=None, dataset="shapes", method="gradcam", metric="pixel_flipping",

@@ -1,7 +1,7 @@
 """A training step never waits for the accelerator.
 
 The step of every objective runs on the data-free ``meta`` device inside
-:class:`xai_utils.devices.HostSyncCounter`, which counts every read of a device value on the
+:class:`xai_utils.ops.devices.HostSyncCounter`, which counts every read of a device value on the
 host (``.item()``, ``bool()``, ``nonzero``, boolean-mask indexing, device-to-host and blocking
 host-to-device copies). On CUDA each of these would block the Python thread until the GPU
 has finished the queued work. The counter itself is checked on operations that do sync.
@@ -11,12 +11,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xai_utils.config import RunConfig
-from xai_utils.devices import HostSyncCounter
-from xai_utils.models import build_model
-from xai_utils.objectives import OBJECTIVES, TrainBatch
-from xai_utils.train import (OPTIMIZERS, EpochTotals, _Engine, _get_augmentation, build_scheduler,
-                             epoch_generator, resolve_augmentation, train_step)
+from xai_utils.settings import RunConfig
+from xai_utils.ops.devices import HostSyncCounter
+from xai_utils.ops.augment import get_augmentation
+from xai_utils.ops.seeds import epoch_generator
+from xai_utils.study.objectives import OBJECTIVES, TrainBatch, explained_model
+from xai_utils.study.training import (OPTIMIZERS, Engine, EpochTotals, build_scheduler, resolve_augmentation,
+                                      train_step)
 
 META = torch.device("meta")
 
@@ -29,13 +30,13 @@ def _config(objective: str, optimizer: str = "sgd") -> RunConfig:
 
 def _step_counts(objective: str, optimizer: str = "sgd", steps: int = 2) -> list[HostSyncCounter]:
     cfg = _config(objective, optimizer)
-    model = build_model(cfg, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).to(META)
+    model = explained_model(cfg, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).to(META)
     obj = OBJECTIVES[objective](cfg, model).to(META)
-    engine = _Engine(cfg, model, META, compile=False)
+    engine = Engine(cfg, model, META, compile=False)
     opt = OPTIMIZERS[cfg.optimizer](obj.trainable(model), cfg)
     sched = build_scheduler(opt, cfg, steps_per_epoch=10)
-    augment = _get_augmentation(resolve_augmentation(cfg))
-    clean = _get_augmentation("none")
+    augment = get_augmentation(resolve_augmentation(cfg))
+    clean = get_augmentation("none")
     x = torch.zeros(8, 3, 32, 32, dtype=torch.uint8, device=META)
     y = torch.zeros(8, dtype=torch.long, device=META)
     gen, totals, counters = epoch_generator(0, 2), EpochTotals.zeros(META), []

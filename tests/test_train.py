@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from xai_utils import runs
-from xai_utils.config import ConfigError, RunConfig, load_profile
-from xai_utils.data import eval_indices, load_dataset
-from xai_utils.runs import read_jsonl
-from xai_utils.models import load_model
-from xai_utils.train import build_scheduler, pca_2d, train_probe, train_run
+from xai_utils.stages import layout as runs
+from xai_utils.settings import ConfigError, RunConfig, load_profile
+from xai_utils.study.data import eval_indices, load_dataset
+from xai_utils.stages.layout import read_jsonl
+from xai_utils.stages.model_io import load_model
+from xai_utils.stages.train import train_run
+from xai_utils.study.training import build_scheduler, pca_2d, train_probe
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_MIN_ACCURACY = 40.0       # percent, 10 balanced classes: chance is 10 %
@@ -131,7 +132,7 @@ def _tiny_cfg(objective: str = "scl") -> RunConfig:
 def test_killed_run_resumes_exactly(tmp_path, objective):
     cfg = _tiny_cfg(objective)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    script = ("import json, sys; from xai_utils.config import RunConfig; from xai_utils.train import train_run; "
+    script = ("import json, sys; from xai_utils.settings import RunConfig; from xai_utils.stages.train import train_run; "
               "train_run(RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_dict()), str(killed)],
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -179,7 +180,7 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path):
 def tiny_imagenet(tmp_path) -> Path:
     """ImageNet-S50 layout, 2 classes: 4 train JPEGs each (sizes and aspects vary), 1 val each."""
     from PIL import Image
-    from xai_utils.data import imagenet_s50_classes
+    from xai_utils.study.data import imagenet_s50_classes
     wnids, _ = imagenet_s50_classes()
     rng, root = np.random.default_rng(0), tmp_path / "ins50"
     sizes = [(320, 240), (240, 360), (300, 300), (400, 260)]
@@ -204,7 +205,7 @@ def _imagenet_cfg(root: Path, objective: str, **kw) -> RunConfig:
 
 @pytest.mark.parametrize("objective", ["ce", "scl"])
 def test_imagenet_s50_tiny_run_trains_on_224_crops(tiny_imagenet, tmp_path, monkeypatch, objective):
-    from xai_utils.objectives import TrainBatch
+    from xai_utils.study.objectives import TrainBatch
     seen = []
     view = TrainBatch.view
 
@@ -223,10 +224,10 @@ def test_imagenet_s50_tiny_run_trains_on_224_crops(tiny_imagenet, tmp_path, monk
 
 
 def test_streamed_train_data_keeps_its_loader_and_workers(tiny_imagenet):
-    from xai_utils.augment import get_augmentation
-    from xai_utils.streaming import loader_worker_pids
-    from xai_utils.objectives import TrainBatch
-    from xai_utils.train import TrainData
+    from xai_utils.ops.augment import get_augmentation
+    from xai_utils.study.data.streaming import loader_worker_pids
+    from xai_utils.study.objectives import TrainBatch
+    from xai_utils.study.training import TrainData
     data = TrainData(_imagenet_cfg(tiny_imagenet, "scl", epochs=2, num_workers=2), torch.device("cpu"))
     assert data.views == 2 and data.steps == 2
     aug, clean = get_augmentation("scl_imagenet"), get_augmentation("none_imagenet")
@@ -262,7 +263,7 @@ def test_streamed_train_data_keeps_its_loader_and_workers(tiny_imagenet):
 
 def test_random_view_count_of_every_objective():
     # the streamed loader crops this many views of each image: batch.view() calls per step
-    from xai_utils.objectives import OBJECTIVES
+    from xai_utils.study.objectives import OBJECTIVES
     counts = {name: cls.random_view_count() for name, cls in OBJECTIVES.items()}
     assert counts == {"ce": 1, "scl": 2, "tl": 1, "excon": 2, "exconb": 2, "cgc": 1}
 

@@ -1,8 +1,18 @@
 """xai_utils: the logic behind the notebooks of the SCL feature-attribution companion.
 
-Modules, in the order of the study: ``config`` (profiles), ``data`` (datasets),
-``augment`` (batched augmentations), ``models``, ``losses``, ``train``, ``attribution``,
-``metrics``, ``evaluate``, ``stats``, ``report`` (tables), ``plots`` (figures),
-``pipeline`` (Papermill runner). ``runs`` holds the on-disk layout of a run.
+The package is built in layers; each imports only from the layers below it (an import-linter
+contract in ``pyproject.toml`` says so, and ``make test`` checks it):
+
+6. :mod:`.pipeline`  — orchestration: a study as notebook jobs, executors, the command line
+5. :mod:`.analysis`  — statistics, the claim, tables and figures, from saved results
+4. :mod:`.stages`    — train, attribute, calibrate, evaluate: each reads and writes a run folder
+3. :mod:`.settings`  — RunConfig, profiles, stage hashes, validation against the registries
+2. :mod:`.study`     — the things a study is made of: datasets, models, objectives, training
+1. :mod:`.ops`       — computations on tensors: augmentations, losses, attribution methods,
+   metrics, pair analysis, calibration (no files, no settings)
+0. :mod:`.errors`    — the errors every layer raises
+
+docs/architecture.md says where a new metric, method, objective, dataset, setting, stage or
+figure goes.
 """
 __version__ = "0.1.0"

@@ -1,0 +1,68 @@
+"""The front door and the docs: a README a newcomer reads in minutes, and links that resolve."""
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^)\s]+)\)")
+README_LIMIT = 12_000
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation removed, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    out, seen, in_code = set(), {}, False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        m = None if in_code else re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            s = slug(m.group(1))
+            n = seen.get(s, 0)
+            seen[s] = n + 1
+            out.add(s if n == 0 else f"{s}-{n}")
+    return out
+
+
+def relative_links(page: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return [u for u in LINK.findall(text) if not re.match(r"^[a-z]+:", u)]
+
+
+def test_readme_is_a_front_door():
+    text = (ROOT / "README.md").read_text()
+    assert len(text) <= README_LIMIT
+    assert "make reproduce" in text and "make test" in text
+    assert "(docs/" in text                                   # the map of docs/
+
+
+def test_every_docs_page_is_linked_from_the_readme_or_the_docs_index():
+    linked = set()
+    for page in (ROOT / "README.md", ROOT / "docs" / "README.md"):
+        linked |= {(page.parent / u.partition("#")[0]).resolve() for u in relative_links(page)}
+    assert [p.name for p in PAGES[1:] if p.resolve() not in linked and p.name != "README.md"] == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page):
+    broken = []
+    for url in relative_links(page):
+        path, _, fragment = url.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        if not target.exists():
+            broken.append(url)
+        elif fragment and (target.suffix != ".md" or fragment not in anchors(target)):
+            broken.append(url)
+    assert broken == []
+
+
+def test_the_link_checker_sees_a_broken_link(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# A title\n\n[ok](#a-title) [bad anchor](#nowhere) [bad file](missing.md) [web](https://x.org)\n")
+    assert relative_links(page) == ["#a-title", "#nowhere", "missing.md"]
+    assert anchors(page) == {"a-title"}

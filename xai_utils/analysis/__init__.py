@@ -1,0 +1,9 @@
+"""Layer 5 — analysis of saved results: statistics, the claim, tables and figures. Nothing here
+loads a model; everything reads the files of the stages (:mod:`xai_utils.stages.layout`).
+
+:mod:`.names` (labels, colours, order), :mod:`.stats` (aggregation, paired tests),
+:mod:`.tables`, :mod:`.claim` (does "SCL explains better than CE" hold), :mod:`.plotting`
+(style and primitives), :mod:`.run_figures` (one run), :mod:`.study_figures` (a study),
+:mod:`.pair_figures` (the pair analysis) and :mod:`.report` (:func:`~.report.build_all`:
+every table and figure of a study).
+"""

@@ -1,0 +1,208 @@
+"""Every table and figure of a study, from saved results only (no model is loaded).
+
+:func:`build_all` reads every run of a profile (``results/<profile>/...``) and writes into
+``figures/<profile>/``:
+
+=============================  ==========================================================
+``table_accuracy``             test accuracy (%), dataset x objective, mean +- std over seeds
+``table_attribution_metrics``  method x facet/metric x dataset x objective, mean +- std
+``table_significance``         paired t-tests between objectives: t, p, Holm p, d_z, pooled d
+``paper_vs_reproduced``        the paper's numbers beside ours, differences, ordering agreement
+``fig_saliency_grid``          images x (input, objective x method)
+``fig_metric_distributions``   per-sample metric values by objective, with test marks
+``fig_pixel_flipping_curves``  mean pixel-flipping curve and band per objective
+``fig_embeddings``             2-D embedding of test features per objective
+``table_claim_robustness``     order of the objectives and SCL vs CE under every score and protocol
+``fig_claim_robustness``       the same verdicts as a grid (:mod:`.claim`)
+``table_pair_metrics``         pair analysis: pair method x metric x pair kind (:mod:`.pair_figures`)
+``table_pair_significance``    paired t-tests of the pair metrics, keyed by (seed, pair)
+``fig_pair_grid``              example pairs and each objective's two maps per pair method
+=============================  ==========================================================
+
+Tables are written as CSV (numbers, for machines), Markdown and LaTeX (:mod:`.tables`);
+figures as PDF and PNG (:mod:`.study_figures`, :mod:`.plotting`). Anything that cannot be
+made (no masks metrics, one seed, no curves...) is skipped with a logged note (also listed in
+``report_notes.md``); nothing here raises for missing parts. Statistics: :mod:`.stats`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import pandas as pd
+
+from ..stages import layout as runs
+from . import stats
+from .claim import plot_claim, table_claim_robustness
+from .names import dataset_label, objective_label, order_objectives
+from .pair_figures import fig_pair_grid, is_pair_row, table_pair_metrics
+from .plotting import add_footer, save_figure
+from .study_figures import fig_embeddings, fig_pixel_flipping_curves, fig_saliency_grid, metric_distributions
+from .tables import (Table, study_summary, table_accuracy, table_attribution_metrics, table_paper_vs_reproduced,
+                     table_significance, write_table)
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+TABLES = ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced",
+          "table_claim_robustness", "table_pair_metrics", "table_pair_significance")
+FIGURES = ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings",
+           "fig_claim_robustness", "fig_pair_grid")
+
+
+def coverage(expected: Sequence[str], covered: Sequence[str]) -> str:
+    """One line saying which runs a study's tables and figures cover, e.g. "12 of 12 runs
+    (Fashion-MNIST, Shapes x CE, SCL, TL x seeds 0, 1)" or "...; missing: shapes/tl/seed1"."""
+    covered = [r for r in expected if r in set(covered)] if expected else list(covered)
+    expected = list(expected) or covered
+    parts = [r.split("/") for r in covered]
+    ds = ", ".join(dataset_label(d) for d in dict.fromkeys(p[0] for p in parts))
+    objs = ", ".join(objective_label(o) for o in order_objectives(p[1] for p in parts))
+    seeds = ", ".join(sorted({p[2].removeprefix("seed") for p in parts}, key=int))
+    text = f"{len(covered)} of {len(expected)} runs ({ds} × {objs} × seed{'s' if ',' in seeds else ''} {seeds})"
+    missing = [r for r in expected if r not in set(covered)]
+    return text + (f"; missing: {', '.join(missing)}" if missing else "")
+
+
+def build_all(profile: str, results_root: PathLike = "results", output_dir: Optional[PathLike] = None,
+              n_images: Optional[int] = None, seeds: str = "image_mean",
+              runs_expected: Optional[Sequence[str]] = None,
+              runs_missing: Sequence[str] = (), reference: Optional[str] = None) -> list[Path]:
+    """Write every table (CSV, Markdown, LaTeX) and figure (PDF, PNG) of a study.
+
+    Reads ``<results_root>/<profile>/<dataset>/<objective>/seed<k>/`` (only the runs of
+    ``runs_expected``, ids like ``shapes/ce/seed0``, when given, and none of ``runs_missing``:
+    runs whose files, if any, hold results of other settings); writes into ``output_dir``
+    (``reference``: test every objective against this one only, instead of every pair)
+    (default ``figures/<profile>``). Every figure and ``report_notes.md`` say which runs
+    they cover and which expected runs are missing (:func:`coverage`). Parts that cannot be
+    made are skipped with a note (log + ``report_notes.md``). Raises FileNotFoundError,
+    writing nothing, when no run has a result. Returns the written paths.
+    """
+    out = Path(output_dir) if output_dir else Path("figures") / profile
+    run_dirs = stats.find_run_dirs(results_root, profile)
+    if runs_expected:
+        wanted = set(runs_expected)
+        run_dirs = [rd for rd in run_dirs if _run_id(rd) in wanted]
+    run_dirs = [rd for rd in run_dirs if _run_id(rd) not in set(runs_missing)]
+    with_results = [rd for rd in run_dirs if (rd / runs.RESULTS).is_file() or (rd / runs.TRAIN_SUMMARY).is_file()]
+    if not with_results:
+        raise FileNotFoundError(f"no run of study '{profile}' under {Path(results_root) / profile} has results "
+                                f"(train_summary.json or results.csv): nothing to report")
+    covered = [_run_id(rd) for rd in run_dirs if (rd / runs.RESULTS).is_file()]
+    cover = coverage(list(runs_expected or []), covered or [_run_id(rd) for rd in with_results])
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    written: list[Path] = []
+
+    def skip(what: str, e: BaseException) -> None:
+        msg = f"{what} skipped: {e}"
+        log.warning(msg)
+        notes.append(msg)
+
+    everything = stats.load_results(results_root, profile, run_dirs=run_dirs)
+    results, pair_results = everything[~is_pair_row(everything)], everything[is_pair_row(everything)]
+    results_all = stats.load_results(results_root, profile, run_dirs=run_dirs, all_protocols=True)
+    results_all = results_all[~is_pair_row(results_all)]
+    summaries = stats.load_summaries(results_root, profile, run_dirs=run_dirs)
+    sig = None
+    claims = None
+
+    tables: dict[str, Callable[[], Table]] = {
+        "table_accuracy": lambda: table_accuracy(summaries),
+        "table_attribution_metrics": lambda: table_attribution_metrics(results),
+        "table_significance": lambda: table_significance(results, seeds=seeds, reference=reference or None),
+        "paper_vs_reproduced": lambda: table_paper_vs_reproduced(study_summary(results, summaries), profile),
+        "table_claim_robustness": lambda: table_claim_robustness(results_all, seeds=seeds),
+        "table_pair_metrics": lambda: table_pair_metrics(pair_results, run_dirs),
+        "table_pair_significance": lambda: _renamed(
+            table_significance(pair_results, seeds=seeds, reference=reference or None), "table_pair_significance",
+            "Pair analysis: the unit is a pair of images, keyed by (seed, pair id); it is kept when every compared "
+            "model classifies both of its images correctly; the pair's kind is in the metric's name."),
+    }
+    for name, make in tables.items():
+        try:
+            if name in ("table_attribution_metrics", "table_significance") and results.empty:
+                raise ValueError("no results.csv (run the evaluation stage)")
+            if name in ("table_pair_metrics", "table_pair_significance") and pair_results.empty:
+                continue                       # no pair analysis in this study: nothing to say
+            if name == "paper_vs_reproduced" and results.empty and summaries.empty:
+                raise ValueError("neither results.csv nor train_summary.json")
+            if name == "table_accuracy" and summaries.empty:
+                raise ValueError("no train_summary.json (run the training stage)")
+            t = make()
+            t.notes.append(f"Covers {cover}.")
+            if name == "table_significance":
+                sig = t.data
+            if name == "table_claim_robustness":
+                claims = t.data
+            written += write_table(t, out)
+        except Exception as e:  # noqa: BLE001 - a missing part never stops the report
+            skip(name, e)
+
+    figures: dict[str, Callable] = {
+        "fig_saliency_grid": lambda: fig_saliency_grid(run_dirs, n_images),
+        "fig_metric_distributions": lambda: metric_distributions(results, sig),
+        "fig_pixel_flipping_curves": lambda: fig_pixel_flipping_curves(run_dirs, results),
+        "fig_embeddings": lambda: fig_embeddings(run_dirs),
+        "fig_claim_robustness": lambda: _claim_figure(claims),
+        "fig_pair_grid": lambda: fig_pair_grid(run_dirs),
+    }
+    for name, make in figures.items():
+        try:
+            if name == "fig_metric_distributions" and results.empty:
+                raise ValueError("no results.csv (run the evaluation stage)")
+            if name == "fig_pair_grid" and pair_results.empty:
+                continue
+            fig = make()
+            add_footer(fig, f"Covers {cover}.")
+            written += save_figure(fig, out / name)
+        except Exception as e:  # noqa: BLE001
+            skip(name, e)
+
+    text = f"# Report notes ({profile})\n\nRuns covered: {cover}.\n"
+    text += "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "\nNothing was skipped.\n")
+    written.append(runs.save_text(out / "report_notes.md", text))
+    written.append(runs.save_json(out / "coverage.json", {
+        "profile": profile, "expected": list(runs_expected or []), "covered": covered,
+        "missing": [r for r in (runs_expected or []) if r not in set(covered)]}))
+    log.info("report of '%s' written to %s", profile, out)
+    return written
+
+
+def _renamed(table: Table, name: str, note: str = "") -> Table:
+    table.name = name
+    if note:
+        table.notes.append(note)
+    return table
+
+
+def _claim_figure(claims: Optional[pd.DataFrame]):
+    if claims is None or claims.empty:
+        raise ValueError("no table_claim_robustness")
+    return plot_claim(claims)
+
+
+def _run_id(run_dir: Path) -> str:
+    k = stats.run_key(run_dir)
+    return f"{k['dataset']}/{k['objective']}/seed{k['seed']}"
+
+
+def load_table(output_dir: PathLike, name: str, kind: str = "md") -> Union[str, pd.DataFrame]:
+    """Read back a written table: the Markdown / LaTeX text, or the CSV as a DataFrame."""
+    p = Path(output_dir) / f"{name}.{kind}"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: run report.build_all first (or it was skipped: see report_notes.md)")
+    return pd.read_csv(p) if kind == "csv" else p.read_text()
+
+
+def table_markdown(output_dir: PathLike, name: str) -> str:
+    """The Markdown of a written table, or a one-line note saying it was skipped (for notebooks)."""
+    p = Path(output_dir) / f"{name}.md"
+    return p.read_text() if p.is_file() else f"*{name}: not made for this study (see report_notes.md).*"
+
+
+def figure_png(output_dir: PathLike, name: str) -> Optional[Path]:
+    """The PNG of a written figure, or None if it was skipped."""
+    p = Path(output_dir) / f"{name}.png"
+    return p if p.is_file() else None

@@ -1,0 +1,477 @@
+"""Aggregation and paired tests of the per-sample metric values of a study.
+
+Reads only saved results (``results.csv`` and ``train_summary.json`` of every run of a
+profile) and follows the paper's aggregation (../shared/PAPER.md, "Aggregation"):
+
+* **per-seed means** over the correctly classified samples of each model (each model's own
+  correct set, as in the paper's tables), then **mean and standard deviation across seeds**
+  (``ddof=1``; with one seed the std is NaN, shown as "–" in the tables);
+* **paired t-tests** (``scipy.stats.ttest_rel``) and **Cohen's d for paired samples**
+  between objectives, per dataset x method x metric, on the samples that *every compared
+  model* classifies correctly.
+
+Pairing. A pair is the same evaluation image (``sample_index``) explained by the models of
+two objectives trained with the same seed, i.e. it is keyed by ``(seed, sample_index)``
+(and ``pair``, the id of a pair of images in the pair analysis, empty for single images).
+Pairs are formed *first* (inner join on the key), then restricted to samples correct for
+every compared model of that seed, and only then is a pair with a NaN on either side dropped
+as a whole. (The authors' script drops NaNs per model and truncates, which silently shifts
+one model's values against the other's.)
+
+Seeds. The evaluation subset is the same images for every model, so the unit of
+replication of a test is the *image*. Three ways to use several seeds are available
+(:data:`SEED_HANDLING`); the default is ``"image_mean"``:
+
+* ``"image_mean"`` (default): for every image the per-seed differences A-B are averaged over
+  the seeds in which the pair is valid, and ``ttest_rel`` is run on the seed-averaged values
+  (one pair per image). Each image counts once, so the test's independence assumption holds;
+  pooling would count every image once per seed (pseudo-replication: n inflated, p too small).
+* ``"pooled"``: every valid ``(seed, image)`` pair is one observation (the simplest analogue
+  of the authors' per-model test; p-values optimistic for the reason above).
+* ``"per_seed"``: one test per seed (shows whether the effect is stable across training runs).
+
+With one seed the three coincide.
+
+Effect sizes, both signed as ``A - B``:
+
+* ``d_z = mean(A - B) / sd(A - B)`` (``ddof=1``): Cohen's d of the paired per-image
+  differences, the effect size that goes with the paired t-test (``t = d_z * sqrt(n)``);
+* ``d_pooled = (mean(A) - mean(B)) / sqrt((sd(A)^2 + sd(B)^2) / 2)`` (``ddof=1``): Cohen's d
+  of the two models' values taken as separate groups (pooled standard deviation), the
+  per-model effect size, on the same paired images. It ignores the pairing, so it is
+  smaller than d_z when the two models' values are positively correlated across images.
+
+(The authors' released comparison script computes ``mean(A - B) / std(A - B)`` with NumPy's
+``ddof=0``, i.e. d_z times sqrt(n / (n - 1)).)
+
+Multiple tests: Holm's step-down correction (:func:`holm`) within each family, by default
+the comparisons of one dataset x method x metric (x seed for ``per_seed``); pass
+``family=()`` to correct over the whole table. ``alpha = 0.05``.
+
+Metric directions and facets come from the metric registries, objective order from the
+objective registry (:mod:`xai_utils.analysis.names`).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from ..stages import layout as runs
+from .names import metric_direction, metric_order, objective_label, order_objectives
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+
+RESULT_COLUMNS = ("run_id", "dataset", "objective", "seed", "sample_index", "pair", "true", "pred", "correct",
+                  "method", "metric", "value")
+# what identifies an explained item across models: an image, or a pair of images (pair analysis)
+ITEM = ["sample_index", "pair"]
+ALPHA = 0.05
+GROUP = ["dataset", "method", "metric"]
+
+
+# ----------------------------------------------------------------------------- loading
+
+def study_dir(results_root: PathLike, profile: str) -> Path:
+    return Path(results_root) / profile
+
+
+def find_run_dirs(results_root: PathLike, profile: str) -> list[Path]:
+    """Run folders ``<root>/<profile>/<dataset>/<objective>/seed<k>`` (that have config or results)."""
+    base = study_dir(results_root, profile)
+    out = [p for p in sorted(base.glob("*/*/seed*")) if p.is_dir()
+           and any((p / f).is_file() for f in (runs.CONFIG, runs.RESULTS, runs.TRAIN_SUMMARY))]
+    return out
+
+
+def run_key(run_dir: Path) -> dict:
+    """dataset / objective / seed of a run folder, from config.json when present, else its path."""
+    try:
+        cfg = json.loads((run_dir / runs.CONFIG).read_text())
+        return {"dataset": cfg["dataset"], "objective": cfg["objective"], "seed": int(cfg["seed"])}
+    except (OSError, ValueError, KeyError):
+        return {"dataset": run_dir.parent.parent.name, "objective": run_dir.parent.name,
+                "seed": int(run_dir.name.removeprefix("seed"))}
+
+
+def empty_results() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+        RESULT_COLUMNS, ("str", "str", "str", "int64", "int64", "str", "int64", "int64", "bool", "str", "str",
+                         "float64"))})
+
+
+def evaluation_dirs(run_dirs: Sequence[Path]) -> list[Path]:
+    """Every evaluation folder of the runs: the run folders, then their ``protocols/<name>/``."""
+    out = list(run_dirs)
+    for rd in run_dirs:
+        out += sorted(p for p in (Path(rd) / "protocols").glob("*") if p.is_dir())
+    return out
+
+
+def protocol_of(folder: Path) -> str:
+    """The evaluation protocol of a run or evaluation folder (its config.json; "corrected" if absent)."""
+    try:
+        return str(json.loads((Path(folder) / runs.CONFIG).read_text()).get("protocol", "corrected"))
+    except (OSError, ValueError):
+        return "corrected"
+
+
+def load_results(results_root: PathLike = "results", profile: str = "smoke",
+                 run_dirs: Optional[Sequence[Path]] = None, all_protocols: bool = False) -> pd.DataFrame:
+    """Concatenate the ``results.csv`` of every run of a profile (or of ``run_dirs``; long
+    format, one row per run x sample x method x metric, plus the column ``protocol``). With
+    ``all_protocols`` also every further protocol's evaluation (``<run>/protocols/<name>/``).
+    Runs without results are logged and skipped."""
+    frames = []
+    folders = find_run_dirs(results_root, profile) if run_dirs is None else list(run_dirs)
+    for rd in (evaluation_dirs(folders) if all_protocols else folders):
+        p = rd / runs.RESULTS
+        if not p.is_file():
+            log.info("no %s in %s (evaluation not run yet): skipped", runs.RESULTS, rd)
+            continue
+        df = pd.read_csv(p, dtype={"pair": str})
+        if "pair" not in df:                   # written before the pair analysis existed
+            df["pair"] = ""
+        df["pair"] = df["pair"].fillna("")
+        missing = set(RESULT_COLUMNS) - set(df.columns)
+        if missing:
+            raise ValueError(f"{p} lacks columns {sorted(missing)}; expected exactly {', '.join(RESULT_COLUMNS)}")
+        frames.append(df[list(RESULT_COLUMNS)].assign(protocol=protocol_of(rd)))
+    if not frames:
+        log.warning("no results.csv under %s", study_dir(results_root, profile))
+        return empty_results().assign(protocol=pd.Series(dtype="str"))
+    out = pd.concat(frames, ignore_index=True)
+    out["correct"] = out["correct"].astype(str).str.lower().isin(("true", "1", "1.0"))
+    out["seed"] = out["seed"].astype(int)
+    out["sample_index"] = out["sample_index"].astype(int)
+    out["value"] = pd.to_numeric(out["value"], errors="coerce")
+    return out
+
+
+# from calibration.json (xai_utils.stages.calibrate): NaN for runs without it
+CALIBRATION_COLUMNS = ("temperature", "ece_before", "ece_after")
+
+
+def load_summaries(results_root: PathLike = "results", profile: str = "smoke",
+                   run_dirs: Optional[Sequence[Path]] = None) -> pd.DataFrame:
+    """One row per trained run (of the profile, or of ``run_dirs``): run_id, dataset,
+    objective, seed, test_accuracy (percent), wall_time_s, run_dir, and the temperature and
+    ECE before/after of ``calibration.json`` (NaN without one). Runs without
+    ``train_summary.json`` are skipped (logged)."""
+    rows = []
+    for rd in (find_run_dirs(results_root, profile) if run_dirs is None else run_dirs):
+        p = rd / runs.TRAIN_SUMMARY
+        if not p.is_file():
+            log.info("no %s in %s: skipped", runs.TRAIN_SUMMARY, rd)
+            continue
+        s = json.loads(p.read_text())
+        key = run_key(rd)
+        cal = json.loads((rd / "calibration.json").read_text()) if (rd / "calibration.json").is_file() else {}
+        rows.append({"run_id": f"{key['dataset']}/{key['objective']}/seed{key['seed']}", **key,
+                     "test_accuracy": float(s["test_accuracy"]) if s.get("test_accuracy") is not None else np.nan,
+                     "wall_time_s": float(s.get("wall_time_s", np.nan) or np.nan), "run_dir": str(rd),
+                     **{k: float(cal.get(k, np.nan)) for k in CALIBRATION_COLUMNS}})
+    cols = ["run_id", "dataset", "objective", "seed", "test_accuracy", "wall_time_s", "run_dir", *CALIBRATION_COLUMNS]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def _check_columns(df: pd.DataFrame, need: Iterable[str], what: str) -> None:
+    missing = set(need) - set(df.columns)
+    if missing:
+        raise KeyError(f"{what} lacks columns {sorted(missing)}")
+
+
+def seed_means(df: pd.DataFrame, correct_only: bool = True) -> pd.DataFrame:
+    """Mean of each model's metric over its correctly classified samples (NaN values skipped).
+
+    Returns dataset, method, metric, objective, seed, mean, n (samples averaged).
+    """
+    _check_columns(df, ["dataset", "method", "metric", "objective", "seed", "value", "correct"], "results")
+    d = df[df["correct"].astype(bool)] if correct_only else df
+    d = d.dropna(subset=["value"])
+    keys = GROUP + ["objective", "seed"]
+    g = d.groupby(keys, sort=True)["value"]
+    return g.agg(mean="mean", n="size").reset_index()
+
+
+def across_seeds(per_seed: pd.DataFrame, keys: Sequence[str] = ("dataset", "method", "metric", "objective"),
+                 value: str = "mean") -> pd.DataFrame:
+    """Mean and std (ddof=1; NaN for one seed) across seeds of the per-seed values."""
+    g = per_seed.groupby(list(keys), sort=True)[value]
+    out = g.agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n_seeds="size")
+    return out.reset_index()
+
+
+def summarize(df: pd.DataFrame, correct_only: bool = True) -> pd.DataFrame:
+    """Per-seed means, then mean +- std across seeds, per dataset x method x metric x objective."""
+    return across_seeds(seed_means(df, correct_only))
+
+
+def accuracy_summary(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy (percent): mean +- std across seeds per dataset x objective."""
+    _check_columns(summaries, ["dataset", "objective", "seed", "test_accuracy"], "train summaries")
+    return across_seeds(summaries.rename(columns={"test_accuracy": "mean"}).dropna(subset=["mean"]),
+                        keys=("dataset", "objective"))
+
+
+# ----------------------------------------------------------------------------- pairing
+
+def correct_for_all(df: pd.DataFrame, objectives: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Per (dataset, seed, sample_index, pair): True when every compared model classifies the
+    image (both images of a pair) correctly.
+
+    The compared models of a (dataset, seed) are the ``objectives`` (default: all) that have
+    results for it; a sample a model has no row for counts as not correct (it cannot be paired).
+    """
+    d = df if objectives is None else df[df["objective"].isin(objectives)]
+    if "pair" not in d:
+        d = d.assign(pair="")
+    per_model = (d.groupby(["dataset", "seed", *ITEM, "objective"])["correct"]
+                 .agg(lambda c: bool(np.all(c.astype(bool)))).unstack("objective"))
+    present = d.groupby(["dataset", "seed"])["objective"].agg(lambda o: sorted(set(o)))
+    rows = []
+    for (ds, seed), objs in present.items():
+        sub = per_model.loc[(ds, seed), objs]
+        ok = sub.eq(True).all(axis=1)
+        items = ok.index.to_frame(index=False)
+        rows.append(pd.DataFrame({"dataset": ds, "seed": seed, **{k: items[k].to_numpy() for k in ITEM},
+                                  "all_correct": ok.to_numpy()}))
+    if not rows:
+        return pd.DataFrame(columns=["dataset", "seed", *ITEM, "all_correct"])
+    return pd.concat(rows, ignore_index=True)
+
+
+NAN_PAIRINGS = ("pairs", "per_model")
+
+
+def paired_values(df: pd.DataFrame, dataset: str, method: str, metric: str, a: str, b: str,
+                  objectives: Optional[Sequence[str]] = None,
+                  common: Optional[pd.DataFrame] = None, nan_pairing: str = "pairs") -> pd.DataFrame:
+    """Valid pairs of objective ``a`` and ``b``: columns seed, sample_index, a, b.
+
+    Pairs are keyed by (seed, sample_index) and formed before anything is dropped; then only
+    samples correct for every compared model (``objectives``, default all in ``df``) are kept,
+    and finally a pair with a NaN on either side is dropped as a pair (``nan_pairing="pairs"``).
+
+    ``nan_pairing="per_model"`` reproduces the authors' script: after the correct samples are
+    kept, each model's NaNs are dropped on their own and the two lists, in sample order per
+    seed, are cut to the shorter one and paired by position (which misaligns every pair after
+    a NaN on one side only). ``sample_index`` is then model ``a``'s.
+    """
+    if nan_pairing not in NAN_PAIRINGS:
+        raise ValueError(f"nan_pairing='{nan_pairing}' unknown; choose one of {', '.join(NAN_PAIRINGS)}")
+    if "pair" not in df:                       # frames built before the pair analysis existed
+        df = df.assign(pair="")
+    sel = df[(df["dataset"] == dataset) & (df["method"] == method) & (df["metric"] == metric)]
+    key = ["seed", *ITEM]
+    sides = {}
+    for o in (a, b):
+        s = sel[sel["objective"] == o]
+        dup = s.duplicated(key)
+        if dup.any():
+            raise ValueError(f"{dataset}/{o}: {int(dup.sum())} duplicated (seed, sample_index) rows for "
+                             f"{method}/{metric}; each run must list a sample once per method and metric")
+        sides[o] = s[key + ["value"]].rename(columns={"value": o})
+    pairs = sides[a].merge(sides[b], on=key, how="inner")
+    if common is None:
+        common = correct_for_all(df[df["dataset"] == dataset], objectives)
+    ok = common[(common["dataset"] == dataset) & common["all_correct"]][key]
+    pairs = pairs.merge(ok, on=key, how="inner").sort_values(key)
+    if nan_pairing == "per_model":
+        parts = []
+        for seed, g in pairs.groupby("seed", sort=True):
+            va, vb = g.loc[g[a].notna(), [*key, a]], g.loc[g[b].notna(), b].to_numpy()
+            n = min(len(va), len(vb))
+            parts.append(va.iloc[:n].assign(**{b: vb[:n]}))
+        cols = [*key, a, b]
+        return (pd.concat(parts, ignore_index=True)[cols] if parts else pairs[cols].iloc[:0]).reset_index(drop=True)
+    pairs = pairs[pairs[a].notna() & pairs[b].notna()]
+    return pairs.reset_index(drop=True)
+
+
+def paired_test(x: np.ndarray, y: np.ndarray) -> dict:
+    """``ttest_rel(x, y)``, Cohen's ``d_z = mean(x - y) / sd(x - y)`` and the per-model
+    ``d_pooled = (mean(x) - mean(y)) / sqrt((sd(x)^2 + sd(y)^2) / 2)`` (all ``ddof=1``).
+
+    n < 2, or differences with zero spread, give NaN for t, p and d_z; d_pooled is NaN
+    for n < 2 or zero pooled spread.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples must have the same length, got {x.shape} and {y.shape}")
+    diff = x - y
+    n = int(diff.size)
+    out = {"n_pairs": n, "mean_a": float(np.mean(x)) if n else np.nan, "mean_b": float(np.mean(y)) if n else np.nan,
+           "mean_diff": float(np.mean(diff)) if n else np.nan, "t": np.nan, "p": np.nan, "d_z": np.nan,
+           "d_pooled": np.nan}
+    if n < 2:
+        return out
+    pooled = float(np.sqrt((np.var(x, ddof=1) + np.var(y, ddof=1)) / 2.0))
+    if np.isfinite(pooled) and pooled > 0:
+        out["d_pooled"] = float((np.mean(x) - np.mean(y)) / pooled)
+    sd = float(np.std(diff, ddof=1))
+    if not np.isfinite(sd) or sd == 0.0:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sps.ttest_rel(x, y)
+    out.update(t=float(res.statistic), p=float(res.pvalue), d_z=float(np.mean(diff) / sd))
+    return out
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaNs stay NaN and do not count in the family)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adj
+    return out
+
+
+# seed handling: pairs (seed, sample_index, a, b) -> list of (seed label, x, y, n_obs)
+def _image_mean(pairs: pd.DataFrame, a: str, b: str) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
+    g = pairs.groupby(ITEM if "pair" in pairs else "sample_index")[[a, b]].mean()
+    return [("all", g[a].to_numpy(), g[b].to_numpy(), len(pairs))]
+
+
+def _pooled(pairs: pd.DataFrame, a: str, b: str) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
+    return [("all", pairs[a].to_numpy(), pairs[b].to_numpy(), len(pairs))]
+
+
+def _per_seed(pairs: pd.DataFrame, a: str, b: str) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
+    return [(str(s), g[a].to_numpy(), g[b].to_numpy(), len(g)) for s, g in pairs.groupby("seed")]
+
+
+SEED_HANDLING: dict[str, Callable[[pd.DataFrame, str, str], list]] = {
+    "image_mean": _image_mean, "pooled": _pooled, "per_seed": _per_seed,
+}
+
+
+def describe_effect(a: str, b: str, mean_diff: float, metric: str, significant: bool) -> tuple[str, str, str]:
+    """Words for a comparison: (direction, better, verdict), e.g.
+    ("SCL lower than CE", "SCL", "SCL better than CE")."""
+    A, B = objective_label(a), objective_label(b)
+    if not np.isfinite(mean_diff):
+        return "", "", "not tested"
+    if mean_diff == 0:
+        return f"{B} equal to {A}", "", "no difference"
+    lo, hi = (A, B) if mean_diff < 0 else (B, A)
+    direction = f"{lo} lower than {hi}"
+    d = metric_direction(metric)
+    better = (lo if d == "lower" else hi) if d else ""
+    worse = ({A, B} - {better}).pop() if better else ""
+    if not significant:
+        verdict = "no significant difference"
+    elif better:
+        verdict = f"{better} better than {worse}"
+    else:
+        verdict = direction + " (direction of 'better' unknown)"
+    return direction, better, verdict
+
+
+def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str]]] = None,
+                       seeds: str = "image_mean", common: str = "all", correction: Optional[str] = "holm",
+                       family: Sequence[str] = ("dataset", "method", "metric"), alpha: float = ALPHA,
+                       nan_pairing: str = "pairs", reference: Optional[str] = None) -> pd.DataFrame:
+    """Paired t-tests and effect sizes (d_z, d_pooled) between objectives, per dataset x method x metric.
+
+    Args:
+        df: long results (:func:`load_results`).
+        pairs: (a, b) objective pairs; default every pair, in registry order.
+        reference: compare every other objective with this one only (instead of ``pairs``).
+        seeds: how seeds are used, one of :data:`SEED_HANDLING` (see module docstring).
+        common: "all" = samples correct for every objective of the dataset (the paper's
+            "every compared model"); "pair" = correct for the two compared models only.
+        correction: "holm" or None. family: columns whose values define one family.
+        alpha: significance level (applied to ``p_holm`` when corrected, else to ``p``).
+        nan_pairing: "pairs" (default) or "per_model" (the authors'; see :func:`paired_values`).
+
+    Returns one row per test: dataset, method, metric, objective_a, objective_b, seed, n_pairs
+    (pairs in the test), n_obs (seed x image pairs used), mean_a, mean_b, mean_diff (a - b),
+    t, p, d_z, d_pooled, p_holm, significant, direction, better, verdict, direction_of_better.
+    """
+    if seeds not in SEED_HANDLING:
+        raise ValueError(f"seeds='{seeds}' unknown; choose one of {', '.join(SEED_HANDLING)}")
+    if common not in ("all", "pair"):
+        raise ValueError(f"common='{common}' unknown; choose 'all' or 'pair'")
+    if correction not in (None, "holm"):
+        raise ValueError(f"correction='{correction}' unknown; choose 'holm' or None")
+    cols = ["dataset", "method", "metric", "objective_a", "objective_b", "seed", "seed_handling", "n_pairs",
+            "n_obs", "mean_a", "mean_b", "mean_diff", "t", "p", "d_z", "d_pooled", "p_holm", "significant",
+            "direction", "better", "verdict", "direction_of_better"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for ds, dsub in df.groupby("dataset", sort=True):
+        objs = order_objectives(dsub["objective"].unique())
+        if reference:
+            pair_list = [(reference, o) for o in objs if o != reference]
+        else:
+            pair_list = list(pairs) if pairs is not None else list(itertools.combinations(objs, 2))
+        commons = {}
+        for method, metric in dsub[["method", "metric"]].drop_duplicates().itertuples(index=False):
+            for a, b in pair_list:
+                if a not in objs or b not in objs:
+                    continue
+                compared = objs if common == "all" else [a, b]
+                ck = tuple(compared)
+                if ck not in commons:
+                    commons[ck] = correct_for_all(dsub, compared)
+                pv = paired_values(dsub, ds, method, metric, a, b, common=commons[ck], nan_pairing=nan_pairing)
+                for seed_label, x, y, n_obs in SEED_HANDLING[seeds](pv, a, b) or [("all", np.array([]), np.array([]), 0)]:
+                    res = paired_test(x, y)
+                    rows.append({"dataset": ds, "method": method, "metric": metric, "objective_a": a,
+                                 "objective_b": b, "seed": seed_label, "seed_handling": seeds, "n_obs": n_obs, **res})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return pd.DataFrame(columns=cols)
+    if correction == "holm":
+        fam = list(family) + (["seed"] if seeds == "per_seed" and "seed" not in family else [])
+        out["p_holm"] = np.nan
+        if fam:
+            for _, idx in out.groupby(fam, sort=False).groups.items():
+                out.loc[idx, "p_holm"] = holm(out.loc[idx, "p"].to_numpy())
+        else:
+            out["p_holm"] = holm(out["p"].to_numpy())
+        p_used = out["p_holm"]
+    else:
+        out["p_holm"] = np.nan
+        p_used = out["p"]
+    out["significant"] = p_used < alpha
+    words = [describe_effect(r.objective_a, r.objective_b, r.mean_diff, r.metric, bool(r.significant))
+             for r in out.itertuples()]
+    out["direction"] = [w[0] for w in words]
+    out["better"] = [w[1] for w in words]
+    out["verdict"] = [w[2] for w in words]
+    out["direction_of_better"] = out["metric"].map(lambda m: metric_direction(m) or "unknown")
+    out = out[cols]
+    out = out.assign(_m=out["metric"].map(metric_order)).sort_values(
+        ["dataset", "method", "_m", "metric"], kind="stable").drop(columns="_m")
+    return out.reset_index(drop=True)
+
+
+def run_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One run's ``results.csv`` (:func:`xai_utils.stages.evaluate.evaluate_run`) summarised per
+    method and metric over correctly classified samples: mean, std, number of values, and how
+    many were undefined (NaN), with the metric's direction."""
+    d = df[df["correct"].astype(bool)]
+    g = d.groupby(["method", "metric"], sort=False)["value"]
+    out = g.agg(mean="mean", std="std", n="count").reset_index()
+    out["n_nan"] = g.apply(lambda v: int(v.isna().sum())).to_numpy()
+    out["better"] = out["metric"].map(lambda m: metric_direction(m) or "")
+    return out

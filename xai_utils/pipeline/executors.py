@@ -1,0 +1,293 @@
+"""Where the runs of a study execute: this machine (one GPU per concurrent run) or SLURM.
+
+The runs of a study are independent, so scaling out means running several at once.
+
+* **Local** (``--executor local``, the default). ``--jobs N`` runs N runs at once, each run's
+  stages in order in its own Jupyter kernel. With ``--devices cuda:0,cuda:1,...`` (or
+  ``all``) a run takes a GPU from a pool (:class:`DevicePool`) for all of its stages, and its
+  kernels start with ``CUDA_VISIBLE_DEVICES`` set to that GPU alone. The run then sees one
+  GPU, as ``cuda``/``cuda:0``, so a profile's ``device: auto`` works unchanged.
+* **SLURM** (``--executor slurm``). Each run whose stages are not all finished becomes one
+  task of a job array, submitted through submitit. The task runs the run's remaining
+  notebooks exactly as a local run would, into the same results tree. The figures come
+  after all of them: a job that depends on the array (``afterany``), or, with ``--wait``,
+  this process waits, reports every failed task with its log, and makes the figures itself.
+  Finished stages are skipped before submission (their markers, as locally), so
+  resubmitting the same command submits only what is not finished.
+* ``--executor submitit-local`` sends the same submission through submitit's
+  ``LocalExecutor``, as processes on this machine. The tests use it (there is no SLURM
+  here), and a user can rehearse a cluster submission with it.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import queue
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..stages.layout import save_json
+from .jobs import Job, Plan, failed_notebook, run_group, run_groups
+from .notebooks import in_repo_root
+
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+
+
+def available_gpus() -> int:
+    """CUDA devices this process can see."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def parse_devices(text: Optional[str]) -> list[str]:
+    """``cuda:0,cuda:2`` (or ``0,2``, or ``all``) -> the CUDA indices ``['0', '2']``; None -> [].
+
+    Raises ConfigError (one line) for a name that is not a CUDA device, an index this machine
+    does not have, or a device named twice."""
+    if text is None:
+        return []
+    count = available_gpus()
+    if text.strip() == "all":
+        if count == 0:
+            raise ConfigError("--devices all: this machine has no CUDA device")
+        return [str(i) for i in range(count)]
+    out: list[str] = []
+    for name in (t.strip() for t in text.split(",")):
+        index = name[5:] if name.startswith("cuda:") else name
+        if not index.isdigit():
+            raise ConfigError(f"--devices: '{name}' is not a CUDA device; give cuda:0,cuda:1,... or all")
+        if int(index) >= count:
+            raise ConfigError(f"--devices: {name} does not exist (this machine has {count} CUDA "
+                              f"device{'s' if count != 1 else ''})")
+        if str(int(index)) in out:
+            raise ConfigError(f"--devices: {name} is given twice")
+        out.append(str(int(index)))
+    return out
+
+
+class DevicePool:
+    """GPUs lent to concurrent runs, one run per GPU at a time.
+
+    :meth:`lease` blocks until a GPU is free and yields the environment of the run's kernels
+    (``CUDA_VISIBLE_DEVICES`` = that GPU). An empty pool yields no change.
+    """
+
+    def __init__(self, devices: Sequence[str]):
+        self.devices = list(devices)
+        self._free: "queue.Queue[str]" = queue.Queue()
+        for d in self.devices:
+            self._free.put(d)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[dict[str, str]]:
+        if not self.devices:
+            yield {}
+            return
+        device = self._free.get()
+        try:
+            yield {"CUDA_VISIBLE_DEVICES": device}
+        finally:
+            self._free.put(device)
+
+
+def check_local(jobs: int, devices: Sequence[str], runs: Sequence[Any]) -> None:
+    """--jobs against --devices, and run settings that would not see their GPU."""
+    if devices and jobs > len(devices):
+        raise ConfigError(f"--jobs {jobs} is larger than the {len(devices)} device(s) given with --devices: "
+                          f"one run per GPU")
+    if devices:
+        pinned = sorted({r.device for r in runs if r.device.startswith("cuda:") and r.device != "cuda:0"})
+        if pinned:
+            raise ConfigError(f"with --devices every run sees its GPU as cuda:0; the profile pins "
+                              f"device {pinned[0]}: set device to auto or cuda")
+
+
+@contextlib.contextmanager
+def threads_per_kernel(workers: int):
+    """With several notebooks at once, give each kernel its share of the CPU cores.
+
+    Kernels inherit this process's environment; torch reads OMP_NUM_THREADS at import. A
+    value the user set is left alone. On 2 cores, 2 single-threaded kernels beat 1 kernel
+    with 2 threads (small CNNs scale poorly across threads, and kernel start-up is serial).
+    """
+    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    if workers <= 1 or any(k in os.environ for k in keys):
+        yield
+        return
+    n = str(max(1, (os.cpu_count() or 1) // workers))
+    os.environ.update({k: n for k in keys})
+    try:
+        yield
+    finally:
+        for k in keys:
+            os.environ.pop(k, None)
+
+
+def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int = 1,
+             devices: Sequence[str] = ()) -> list[Job]:
+    """Execute the jobs; ``workers`` runs at once (each run's stages in order), then the
+    figures. A failed stage blocks the later stages of its run only. ``devices``: CUDA
+    indices; each concurrent run leases one and its kernels see only that GPU."""
+    bar = tqdm(total=len(p.jobs), desc=f"study {p.profile.name}", unit="notebook", disable=not progress)
+    pool = DevicePool(devices)
+
+    def one(group: list[Job]) -> None:
+        bar.set_postfix_str(group[0].label, refresh=False)
+        with pool.lease() as env:
+            if env:
+                tqdm.write(f"{group[0].run_id}: GPU {env['CUDA_VISIBLE_DEVICES']}")
+            run_group(group, p.profile, force, env, log=tqdm.write, on_job=lambda job: bar.update(1))
+
+    by_run = run_groups(p.jobs)
+    runs = [g for g in by_run if g[0].stage != "figures"]
+    rest = [g for g in by_run if g[0].stage == "figures"]
+    workers = max(1, min(workers, len(runs)))
+    with threads_per_kernel(workers), in_repo_root():
+        if workers == 1:
+            for group in runs:
+                one(group)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool_:
+                list(pool_.map(one, runs))
+        for group in rest:
+            run_group(group, p.profile, force, log=tqdm.write, on_job=lambda job: bar.update(1))
+    bar.close()
+    return p.jobs
+
+
+# ----------------------------------------------------------------------------- SLURM
+
+@dataclass
+class SlurmOptions:
+    """What each submitted run asks the scheduler for."""
+
+    partition: Optional[str] = None
+    gpus_per_run: int = 1
+    time: str = "24:00:00"                 # sbatch --time
+    cpus_per_run: Optional[int] = None
+    extra: dict[str, str] = field(default_factory=dict)   # other sbatch options, passed through
+
+
+def parse_slurm_options(items: Sequence[str]) -> dict[str, str]:
+    """``--slurm-option KEY=VALUE`` items -> sbatch options (``account=abc``, ``qos=high``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--slurm-option expects KEY=VALUE (an sbatch option), got '{item}'")
+        out[key.strip().lstrip("-").replace("-", "_")] = value.strip()
+    return out
+
+
+def make_executor(kind: str, folder: Path, options: SlurmOptions, name: str = "xai"):
+    """A submitit executor writing its logs under ``folder`` (``%j`` = the job id)."""
+    import submitit   # reason: needed only to submit (SLURM, or submitit's local processes)
+    if kind == "submitit-local":
+        ex = submitit.LocalExecutor(folder=str(folder / "%j"))
+        ex.update_parameters(timeout_min=_minutes(options.time))
+        return ex
+    if kind != "slurm":
+        raise ConfigError(f"unknown executor '{kind}'; valid: {', '.join(EXECUTORS)}")
+    ex = submitit.SlurmExecutor(folder=str(folder / "%j"))
+    params: dict[str, Any] = {"time": options.time, "gpus_per_node": options.gpus_per_run,
+                              "job_name": name, "additional_parameters": dict(options.extra)}
+    if options.partition:
+        params["partition"] = options.partition
+    if options.cpus_per_run:
+        params["cpus_per_task"] = options.cpus_per_run
+    ex.update_parameters(**params)
+    return ex
+
+
+def _minutes(time_text: str) -> int:
+    """sbatch time ('MM', 'HH:MM:SS' or 'D-HH:MM:SS') -> minutes."""
+    days, _, rest = str(time_text).rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if len(parts) == 1:
+        minutes = parts[0]
+    else:
+        parts = ([0] * (3 - len(parts)) + parts)[-3:]
+        minutes = parts[0] * 60 + parts[1] + (1 if parts[2] else 0)
+    return minutes + int(days or 0) * 24 * 60
+
+
+def run_remote(group: list[Job], force: bool, profile: Any = None) -> list[dict[str, Any]]:
+    """The body of one submitted job: a run's stages in order (or the figures, which need the
+    ``profile``), as :func:`~xai_utils.pipeline.jobs.run_group` runs them locally; returns what happened to
+    each stage."""
+    with in_repo_root():
+        run_group(group, profile, force=force, log=lambda text: print(text, flush=True))
+    return [{"label": j.label, "status": j.status, "seconds": j.seconds, "error": j.error} for j in group]
+
+
+def submitted_path(group: list[Job]) -> Path:
+    """Where a run records its last submission (the trained run's ``stages/`` folder)."""
+    return group[0].marker.parent / "submitted.json"
+
+
+def submit(p: Plan, kind: str, options: SlurmOptions, force: bool = False, wait: bool = False
+           ) -> list[Job]:
+    """Submit every run with unfinished stages as one task of a job array; then the figures.
+
+    ``wait`` (always with ``submitit-local``): wait for the tasks, report each failed one with
+    its log, and make the figures here. Otherwise (SLURM) the figures are a job that starts
+    after the array has ended. With nothing to submit the figures are made here at once.
+    Returns the plan's jobs with their statuses where known."""
+    wait = wait or kind == "submitit-local"
+    by_run = run_groups(p.jobs)
+    runs = [g for g in by_run if g[0].stage != "figures"]
+    figures = [j for g in by_run if g[0].stage == "figures" for j in g]
+    todo = [g for g in runs if force or not all(j.finished() for j in g)]
+    for g in runs:
+        if g not in todo:
+            for j in g:
+                j.status = "skipped"
+    study = Path(p.profile.results_root).resolve() / p.profile.name
+    folder = study / "slurm"
+    if not todo:
+        print("nothing to submit: every stage of every run is finished")
+        wait = True                                     # the figures (if due) are made here
+    else:
+        ex = make_executor(kind, folder, options, name=f"xai-{p.profile.name}")
+        with ex.batch():
+            handles = [ex.submit(run_remote, g, force) for g in todo]
+        for g, h in zip(todo, handles):
+            save_json(submitted_path(g), {"job_id": str(h.job_id), "executor": kind, "log": str(h.paths.stderr),
+                                          "stages": [j.stage for j in g], "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        print(f"submitted {len(todo)} run(s) with {kind}: job(s) {', '.join(str(h.job_id) for h in handles)}; "
+              f"logs in {folder}")
+        if not wait:
+            array = str(handles[0].job_id).split("_")[0]
+            if figures:
+                ex.update_parameters(dependency=f"afterany:{array}", gpus_per_node=0)
+                fig_job = ex.submit(run_remote, figures, force, p.profile)
+                print(f"figures: job {fig_job.job_id}, after job array {array} has ended")
+            for g in todo:
+                for j in g:
+                    j.status, j.note = "submitted", ""
+            return p.jobs
+        for g, h in zip(todo, handles):
+            try:
+                done = h.result()
+            except Exception as e:                      # the job itself failed (killed, timeout, ...)
+                for j in g:
+                    if not j.finished():
+                        j.status, j.error = "failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                print(f"FAILED job {h.job_id} ({g[0].run_id}); log: {h.paths.stderr}", file=sys.stderr)
+                continue
+            for j, d in zip(g, done):
+                j.status, j.seconds, j.error = d["status"], d["seconds"], d["error"]
+                if j.status == "failed":
+                    j.note = f"log: {h.paths.stderr}; notebook: {failed_notebook(j)}"
+    if figures and wait:
+        with in_repo_root():
+            run_group(figures, p.profile, force=force, log=print)
+    return p.jobs

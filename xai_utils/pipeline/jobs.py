@@ -1,0 +1,345 @@
+"""A study as notebook jobs: a profile expanded into the stages of every run (:func:`plan`),
+checked before any work (:func:`validate`), and executed one run at a time (:func:`run_group`).
+
+A profile expands into runs (dataset x objective x seed). Each run executes
+``01_train``, ``02_attribute`` and ``03_evaluate`` (for every evaluation protocol of the
+study); ``04_figures`` runs once at the end. Before anything runs or any file is written,
+every value of every run is checked (:mod:`xai_utils.settings.validation`: names against the
+registries, ranges, which metric applies to which method and data, the data files of the
+stages that will run) and every notebook parameter against the notebook's tagged
+``parameters`` cell (``papermill.inspect_notebook``). Each executed notebook is kept beside its
+results (``<run_dir>/notebooks/``; a failed execution as ``<name>.failed.ipynb``, leaving the
+last successful one in place). A stage whose marker (``<run_dir>/stages/<stage>.json``) holds
+the hash of the same resolved settings is skipped, so a rerun is cheap and an interrupted
+study continues where it stopped; no marker is ever deleted (a marker of other settings
+simply does not match). A failed run does not stop the others. The figures cover the runs
+that have results: into ``figures/<profile>/`` when every run of the study has them, into
+``figures/<profile>-partial/`` otherwise, and nowhere when no run has results.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import yaml
+
+from ..errors import ConfigError
+from ..settings.hashing import STAGE_KEYS, stage_hash
+from ..settings.profiles import Profile
+from ..settings.run_config import RunConfig, merge_settings
+from ..settings.validation import check_runs
+from ..stages.layout import CONFIG, RESULTS, load_json, save_json, stage_marker, trained_run_dir
+from .notebooks import KERNEL, NOTEBOOK_DIR, NOTEBOOKS, REPO_ROOT, kernel_manager_class, notebook_parameters, param_type, type_ok
+
+STAGES = ("train", "attribute", "evaluate", "figures")
+
+
+@dataclass
+class Job:
+    """One notebook execution: a stage of a run (or the study's figures)."""
+
+    stage: str
+    params: dict[str, Any]
+    output: Path                 # executed notebook
+    marker: Path                 # completion marker holding `digest`
+    digest: str
+    run_id: str = "figures"      # the run (and "@protocol" for another protocol's evaluation)
+    run: Optional[RunConfig] = None
+    group: str = "figures"       # jobs of one group run in order (one trained run, all protocols)
+    status: str = "pending"      # pending | skipped | done | failed | blocked
+    seconds: float = 0.0
+    error: str = ""
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.run_id}:{self.stage}"
+
+    def finished(self) -> bool:
+        return self.marker.is_file() and load_json(self.marker).get("hash") == self.digest
+
+
+@dataclass
+class Plan:
+    profile: Profile
+    jobs: list[Job] = field(default_factory=list)
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as YAML scalars/lists (``3``, ``0.1``, ``[1, 2]``).
+    A dotted key sets one entry of a mapping: ``method_options.eigencam.sign=numpy``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        *path, last = key.strip().split(".")
+        nested: dict[str, Any] = {last: parsed}
+        for part in reversed(path):
+            nested = {part: nested}
+        out = merge_settings(out, nested)
+    return out
+
+
+def _matches(run: RunConfig, only: Optional[str]) -> bool:
+    """``--only dataset[/objective[/seed]]``, each part may be ``*``; seed as ``3`` or ``seed3``."""
+    if not only:
+        return True
+    parts = only.strip("/").split("/")
+    values = (run.dataset, run.objective, str(run.seed))
+    for pat, val in zip(parts, values):
+        if pat not in ("*", val, f"seed{val}"):
+            return False
+    return True
+
+
+def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] = None) -> Plan:
+    """Expand a profile into notebook jobs, in execution order."""
+    out = Plan(profile)
+    runs = [r for r in profile.runs() if _matches(r, only)]
+    if only and not runs:
+        raise ConfigError(f"--only '{only}' matches no run of profile '{profile.name}'; "
+                          f"runs are {', '.join(r.run_id for r in profile.runs())}")
+    for run in runs:
+        run_dir = profile.run_dir(run).resolve()
+        if "train" in stages:
+            out.jobs.append(Job(stage="train", params=_run_params(profile, run, run_dir, "train"),
+                                output=run_dir / "notebooks" / NOTEBOOKS["train"],
+                                marker=stage_marker(run_dir, "train"), digest=stage_hash(run, "train"),
+                                run_id=run.run_id, run=run, group=run.run_id))
+        for cfg, eval_dir in profile.evaluations(run):      # each protocol, on the same trained model
+            eval_dir = eval_dir.resolve()
+            label = run.run_id + ("" if eval_dir == run_dir else f"@{cfg.protocol}")
+            for stage in ("attribute", "evaluate"):
+                if stage in stages:
+                    out.jobs.append(Job(stage=stage, params=_run_params(profile, cfg, eval_dir, stage),
+                                        output=eval_dir / "notebooks" / NOTEBOOKS[stage],
+                                        marker=stage_marker(eval_dir, stage), digest=stage_hash(cfg, stage),
+                                        run_id=label, run=cfg, group=run.run_id))
+    if "figures" in stages:
+        study = (Path(profile.results_root) / profile.name).resolve()
+        digest = figures_digest(profile)
+        out.jobs.append(Job(stage="figures",
+                            params={"profile": profile.name, "results_root": str(Path(profile.results_root).resolve()),
+                                    "output_dir": str(profile.figures_dir().resolve()),
+                                    "runs": [r.run_id for r in profile.runs()], "missing": [],
+                                    "reference": profile.reference or ""},
+                            output=study / "notebooks" / NOTEBOOKS["figures"],
+                            marker=study / "stages" / "figures.json", digest=digest))
+    return out
+
+
+def figures_digest(profile: Profile) -> str:
+    """What the figures depend on: the settings of every evaluation and when each was last
+    evaluated (its marker's time), so that an evaluation re-run with ``--force`` (e.g. after a
+    code change) re-makes the figures too."""
+    parts = []
+    for run in profile.runs():
+        for cfg, eval_dir in profile.evaluations(run):
+            marker, stamp = stage_marker(eval_dir.resolve(), "evaluate"), ""
+            if marker.is_file():
+                m = load_json(marker)
+                stamp = str(m.get("finished", "")) if m.get("hash") == stage_hash(cfg, "evaluate") else ""
+            parts.append(stage_hash(cfg, "figures") + (f"@{stamp}" if stamp else ""))
+    return "-".join(parts)
+
+
+def evaluated_runs(profile: Profile) -> tuple[list[str], list[str]]:
+    """(runs whose evaluation is finished for the current settings, runs without), over
+    every run of the study."""
+    done, missing = [], []
+    for run in profile.runs():
+        ok = True
+        for cfg, eval_dir in profile.evaluations(run):       # every protocol of the run
+            marker = stage_marker(eval_dir.resolve(), "evaluate")
+            ok &= (marker.is_file() and load_json(marker).get("hash") == stage_hash(cfg, "evaluate")
+                   and (eval_dir / RESULTS).is_file())
+        (done if ok else missing).append(run.run_id)
+    return done, missing
+
+
+def figures_output(profile: Profile) -> Optional[Path]:
+    """Where the figures of the study's current results go: ``figures/<profile>`` when every
+    run is evaluated, ``figures/<profile>-partial`` when some are, None when none is."""
+    done, missing = evaluated_runs(profile)
+    if not done:
+        return None
+    out = profile.figures_dir().resolve()
+    return out if not missing else out.with_name(out.name + "-partial")
+
+
+def _run_params(profile: Profile, run: RunConfig, run_dir: Path, stage: str) -> dict[str, Any]:
+    if stage == "train":
+        return {"profile": profile.path or profile.name, "dataset": run.dataset, "objective": run.objective,
+                "seed": run.seed, "run_dir": str(run_dir), "overrides": dict(profile.overrides)}
+    common = {"run_dir": str(run_dir), "methods": list(run.methods), "n_samples": run.eval_samples,
+              "batch_size": run.batch_size_eval, "device": run.device}
+    if stage == "attribute":
+        return {**common, "target": run.target}
+    return {**common, "metrics": list(run.metrics)}
+
+
+def validate(p: Plan, force: bool = False) -> None:
+    """Check every value of every run, the data files of the stages that will run (not
+    those already finished, unless ``force``) and every job's parameters against its
+    notebook; raise ConfigError (or DatasetNotFoundError) on the first problem."""
+    check_runs(p.profile.runs(), data=False)
+    for stage in ("train", "attribute", "evaluate"):
+        pending = [j.run for j in p.jobs if j.stage == stage and (force or not j.finished())]
+        check_runs(pending, stages=(stage,), data=True)
+    cache: dict[str, dict] = {}
+    for job in p.jobs:
+        spec = cache.setdefault(job.stage, notebook_parameters(job.stage))
+        for name, value in job.params.items():
+            if name not in spec:
+                raise ConfigError(f"{NOTEBOOKS[job.stage]}: unknown parameter '{name}'; "
+                                  f"its parameters are: {', '.join(spec)}")
+            expected = param_type(spec[name])
+            if not type_ok(value, expected):
+                raise ConfigError(f"{NOTEBOOKS[job.stage]}: parameter '{name}' must be "
+                                  f"{expected.__name__}, got {value!r}")
+
+
+def failed_notebook(job: Job) -> Path:
+    """Where the executed notebook of a failed job is kept (beside the last successful one)."""
+    return job.output.with_name(job.output.stem + ".failed.ipynb")
+
+
+def execute(job: Job, env: Optional[dict[str, str]] = None) -> None:
+    """Run one notebook with Papermill, then write the stage's completion marker.
+
+    The notebook executes into a temporary file renamed to ``job.output`` on success, or
+    to :func:`failed_notebook` on failure: a failure never replaces a finished notebook.
+    ``env``: environment variables of this notebook's kernel (its GPU).
+    """
+    import papermill as pm   # reason: Jupyter's stack loads only when a notebook runs
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    if job.run is not None and job.stage != "train":
+        _refresh_config(job.output.parent.parent, job.run)
+    tmp = job.output.with_name(f".{job.output.stem}.running.ipynb")
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(NOTEBOOK_DIR / NOTEBOOKS[job.stage]), str(tmp),
+                            parameters=job.params, kernel_name=KERNEL, cwd=str(REPO_ROOT),
+                            progress_bar=False, log_output=False, kernel_manager_class=kernel_manager_class(env))
+    except BaseException:
+        if tmp.is_file():
+            os.replace(tmp, failed_notebook(job))
+        raise
+    finally:
+        job.seconds = time.perf_counter() - start
+    os.replace(tmp, job.output)
+    failed_notebook(job).unlink(missing_ok=True)
+    save_json(job.marker, {"hash": job.digest, "stage": job.stage, "run_id": job.run_id,
+                           "seconds": round(job.seconds, 2), "notebook": str(job.output),
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def _refresh_config(eval_dir: Path, run: RunConfig) -> None:
+    """Bring the evaluation settings of a trained run's config.json up to date.
+
+    Training writes config.json; later stages read their settings from it. When only
+    evaluation settings changed (the train hash still matches), they are updated in place.
+    An evaluation folder of another protocol (``<run>/protocols/<name>/``) gets its own
+    config.json: the run's training settings with that protocol's evaluation settings.
+    """
+    path = eval_dir / CONFIG
+    source = path if path.is_file() else trained_run_dir(eval_dir) / CONFIG
+    if source.is_file():
+        stored = load_json(source)
+        keep = set(STAGE_KEYS["train"])
+        save_json(path, {k: (stored[k] if k in keep and k in stored else v) for k, v in run.to_dict().items()})
+
+
+def run_groups(jobs: Sequence[Job]) -> list[list[Job]]:
+    """The jobs of each run, in stage order, one list per run (the figures job on its own)."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.group, []).append(job)
+    return list(groups.values())
+
+
+def run_group(group: list[Job], profile: Optional[Profile] = None, force: bool = False,
+              env: Optional[dict[str, str]] = None, log: Callable[[str], None] = print,
+              on_job: Optional[Callable[[Job], None]] = None) -> None:
+    """Execute one run's jobs in order (or the study's figures); a failed stage blocks the
+    later stages of its run only. Used by local runs and by every submitted job."""
+    failed = False
+    for job in group:
+        if failed:
+            job.status = "blocked"
+        elif job.stage == "figures" and not _prepare_figures(profile, job):
+            job.status = "skipped"
+            log("figures: no run of the study has results yet; nothing written")
+        elif not force and job.finished():
+            job.status = "skipped"
+        else:
+            try:
+                execute(job, env)
+                job.status = "done"
+                log(f"done {job.label} in {job.seconds:.0f} s")
+            except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
+                job.status, job.error, failed = "failed", _one_line(e), True
+                log(f"FAILED {job.label}: {job.error}\n  notebook: {failed_notebook(job)}")
+        if on_job is not None:
+            on_job(job)
+
+
+def _prepare_figures(profile: Profile, job: Job) -> bool:
+    """Point the figures job at :func:`figures_output` (False: no run has results)."""
+    out = figures_output(profile)
+    if out is None:
+        return False
+    done, missing = evaluated_runs(profile)
+    job.digest = figures_digest(profile)         # the evaluations of this invocation included
+    job.params["output_dir"] = str(out)
+    job.params["runs"] = [r.run_id for r in profile.runs()]
+    job.params["missing"] = missing              # their results (if any) are of other settings
+    job.output = job.output.with_name(f"04_figures{'_partial' if missing else ''}.ipynb")
+    if missing:
+        job.marker = job.marker.with_name("figures_partial.json")
+        job.digest += "-partial-" + ",".join(done)
+    job.note = (f"figures of {len(done)} of {len(done) + len(missing)} runs in {out}"
+                + (f"; missing: {', '.join(missing)}" if missing else ""))
+    return True
+
+
+def _one_line(e: Exception) -> str:
+    ename, evalue = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
+    return f"{ename}: {evalue}".splitlines()[0][:300]
+
+
+def summary(jobs: Sequence[Job]) -> str:
+    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "skipped", "submitted", "failed", "blocked")}
+    lines = [", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to do"]
+    per_stage: dict[str, float] = {}
+    for j in jobs:
+        per_stage[j.stage] = per_stage.get(j.stage, 0.0) + j.seconds
+    lines.append("notebook time per stage (summed over runs): " + ", ".join(f"{s} {t:.0f} s" for s, t in per_stage.items()))
+    for j in jobs:
+        if j.status == "failed":
+            lines.append(f"FAILED {j.label}: {j.error}\n  executed notebook: {failed_notebook(j)}")
+        elif j.status == "blocked":
+            lines.append(f"not run {j.label} (an earlier stage of this run failed)")
+        if j.note:
+            lines.append(j.note)
+    return "\n".join(lines)
+
+
+def results_digest(jobs: Sequence[Job]) -> str:
+    """The study's accuracy table and where every table and figure is, for the log."""
+    fig = next((j for j in jobs if j.stage == "figures"
+                and (j.status == "done" or (j.status == "skipped" and j.finished()))), None)
+    if fig is None:
+        return "no figures made in this invocation"
+    out = Path(fig.params["output_dir"])
+    acc = out / "table_accuracy.md"
+    text = acc.read_text().split("\n\n", 1)[-1].strip() if acc.is_file() else "(no accuracy table)"
+    return f"\nTest accuracy (%):\n{text}\n\nevery table (CSV, Markdown, LaTeX) and figure (PDF, PNG) in {out}"

@@ -1,0 +1,55 @@
+"""Which settings each stage's results depend on, and their hash.
+
+A stage is skipped when its marker holds the hash of the same settings (:func:`stage_hash`):
+the settings of the stage and of every stage before it, without the keys that change only
+where or how fast something runs (:data:`NO_RESULT_KEYS`), without the keys only other
+objectives read, and without the pair analysis's when a run has none. A change of a setting
+therefore re-runs exactly the stages it affects.
+"""
+from __future__ import annotations
+
+from ..study.objectives import foreign_settings
+from .run_config import RUN_KEYS, RunConfig
+
+# Which settings each stage's results depend on (for skipping finished stages). Keys that
+# change only where or how fast something runs (device, workers, batch sizes of inference,
+# checkpoint period) are in no hash.
+NO_RESULT_KEYS = ("device", "num_workers", "checkpoint_every", "batch_size_eval", "eval_chunk", "data_root")
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "attribute": ("eval_split", "eval_samples", "target", "protocol", "explain_features", "methods",
+                  "method_options", "pair_methods", "pair_method_options", "pair_kinds", "pair_samples",
+                  "pair_seed", "pair_space"),
+    "evaluate": ("metrics", "metric_seed", "features_in_step", "pixel_flipping_baseline",
+                 "pixel_flipping_tie_break", "continuity_sigma", "continuity_sigmas", "noise_space",
+                 "calibration_samples", "max_sensitivity_samples", "max_sensitivity_radius",
+                 "faithfulness_correlation_subset", "faithfulness_correlation_runs", "randomisation_similarity",
+                 "consistency_crop_scale", "pair_metrics", "pair_pixels_per_step", "pair_blur_kernel",
+                 "pair_blur_sigma", "pair_max_sensitivity_samples", "pair_max_sensitivity_radius"),
+    "figures": ("nan_pairing",),
+}
+STAGE_KEYS["train"] = tuple(k for k in RUN_KEYS if k not in NO_RESULT_KEYS
+                            and k not in STAGE_KEYS["attribute"] + STAGE_KEYS["evaluate"] + STAGE_KEYS["figures"])
+STAGE_ORDER = ("train", "attribute", "evaluate", "figures")
+
+
+def stage_keys(cfg: RunConfig, stage: str) -> list[str]:
+    """The settings a stage of this run depends on: the stage's keys, without those only
+    other objectives read (so a new objective, or another objective's setting, changes no hash)
+    and without the pair analysis's when the run has none."""
+    foreign = set(foreign_settings(cfg.objective))
+    if not cfg.pair_methods:                 # no pair analysis: its settings change nothing
+        foreign |= {k for k in RUN_KEYS if k.startswith("pair_") and k != "pair_methods"}
+    elif not cfg.pair_metrics:
+        foreign |= set(PAIR_METRIC_KEYS)
+    return [k for k in STAGE_KEYS[stage] if k not in foreign]
+
+
+# the evaluation settings of the pair analysis (read only when a run lists pair_metrics)
+PAIR_METRIC_KEYS = ("pair_pixels_per_step", "pair_blur_kernel", "pair_blur_sigma", "pair_max_sensitivity_samples",
+                    "pair_max_sensitivity_radius")
+
+
+def stage_hash(cfg: RunConfig, stage: str) -> str:
+    """Hash of the settings that a stage and the stages before it depend on."""
+    keys = [k for s in STAGE_ORDER[:STAGE_ORDER.index(stage) + 1] for k in stage_keys(cfg, s)]
+    return cfg.config_hash(keys)

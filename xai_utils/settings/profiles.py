@@ -1,0 +1,190 @@
+"""Study profiles: one YAML format, one loader that rejects unknown keys.
+
+A profile (``configs/<name>.yaml``) describes a whole study: which datasets, objectives
+and seeds to run, and the settings of every run. Settings are flat keys (the fields of
+:class:`RunConfig`) given in a ``settings`` mapping under *selectors*, merged from the
+least to the most specific::
+
+    default            -> every run
+    <objective>        -> every run of that objective        (e.g. ``scl``)
+    <dataset>          -> every run on that dataset          (e.g. ``shapes``)
+    <dataset>/<objective>                                    (e.g. ``cifar10/scl``)
+
+``load_profile(name, **overrides)`` applies overrides last: a top-level key (``seeds``,
+``objectives``, ``datasets``, ``protocols``, ``results_root``, ``figures_root``) replaces the profile's value, a run key
+(``epochs=3``) applies to every run. Mapping-valued keys (``method_options``) are merged
+key by key, so ``{"eigencam": {"sign": "numpy"}}`` changes one option and keeps the others.
+
+:mod:`xai_utils.settings.run_config` checks the *form* of every value (keys, types). Whether a
+value is allowed (names in the registries of objectives, methods, metrics, ...; ranges; data
+present) is checked by :mod:`xai_utils.settings.validation`, which :func:`load_profile` calls
+before returning.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+import yaml
+
+from ..errors import ConfigError
+from ..study.data import DATASETS
+from ..study.objectives import OBJECTIVES, paper_objectives
+from .run_config import PROTOCOLS, RUN_KEYS, RunConfig, merge_settings, validate_run_keys
+from .validation import check_runs
+
+# Profiles live in the repository's configs/ (an editable install, as the README and the
+# notebooks' Colab cell do); XAI_CONFIG_DIR points elsewhere.
+CONFIG_DIR = Path(os.environ.get("XAI_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
+
+PROFILE_KEYS = ("description", "seeds", "objectives", "datasets", "protocols", "reference", "results_root",
+                "figures_root", "settings")
+
+
+@dataclass
+class Profile:
+    """A study: the cross product of datasets x objectives x seeds, with resolved settings.
+
+    ``protocols`` (optional): evaluation protocols every trained run is explained and scored
+    under, without retraining. The first is the run's own (its folder); each further one
+    lives in ``<run folder>/protocols/<name>/`` (:meth:`evaluations`).
+    """
+
+    name: str
+    description: str
+    seeds: list[int]
+    objectives: list[str]
+    datasets: list[str]
+    results_root: str
+    settings: dict[str, dict[str, Any]]
+    figures_root: str = str(CONFIG_DIR.parent / "figures")
+    overrides: dict[str, Any] = field(default_factory=dict)
+    path: Optional[str] = None
+    protocols: Optional[list[str]] = None
+    reference: Optional[str] = None          # paired tests against this objective only (default: every pair)
+
+    def run_config(self, dataset: str, objective: str, seed: int, protocol: Optional[str] = None) -> RunConfig:
+        """Resolve the settings of one run: default < objective < dataset < dataset/objective < overrides
+        (< ``protocol``, or the first of the profile's ``protocols``)."""
+        merged = RunConfig().to_dict()
+        for selector in ("default", objective, dataset, f"{dataset}/{objective}"):
+            merged = merge_settings(merged, self.settings.get(selector, {}))
+        merged = merge_settings(merged, {k: v for k, v in self.overrides.items() if k in RUN_KEYS})
+        merged.update(dataset=dataset, objective=objective, seed=seed)
+        if protocol is not None or self.protocols:
+            merged["protocol"] = protocol or self.protocols[0]
+        return RunConfig(**merged)
+
+    def runs(self) -> Iterator[RunConfig]:
+        for dataset in self.datasets:
+            for objective in self.objectives:
+                for seed in self.seeds:
+                    yield self.run_config(dataset, objective, seed)
+
+    def run_dir(self, run: RunConfig) -> Path:
+        return Path(self.results_root) / self.name / run.dataset / run.objective / f"seed{run.seed}"
+
+    def evaluations(self, run: RunConfig) -> list[tuple[RunConfig, Path]]:
+        """(settings, folder) of every evaluation of a trained run: its own protocol in the
+        run folder, each further protocol of the profile in ``protocols/<name>/`` under it."""
+        out = [(run, self.run_dir(run))]
+        for p in (self.protocols or [])[1:]:
+            out.append((self.run_config(run.dataset, run.objective, run.seed, p),
+                        self.run_dir(run) / "protocols" / p))
+        return out
+
+    def figures_dir(self) -> Path:
+        return Path(self.figures_root) / self.name
+
+
+def _check_list(value: Any, key: str, allowed: Optional[tuple] = None, item=str) -> list:
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, item) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"profile: '{key}' must be a non-empty list of {item.__name__}, got {value!r}")
+    if allowed is not None:
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise ConfigError(f"profile: '{key}' has unknown entries {bad}; valid: {', '.join(allowed)}")
+    return list(value)
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _resolve_path(name_or_path: Union[str, Path]) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"profile file '{p}' does not exist")
+        return p
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(
+            f"unknown profile '{name_or_path}'; available: {', '.join(available_profiles())} "
+            f"(or give a path to a .yaml file)")
+    return candidate
+
+
+def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
+    """Load and validate a profile by name (``configs/<name>.yaml``) or path.
+
+    Raises :class:`ConfigError` with a one-line message for a missing profile, an unknown
+    key (listing the valid ones), a value of the wrong type, or a value that
+    :func:`xai_utils.settings.validation.check_run` rejects for some run (the data files are not
+    looked for here: :func:`xai_utils.settings.validation.check_runs` with ``data=True`` does).
+    """
+    path = _resolve_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"profile '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile '{path}': top level must be a mapping")
+    unknown = set(raw) - set(PROFILE_KEYS)
+    if unknown:
+        raise ConfigError(f"profile '{path.name}': unknown key '{sorted(unknown)[0]}'; "
+                          f"valid top-level keys are: {', '.join(PROFILE_KEYS)}")
+
+    top_over = {k: v for k, v in overrides.items() if k in PROFILE_KEYS and k != "settings"}
+    run_over = {k: v for k, v in overrides.items() if k not in top_over}
+    raw.update(top_over)
+
+    seeds = _check_list(raw.get("seeds", [0]), "seeds", item=int)
+    objectives = _check_list(raw.get("objectives", paper_objectives()), "objectives", tuple(OBJECTIVES))
+    datasets = _check_list(raw.get("datasets"), "datasets", tuple(DATASETS))
+    results_root = raw.get("results_root", "results")
+    figures_root = raw.get("figures_root", str(CONFIG_DIR.parent / "figures"))
+    for key, value in (("results_root", results_root), ("figures_root", figures_root)):
+        if not isinstance(value, str):
+            raise ConfigError(f"profile: '{key}' must be a str, got {value!r}")
+    description = raw.get("description", "")
+    protocols = raw.get("protocols")
+    if protocols is not None:
+        protocols = _check_list(protocols, "protocols", tuple(PROTOCOLS))
+    reference = raw.get("reference")
+    if reference is not None and reference not in objectives:
+        raise ConfigError(f"profile: 'reference' must be one of the study's objectives "
+                          f"({', '.join(objectives)}), got {reference!r}")
+
+    settings_raw = raw.get("settings") or {}
+    if not isinstance(settings_raw, dict):
+        raise ConfigError("profile: 'settings' must be a mapping of selector -> settings")
+    # any registered objective or dataset may have settings, used or not (--set objectives=[ce]
+    # keeps a profile's scl block valid); a typo is still an error
+    valid_selectors = (["default"] + list(OBJECTIVES) + list(DATASETS)
+                       + [f"{d}/{o}" for d in DATASETS for o in OBJECTIVES])
+    settings = {}
+    for selector, block in settings_raw.items():
+        if selector not in valid_selectors:
+            raise ConfigError(f"profile '{path.name}': unknown settings selector '{selector}'; "
+                              f"valid: {', '.join(valid_selectors)}")
+        settings[selector] = validate_run_keys(block or {}, where=f"profile '{path.name}' settings.{selector}")
+    run_over = validate_run_keys(run_over, where="override")
+    profile = Profile(name=path.stem, description=description, seeds=seeds, objectives=objectives,
+                      datasets=datasets, results_root=results_root, figures_root=figures_root,
+                      settings=settings, overrides=run_over, path=str(path), protocols=protocols,
+                      reference=reference)
+    check_runs(profile.runs(), data=False)
+    return profile

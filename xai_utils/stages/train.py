@@ -1,0 +1,220 @@
+"""The training stage of one run (CE, SCL, TL or an extension): train, or resume, or skip,
+and write the run folder.
+
+``train_run(cfg, run_dir)`` is the single entry point, for every objective and dataset; the
+computation is :mod:`xai_utils.study.training`. Shuffling and augmentation draw from a CPU
+generator seeded by (seed, epoch), on every device, so a run resumed from ``checkpoint.pt``
+ends with exactly the weights of an uninterrupted one (bit-exact on CPU; on CUDA the same
+augmentations and order, up to the non-determinism of cuDNN kernels).
+
+Files written into the run folder: see :mod:`xai_utils.stages.layout` and :func:`train_run`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..ops.augment import get_augmentation
+from ..ops.devices import resolve_device
+from ..ops.seeds import epoch_generator, seed_everything
+from ..settings.hashing import stage_keys
+from ..settings.run_config import RunConfig
+from ..settings.validation import check_run
+from ..study.objectives import OBJECTIVES, TrainBatch, explained_model
+from ..study.training import (OPTIMIZERS, Engine, EpochTotals, TrainData, build_scheduler, evaluate_test,
+                              resolve_augmentation, train_probe, train_step)
+from . import layout as runs
+from .model_io import model_state
+
+PathLike = Union[str, Path]
+
+
+def _training_differences(saved: dict[str, Any], cfg: RunConfig) -> list[str]:
+    """Keys that change the trained weights and differ between ``saved`` and ``cfg``."""
+    now = cfg.to_dict()
+    return [k for k in stage_keys(cfg, "train") if saved.get(k) != now.get(k)]
+
+
+def _mismatch_error(run_dir: Path, what: str, keys: list[str], saved: dict, cfg: RunConfig) -> ConfigError:
+    diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(cfg, k)!r}" for k in keys)
+    return ConfigError(
+        f"{run_dir} holds a {what} trained with different settings ({diffs}). Delete the folder "
+        f"to retrain it, or give a new run_dir.")
+
+
+def _refresh_configs(run_dir: Path, cfg: RunConfig) -> None:
+    """Settings that do not change the weights (evaluation, device, ...) may change between
+    calls: keep config.json and the config inside model.pt up to date with them."""
+    config_path = run_dir / runs.CONFIG
+    if not config_path.is_file() or runs.load_json(config_path) != cfg.to_dict():
+        runs.save_json(config_path, cfg.to_dict())
+        state = torch.load(run_dir / runs.MODEL, map_location="cpu", weights_only=False)
+        state["config"] = cfg.to_dict()
+        runs.save_torch(run_dir / runs.MODEL, state)
+
+
+def _truncate_log(run_dir: Path, last_epoch: int) -> None:
+    """Drop epoch records after the checkpoint (they will be trained again)."""
+    log = run_dir / runs.TRAIN_LOG
+    keep = [r for r in runs.read_jsonl(log)
+            if "event" in r or ("stage" not in r and r.get("epoch", 0) <= last_epoch)]
+    runs.save_text(log, "".join(json.dumps(r, default=str) + "\n" for r in keep))
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(state["cuda"])
+        except RuntimeError:        # a different number of GPUs: not needed for exact resume
+            pass
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume, or skip) one run and write its files; returns ``train_summary.json``.
+
+    Files in ``run_dir``: ``config.json``; ``train_log.jsonl`` (per epoch: epoch, loss, lr,
+    train_acc (CE, %), seconds; a ``{"stage": "probe", ...}`` record; ``{"event": "resumed",
+    "from_epoch": k}`` on resume); ``checkpoint.pt`` (every ``checkpoint_every`` epochs and at
+    the end); ``model.pt`` (:func:`~xai_utils.stages.model_io.model_state`); ``train_summary.json`` (test accuracy
+    in % on the full test split, wall time, ...); ``predictions.npz`` (fp32 logits, predicted
+    classes and labels of every test image, from the pass that gives the accuracy);
+    ``embeddings.npz`` (features, labels, preds, indices and a 2-D PCA of a fixed subset of
+    1000 test images).
+
+    A finished run is not retrained (its summary is returned); an interrupted one resumes from
+    its checkpoint. Both require the same training settings (a :class:`ConfigError` otherwise).
+    """
+    check_run(cfg, stages=("train",), data=False)       # the loader says itself if data is missing
+    run_dir = Path(run_dir)
+    summary_path = run_dir / runs.TRAIN_SUMMARY
+    if summary_path.is_file() and (run_dir / runs.MODEL).is_file():
+        saved = (runs.load_json(run_dir / runs.CONFIG) if (run_dir / runs.CONFIG).is_file() else
+                 torch.load(run_dir / runs.MODEL, map_location="cpu", weights_only=False)["config"])
+        diff = _training_differences(saved, cfg)
+        if diff:
+            raise _mismatch_error(run_dir, "finished run", diff, saved, cfg)
+        _refresh_configs(run_dir, cfg)
+        return runs.load_json(summary_path)
+
+    device = resolve_device(cfg.device)
+    data = TrainData(cfg, device)
+    seed_everything(cfg.seed)
+    model = explained_model(cfg, data.num_classes, data.mean, data.std).to(device)
+    objective = OBJECTIVES[cfg.objective](cfg, model).to(device)
+    eager = OBJECTIVES[cfg.objective].uncompiled_reason
+    engine = Engine(cfg, model, device, compile=cfg.compile and not eager)
+    augment = get_augmentation(resolve_augmentation(cfg), cfg.dataset)
+    clean_view = get_augmentation("none", cfg.dataset)     # un-augmented (ImageNet: centre crop)
+    optimizer = OPTIMIZERS[cfg.optimizer](objective.trainable(model), cfg)
+    scheduler = build_scheduler(optimizer, cfg, data.steps)
+
+    start_epoch, train_seconds, resumed_from = 0, 0.0, None
+    ckpt_path = run_dir / runs.CHECKPOINT
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)   # states move on load
+        diff = _training_differences(ckpt["config"], cfg)
+        if diff:
+            raise _mismatch_error(run_dir, "checkpoint", diff, ckpt["config"], cfg)
+        model.load_state_dict(ckpt["model"])
+        objective.load_state_dict(ckpt["objective"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"])
+        start_epoch, train_seconds = int(ckpt["epoch"]), float(ckpt["train_seconds"])
+        resumed_from = start_epoch
+        _truncate_log(run_dir, start_epoch)
+        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "resumed", "from_epoch": start_epoch})
+    elif (run_dir / runs.TRAIN_LOG).is_file():
+        runs.save_text(run_dir / runs.TRAIN_LOG, "")       # killed before its first checkpoint
+    runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
+    if cfg.compile and eager:
+        print(f"{cfg.run_id}: training without torch.compile: {eager}")
+        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "not compiled", "reason": eager})
+
+    def save_checkpoint(epoch: int) -> None:
+        runs.save_torch(ckpt_path, {
+            "config": cfg.to_dict(), "epoch": epoch, "train_seconds": train_seconds,
+            "model": model.state_dict(), "objective": objective.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": _rng_state()})
+
+    # ---- training epochs
+    model.train()
+    epochs_bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.run_id} train", unit="epoch",
+                      initial=start_epoch, total=cfg.epochs, disable=not progress)
+    for epoch in epochs_bar:
+        t0 = time.perf_counter()
+        gen = epoch_generator(cfg.seed, epoch)
+        totals = EpochTotals.zeros(device)
+        lr = optimizer.param_groups[0]["lr"]
+        for xb, yb in tqdm(data.epoch(epoch, gen), total=data.steps, leave=False, unit="batch",
+                           desc=f"epoch {epoch + 1}", disable=not progress):
+            batch = TrainBatch(xb, yb, epoch, gen, augment, clean_view)
+            lr = optimizer.param_groups[0]["lr"]
+            train_step(objective, model, engine, optimizer, scheduler, batch, totals)
+        steps = max(data.steps, 1)
+        seconds = time.perf_counter() - t0
+        train_seconds += seconds
+        record = {"epoch": epoch + 1, "loss": float(totals.loss) / steps, "lr": lr,
+                  "seconds": round(seconds, 3)}                      # the epoch's one host read
+        record.update({k: float(v) / steps for k, v in totals.terms.items()})
+        if not objective.needs_probe:
+            record["train_acc"] = 100.0 * int(totals.correct) / max(totals.seen, 1)
+        if not math.isfinite(record["loss"]):
+            raise FloatingPointError(f"run {cfg.run_id}: training loss is {record['loss']} at epoch "
+                                     f"{epoch + 1}; lower lr (now {cfg.lr}) or check the data")
+        runs.append_jsonl(run_dir / runs.TRAIN_LOG, record)
+        epochs_bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            save_checkpoint(epoch + 1)
+
+    # ---- linear probe of the contrastive models
+    probe_acc = None
+    if objective.needs_probe:
+        t0 = time.perf_counter()
+        feats, labels = engine.extract(data.plain_batches(cfg.batch_size_eval))
+        probe, final = train_probe(feats, labels, data.num_classes, cfg)
+        model.head.load_state_dict(probe.state_dict())
+        probe_acc = final["train_acc"]
+        seconds = time.perf_counter() - t0
+        train_seconds += seconds
+        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {
+            "stage": "probe", "epochs": cfg.probe_epochs, **final, "seconds": round(seconds, 3)})
+
+    # ---- evaluation, final files
+    model.eval()
+    t0 = time.perf_counter()
+    acc, n_test, emb, predictions = evaluate_test(engine, cfg, device)
+    runs.save_npz(run_dir / runs.EMBEDDINGS, **emb)
+    runs.save_npz(run_dir / runs.PREDICTIONS, **predictions)
+    if engine.channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    runs.save_torch(run_dir / runs.MODEL, model_state(model, cfg, data.num_classes,
+                                                      getattr(objective, "projection", None)))
+    summary = {"run_id": cfg.run_id, "dataset": cfg.dataset, "objective": cfg.objective,
+               "seed": cfg.seed, "arch": cfg.arch, "widths": cfg.widths,
+               "test_accuracy": acc, "n_test": n_test, "n_train": data.n, "epochs": cfg.epochs,
+               "probe_train_accuracy": probe_acc, "wall_time_s": round(train_seconds, 3),
+               "eval_time_s": round(time.perf_counter() - t0, 3), "device": str(device),
+               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),   # --devices: this run's GPU
+               "resumed_from": resumed_from}
+    runs.save_json(summary_path, summary)
+    return summary
