@@ -12,14 +12,17 @@ IS_LOCK_PLATFORM = $(PY) -c "import platform, sys; sys.exit(not (platform.system
 LOCK_TORCH ?= torch==2.14.1 torchvision==0.29.1
 PROFILE ?= quick
 ARGS    ?=
-JOBS    ?= 2
+JOBS    ?= auto
 FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup lock test reproduce figures lab data clean-results help
+.PHONY: setup lock test reproduce rehearse gpu-check figures lab data clean-results help
 
 help:
-	@echo "make reproduce [PROFILE=quick|smoke|cifar10|imagenet_s50] [JOBS=2] [ARGS='--stage train ...']"
-	@echo "               ARGS='--devices all' (JOBS=number of GPUs) or ARGS='--executor slurm --slurm-partition gpu'"
+	@echo "make reproduce [PROFILE=quick|smoke|cifar10|imagenet_s50] [JOBS=auto] [ARGS='--stage train ...']"
+	@echo "               JOBS=auto: one run per GPU (every GPU of the machine), or 2 at a time without one;"
+	@echo "               ARGS='--devices cuda:0,cuda:1' or ARGS='--executor slurm --slurm-partition gpu'"
+	@echo "make rehearse PROFILE=cifar10   the study shrunk to minutes, into results/<profile>-rehearsal/"
+	@echo "make gpu-check  the prepared GPU measurements (benchmarks/gpu_check.py), report in benchmarks/results/"
 	@echo "make test      run the test suite (CPU, offline)"
 	@echo "make lock      remake requirements.lock (the exact environment make setup installs) from pyproject.toml"
 	@echo "make figures   rebuild figures/\$$PROFILE from saved results (no model needed)"
@@ -73,6 +76,12 @@ data:
 
 reproduce: setup data
 	$(PY) -m xai_utils.pipeline --profile $(PROFILE) $(if $(filter --executor%,$(ARGS)),,--jobs $(JOBS)) $(ARGS)
+
+rehearse: setup data
+	$(PY) -m xai_utils.pipeline --profile $(PROFILE) --rehearse $(if $(filter --executor%,$(ARGS)),,--jobs $(JOBS)) $(ARGS)
+
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 figures: setup
 	$(PY) -m xai_utils.pipeline --profile $(PROFILE) --stage figures --force

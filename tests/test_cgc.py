@@ -95,7 +95,7 @@ def test_consistency_is_one_for_an_equivariant_model_and_lower_for_a_random_netw
     x = torch.rand(16, 3, 32, 32) * 0.8 + 0.1
     t = torch.randint(0, 10, (16,))
     # the stored options of a method (its own `scale` among them) pass through
-    cos, sim = M.consistency(Equivariant().eval(), x, t, "gradcam", sample_ids=range(16), scale=True)
+    cos, sim = M.consistency(Equivariant().eval(), x, t, "gradcam", sample_ids=range(16), method_options={"scale": True})
     assert torch.allclose(sim, torch.ones(16, dtype=torch.float64), atol=1e-4)
     assert torch.allclose(cos, torch.ones(16, dtype=torch.float64), atol=1e-5)
     from xai_utils.study.objectives import explained_model

@@ -14,6 +14,7 @@ from xai_utils.stages.calibrate import calibration_indices
 from xai_utils.ops import metrics as M
 from xai_utils.stages import layout as runs
 from xai_utils.settings import RunConfig, load_profile
+from xai_utils.settings.run_config import resolve_calibration
 from xai_utils.study.data import eval_indices, load_dataset, train_indices
 
 
@@ -132,9 +133,14 @@ def test_no_evaluation_or_training_image_is_used_for_calibration(eval_split):
         assert len(idx) == 1500
 
 
-def test_calibrated_metric_needs_held_out_images():
-    with pytest.raises(Exception, match="train_subset"):
-        load_profile("smoke", train_subset=None, metrics=["pixel_flipping_calibrated"])
+def test_held_out_calibration_needs_held_out_images_and_auto_cross_fits_otherwise():
+    with pytest.raises(Exception, match="'calibration' 'heldout' .*set train_subset"):
+        load_profile("smoke", train_subset=None, metrics=["pixel_flipping_calibrated"], calibration="heldout")
+    run = next(load_profile("smoke", train_subset=None, metrics=["pixel_flipping_calibrated"]).runs())
+    assert resolve_calibration(run) == "crossfit"
+    assert resolve_calibration(RunConfig(train_subset=100)) == "heldout"
+    with pytest.raises(Exception, match="'eval_samples' must be >= 4"):
+        load_profile("smoke", train_subset=None, metrics=["pixel_flipping_calibrated"], eval_samples=3)
 
 
 # ----------------------------------------------------------------------------- the authors' protocol
@@ -246,3 +252,50 @@ def test_official_protocol_equals_the_authors_single_image_evaluation(tmp_path):
         # same noise level and distortion, other random draws: the means agree within their error
         se = np.sqrt(got.var(ddof=1) / n + want.var(ddof=1) / n)
         assert abs(got.mean() - want.mean()) < 4 * se + 1e-3, (name, got.mean(), want.mean(), se)
+
+
+def test_cross_fitted_temperatures_never_use_the_image_they_scale():
+    """Each image's temperature is fitted on the other fold only: changing an image's own logits
+    leaves its temperature unchanged and moves the other fold's."""
+    from xai_utils.ops.calibration import crossfit_folds, crossfit_temperatures, fit_temperature
+    g = torch.Generator().manual_seed(0)
+    logits, labels = 4 * torch.randn(40, 5, generator=g), torch.randint(0, 5, (40,), generator=g)
+    fold = crossfit_folds(40, seed=0)
+    assert sorted(np.bincount(fold)) == [20, 20]
+    per, (t0, t1) = crossfit_temperatures(logits, labels, fold)
+    assert t0 == pytest.approx(fit_temperature(logits[torch.as_tensor(fold) == 0], labels[torch.as_tensor(fold) == 0]))
+    np.testing.assert_allclose(per.numpy(), np.where(fold == 0, t1, t0))
+    i = int(np.flatnonzero(fold == 0)[0])
+    changed = logits.clone()
+    changed[i] *= 5                                              # image i's own logits, much sharper
+    per2, (u0, u1) = crossfit_temperatures(changed, labels, fold)
+    assert per2[i] == per[i] and u1 == t1 and u0 != t0            # its temperature comes from the other fold
+    assert per2[fold == 1].unique().item() == u0
+
+
+def test_crossfit_calibration_of_a_run_trained_on_the_whole_split(tmp_path):
+    """The paper's profiles train on the whole training split: the calibrated scores are
+    cross-fitted on the evaluation images, recorded in calibration.json, and the image-level
+    temperatures reach the evaluation."""
+    from xai_utils.stages.calibrate import calibrate_run, image_temperatures
+    from xai_utils.stages.evaluate import evaluate_run
+    from xai_utils.stages.model_io import model_state
+    from xai_utils.study.objectives import explained_model
+
+    cfg = RunConfig(dataset="shapes", objective="ce", arch="resnet18", widths=[8, 16, 16, 16], eval_samples=24,
+                    batch_size_eval=12, methods=["gradcam"], metrics=["pixel_flipping_calibrated", "road_morf"],
+                    features_in_step=384, road_fractions=[0.3, 0.7], device="cpu")
+    torch.manual_seed(0)
+    model = explained_model(cfg, 10, (0.26,) * 3, (0.24,) * 3)
+    runs.save_torch(tmp_path / runs.MODEL, model_state(model, cfg, 10))
+    runs.save_json(tmp_path / runs.CONFIG, cfg.to_dict())
+    from xai_utils.stages.attribute import attribute_run
+    attribute_run(tmp_path, device="cpu")
+    cal = calibrate_run(tmp_path, device="cpu")
+    assert cal["method"] == "crossfit" and len(cal["indices"]) == 24 and len(cal["fold_temperatures"]) == 2
+    temps = image_temperatures(cal, cal["indices"])
+    assert sorted(np.unique(temps)) == sorted(cal["fold_temperatures"])
+    df = evaluate_run(tmp_path, device="cpu")
+    assert {"pixel_flipping_calibrated", "road_morf", "road_morf[calibrated]"} <= set(df["metric"])
+    with np.load(runs.curves_path(tmp_path, "gradcam")) as z:
+        np.testing.assert_allclose(z["temperature"], image_temperatures(cal, z["indices"]))

@@ -116,14 +116,22 @@ def test_int_accepted_for_float_and_hashes():
     assert stage_hash(RunConfig(device="cpu", eval_chunk=64), "evaluate") == stage_hash(RunConfig(device="cpu"), "evaluate")
 
 
-def test_auto_tie_break_hashes_the_rule_it_resolves_to():
-    """'auto' is the stable device sort on CUDA and Quantus's NumPy order elsewhere; the hash
-    records the rule, so a CUDA evaluation is not mistaken for a CPU one (ties differ)."""
-    def h(device, rule):
-        return stage_hash(RunConfig(device=device, pixel_flipping_tie_break=rule), "evaluate")
-    assert h("cpu", "auto") == h("cpu", "quantus") != h("cpu", "stable")
-    assert h("cuda", "auto") == h("cuda", "stable") == h("cpu", "stable")
-    assert h("cuda:1", "auto") == h("cpu", "stable")
+def test_the_stage_hash_does_not_depend_on_where_the_plan_is_made(monkeypatch):
+    """A SLURM login node without a GPU plans, a GPU node evaluates: both compute the same
+    stage hashes ('auto' is resolved where the stage runs, not hashed as its resolution)."""
+    import torch
+    from xai_utils.ops.metrics import resolve_tie_break
+
+    cfgs = [RunConfig(device=d, pixel_flipping_tie_break="auto") for d in ("auto", "cuda", "cpu")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    on_login_node = [stage_hash(c, s) for c in cfgs for s in ("train", "attribute", "evaluate", "figures")]
+    assert resolve_tie_break("auto", torch.device("cpu")) == "quantus"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    on_gpu_node = [stage_hash(c, s) for c in cfgs for s in ("train", "attribute", "evaluate", "figures")]
+    assert on_gpu_node == on_login_node
+    assert resolve_tie_break("auto", torch.device("cuda")) == "stable"
+    # an explicit rule is a different evaluation
+    assert stage_hash(RunConfig(pixel_flipping_tie_break="stable"), "evaluate") != stage_hash(RunConfig(), "evaluate")
 
 
 def test_available_profiles_and_keys_are_documented():

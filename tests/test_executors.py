@@ -44,7 +44,7 @@ def test_device_names(four_gpus):
 @pytest.mark.parametrize("args, needle", [
     (["--executor", "kubernetes"], "unknown executor 'kubernetes'"),
     (["--devices", "cuda:7"], "cuda:7 does not exist"),
-    (["--devices", "cuda:0,cuda:1", "--jobs", "3"], "--jobs 3 is larger than the 2 device(s)"),
+    (["--devices", "cuda:0,cuda:1", "--jobs", "3"], "--jobs 3 is larger than the 2 GPU(s)"),
     (["--executor", "slurm", "--devices", "cuda:0"], "--devices is for local runs"),
     (["--slurm-partition", "gpu"], "--slurm-partition needs --executor slurm"),
     (["--executor", "slurm", "--slurm-option", "account"], "--slurm-option expects KEY=VALUE"),

@@ -211,13 +211,14 @@ def test_imagenet_s50_tiny_run_trains_on_224_crops(tiny_imagenet, tmp_path, monk
 
     def recording_view(self):
         out = view(self)
-        seen.append((tuple(out.shape), tuple(self.crops.shape), tuple(self.clean().shape)))
+        seen.append((tuple(out.shape), tuple(self.crops.shape), self.images is None))
         return out
 
     monkeypatch.setattr(TrainBatch, "view", recording_view)
     summary = train_run(_imagenet_cfg(tiny_imagenet, objective), tmp_path / "run", progress=False)
     views = 2 if objective == "scl" else 1
-    assert seen == [((4, 3, 224, 224), (4, views, 3, 224, 224), (4, 3, 224, 224))] * (2 * views)
+    # CE and SCL never read the clean view: the streamed loader does not decode it
+    assert seen == [((4, 3, 224, 224), (4, views, 3, 224, 224), True)] * (2 * views)
     assert summary["n_train"] == 8 and summary["n_test"] == 2 and summary["epochs"] == 1
     log = [r for r in read_jsonl(tmp_path / "run" / runs.TRAIN_LOG) if "loss" in r and "stage" not in r]
     assert len(log) == 1 and math.isfinite(log[0]["loss"])
@@ -239,10 +240,11 @@ def test_streamed_train_data_keeps_its_loader_and_workers(tiny_imagenet):
             same.append(data.train_loader() is loader)
             pids.append(loader_worker_pids(loader))
             batch = TrainBatch(xb, yb, epoch, gen, aug, clean)
-            assert batch.images.shape == (4, 3, 224, 224) and batch.crops.shape == (4, 2, 3, 224, 224)
+            assert batch.images is None and batch.crops.shape == (4, 2, 3, 224, 224)    # SCL: no clean view
             first, second = batch.view(), batch.view()
             assert first.shape == second.shape == (4, 3, 224, 224) and not torch.equal(first, second)
-            assert torch.equal(batch.clean(), batch.images.float() / 255)
+            with pytest.raises(RuntimeError, match="uses_clean_view"):
+                batch.clean()
             with pytest.raises(RuntimeError, match=r"called 3 times.*2 pre-cropped.*random_views"):
                 batch.view()
     assert len(same) == 4 and all(same)                                 # one loader for the run

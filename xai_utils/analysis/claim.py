@@ -31,6 +31,7 @@ from . import stats
 from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_order, objective_color,
                     objective_label, ordered_methods, ordered_metrics)
 from .plotting import new_figure, style
+from .seed_level import model_verdict
 from .tables import Table, fmt_num, fmt_p, ordering
 
 CHALLENGER, REFERENCE = "scl", "ce"       # the claim: SCL explains better than CE
@@ -42,21 +43,33 @@ def _pairing(protocol: str) -> str:
     return RunConfig(protocol=protocol).nan_pairing
 
 
+CONTROL = "random"                        # the attribution method that is the floor
+
+
 def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: str = REFERENCE,
                 seeds: str = "image_mean") -> pd.DataFrame:
     """One row per dataset x method x metric (score) x protocol: dataset, method, facet,
     metric, protocol, order (best to worst), mean_<challenger>, mean_<reference>, diff
-    (challenger - reference), d_z, p_holm, n_pairs, holds ("yes", "no (n.s.)" or
-    "no (CE better)"). ``results``: :func:`stats.load_results` with ``all_protocols=True``."""
+    (challenger - reference), d_z, p_holm, n_pairs, holds (the image-level verdict: "yes",
+    "no (n.s.)" or "no (CE better)"); the model-level inference with the seed as the unit
+    (:mod:`.seed_level`): n_seeds, model_diff, model_ci_low, model_ci_high (95 %, oriented as
+    challenger - reference), seeds_favouring (seeds whose own effect favours the challenger),
+    model_holds ("yes", "no (n.s.)", "no (CE better)" or "too few seeds"); and the floor: random
+    (the mean score of the ``random`` control maps over the two objectives) and
+    real_minus_random (the method's mean over the two objectives against it, signed so that
+    > 0 means better than random; NaN without the control). ``results``:
+    :func:`stats.load_results` with ``all_protocols=True``. The control itself has no row."""
     if results.empty:
         return pd.DataFrame()
     rows = []
     for protocol, res in results.groupby("protocol", sort=False):
         summary = stats.summarize(res)
         tests = stats.compare_objectives(res, seeds=seeds, nan_pairing=_pairing(protocol))
+        floor = {(d, m): dict(zip(g["objective"], g["mean"])) for (d, m), g in
+                 summary[summary["method"] == CONTROL].groupby(["dataset", "metric"], sort=False)}
         for (ds, method, metric), g in summary.groupby(["dataset", "method", "metric"], sort=False):
             means = dict(zip(g["objective"], g["mean"]))
-            if challenger not in means or reference not in means:
+            if method == CONTROL or challenger not in means or reference not in means:
                 continue
             direction = metric_direction(metric)
             t = tests[(tests["dataset"] == ds) & (tests["method"] == method) & (tests["metric"] == metric)
@@ -65,15 +78,23 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
             if t.empty:
                 continue
             r = t.iloc[0]
-            sign = 1.0 if r["objective_a"] == challenger else -1.0     # orient as challenger - reference
+            a_is_challenger = r["objective_a"] == challenger
+            sign = 1.0 if a_is_challenger else -1.0     # orient as challenger - reference
             diff = sign * float(r["mean_diff"])
             better = (diff < 0) if direction == "lower" else (diff > 0)
             holds = ("yes" if better else "no (CE better)") if bool(r["significant"]) else "no (n.s.)"
+            low, high = sorted((sign * float(r["model_ci_low"]), sign * float(r["model_ci_high"])))
+            model = model_verdict(low, high, int(r["n_seeds"]), direction or "")
             rows.append({"dataset": ds, "method": method, "facet": facet(metric), "metric": metric,
                          "protocol": protocol, "order": _order(means, direction),
                          f"mean_{challenger}": means[challenger], f"mean_{reference}": means[reference],
                          "diff": diff, "d_z": sign * float(r["d_z"]), "p_holm": float(r["p_holm"]),
-                         "n_pairs": int(r["n_pairs"]), "holds": holds})
+                         "n_pairs": int(r["n_pairs"]), "holds": holds,
+                         "n_seeds": int(r["n_seeds"]), "model_diff": sign * float(r["model_diff"]),
+                         "model_ci_low": low, "model_ci_high": high,
+                         "seeds_favouring": r["seeds_a_better"] if a_is_challenger else r["seeds_b_better"],
+                         "model_holds": "no (CE better)" if model == "no (reference better)" else model,
+                         **_floor(floor.get((ds, metric), {}), means, challenger, reference, direction)})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -85,24 +106,41 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
               .reset_index(drop=True)
 
 
+def _floor(control: dict[str, float], means: dict[str, float], challenger: str, reference: str,
+           direction: Optional[str]) -> dict[str, float]:
+    """The control's mean score over the two objectives, and the method's distance above it
+    (signed: > 0 better than random)."""
+    if challenger not in control or reference not in control:
+        return {"random": np.nan, "real_minus_random": np.nan}
+    random = (control[challenger] + control[reference]) / 2
+    real = (means[challenger] + means[reference]) / 2
+    gap = (random - real) if direction == "lower" else (real - random)
+    return {"random": random, "real_minus_random": gap if direction else np.nan}
+
+
 def _order(means: dict[str, float], direction: Optional[str]) -> str:
     return ordering(means, direction or "lower")
 
 
 def claim_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset x facet x protocol: how many of its scores (and methods) support the claim."""
+    """Per dataset x facet x protocol: how many of its scores (and methods) support the claim,
+    with the images and with the models as the unit."""
     if table.empty:
         return table
-    g = table.groupby(["dataset", "facet", "protocol"], sort=False)["holds"]
-    return g.agg(scores="size", holds=lambda h: int((h == "yes").sum()),
-                 reversed=lambda h: int((h == "no (CE better)").sum())).reset_index()
+    g = table.groupby(["dataset", "facet", "protocol"], sort=False)
+    return g.agg(scores=("holds", "size"), holds=("holds", lambda h: int((h == "yes").sum())),
+                 reversed=("holds", lambda h: int((h == "no (CE better)").sum())),
+                 holds_models=("model_holds", lambda h: int((h == "yes").sum())),
+                 reversed_models=("model_holds", lambda h: int((h == "no (CE better)").sum()))).reset_index()
 
 
 def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str = REFERENCE):
-    """A grid: one row per score, one column per dataset x method x protocol; each cell
-    coloured by the verdict of the challenger against the reference (better, no
-    significant difference, worse) and labelled with the signed d_z (positive = the
-    challenger better)."""
+    """A grid: one row per score, one column per dataset x method x protocol. Each cell's upper
+    half is coloured by the image-level verdict of the challenger against the reference
+    (better, no significant difference, worse), its lower half by the model-level verdict
+    (seeds as the unit; white when there are too few seeds); the cell shows the signed d_z
+    (> 0: the challenger better) and, where the random control was scored, the challenger's
+    advantage as a share of the distance between the real maps and random ones."""
     from matplotlib.patches import Patch
 
     if table.empty:
@@ -110,10 +148,11 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
     rows = ordered_metrics(table["metric"].unique())
     cols = list(dict.fromkeys(zip(table["dataset"], table["method"], table["protocol"])))
     colors = {"yes": objective_color(challenger), "no (n.s.)": "#DDDDDD",
-              "no (CE better)": objective_color(reference)}
+              "no (CE better)": objective_color(reference), "too few seeds": "white"}
     cell = {(r.metric, (r.dataset, r.method, r.protocol)): r for r in table.itertuples()}
+    floor = "real_minus_random" in table and table["real_minus_random"].notna().any()
     with style():
-        fig, axes = new_figure(1, 1, figsize=(1.0 * len(cols) + 2.6, 0.34 * len(rows) + 1.9))
+        fig, axes = new_figure(1, 1, figsize=(1.0 * len(cols) + 2.6, 0.42 * len(rows) + 2.1))
         ax = axes[0, 0]
         ax.grid(False)
         for i, metric in enumerate(rows):
@@ -122,11 +161,19 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
                 if r is None:
                     ax.add_patch(_rect(j, i, "white", "0.85"))
                     continue
-                ax.add_patch(_rect(j, i, colors[r.holds], "white"))
+                ax.add_patch(_rect(j, i - 0.25, colors[r.holds], "white", height=0.5))
+                ax.add_patch(_rect(j, i + 0.25, colors[r.model_holds], "0.85" if r.model_holds == "too few seeds"
+                                   else "white", height=0.5))
                 better_sign = -1.0 if metric_direction(metric) == "lower" else 1.0
                 d = better_sign * r.d_z
-                ax.text(j, i, "–" if not np.isfinite(d) else f"{d:+.2f}", ha="center", va="center",
-                        fontsize=6.5, color="white" if r.holds != "no (n.s.)" else "0.2")
+                text = "–" if not np.isfinite(d) else f"{d:+.2f}"
+                ax.text(j, i - 0.25, text, ha="center", va="center", fontsize=6.3,
+                        color="white" if r.holds != "no (n.s.)" else "0.2")
+                share = _share(r, better_sign) if floor else np.nan
+                if np.isfinite(share):
+                    ax.text(j, i + 0.25, f"{share:+.0%}" if abs(share) < 10 else f"{share:+.0f}x", ha="center",
+                            va="center", fontsize=6.0, color="0.2" if r.model_holds in ("no (n.s.)", "too few seeds")
+                            else "white")
         ax.set_xlim(-0.5, len(cols) - 0.5)
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_yticks(range(len(rows)))
@@ -140,16 +187,28 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
         a, b = objective_label(challenger), objective_label(reference)
         handles = [Patch(color=colors["yes"], label=f"{a} better than {b}"),
                    Patch(color=colors["no (n.s.)"], label="no significant difference"),
-                   Patch(color=colors["no (CE better)"], label=f"{b} better than {a}")]
-        fig.legend(handles=handles, loc="outside upper center", ncols=3, fontsize=7,
-                   title=f"Does '{a} gives better attributions than {b}' hold? Paired t-test (Holm), "
-                         f"cells: d_z signed so that > 0 favours {a}", title_fontsize=7.5)
+                   Patch(color=colors["no (CE better)"], label=f"{b} better than {a}"),
+                   Patch(facecolor="white", edgecolor="0.6", label="too few seeds (models)")]
+        n_seeds = int(table["n_seeds"].max()) if len(table) else 0
+        title = (f"Does '{a} gives better attributions than {b}' hold? Upper half of a cell: images as the unit "
+                 f"(paired t-test, Holm; number: d_z, > 0 favours {a}); lower half: the {n_seeds} trained models "
+                 f"as the unit (two-level bootstrap, 95 %)")
+        if floor:
+            title += f";\nits number: the {a}−{b} difference as a share of the real maps' distance to random maps"
+        fig.legend(handles=handles, loc="outside upper center", ncols=4, fontsize=7, title=title, title_fontsize=7)
     return fig
 
 
-def _rect(x: float, y: float, face: str, edge: str):
+def _share(r, better_sign: float) -> float:
+    """The challenger's advantage (its mean minus the reference's, > 0 better) over the real
+    maps' distance above the random control."""
+    gap = getattr(r, "real_minus_random", np.nan)
+    return better_sign * r.diff / gap if np.isfinite(gap) and gap != 0 else np.nan
+
+
+def _rect(x: float, y: float, face: str, edge: str, height: float = 1.0):
     from matplotlib.patches import Rectangle
-    return Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=face, edgecolor=edge, lw=1.0)
+    return Rectangle((x - 0.5, y - height / 2), 1, height, facecolor=face, edgecolor=edge, lw=1.0)
 
 
 def table_claim_robustness(results_all: pd.DataFrame, seeds: str = "image_mean") -> Table:
@@ -163,12 +222,25 @@ def table_claim_robustness(results_all: pd.DataFrame, seeds: str = "image_mean")
         "Protocol": t["protocol"], "Order": t["order"],
         "SCL − CE": [fmt_num(x, 3) for x in t["diff"]], "d_z": [fmt_num(x, 2) for x in t["d_z"]],
         "p (Holm)": [fmt_p(x) for x in t["p_holm"]], "n": t["n_pairs"].astype(str),
-        "SCL better than CE?": t["holds"]})
+        "SCL better (images)?": t["holds"],
+        "Models: SCL − CE [95 % CI]": [
+            f"{fmt_num(m, 3)} [{fmt_num(lo, 3)}, {fmt_num(hi, 3)}]" if np.isfinite(lo) else fmt_num(m, 3)
+            for m, lo, hi in zip(t["model_diff"], t["model_ci_low"], t["model_ci_high"])],
+        "Seeds for SCL": [f"{int(f)}/{n}" if np.isfinite(f) else "–" for f, n in zip(t["seeds_favouring"], t["n_seeds"])],
+        "SCL better (models)?": t["model_holds"],
+        "Real − random": [fmt_num(x, 3) for x in t["real_minus_random"]]})
     bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
-    bold["SCL better than CE?"] = (t["holds"] == "yes").to_numpy()
+    bold["SCL better (images)?"] = (t["holds"] == "yes").to_numpy()
+    bold["SCL better (models)?"] = (t["model_holds"] == "yes").to_numpy()
     return Table("table_claim_robustness", t, disp, bold,
                  caption="Does 'SCL gives better attributions than CE' hold under each score of a facet and each "
                          "evaluation protocol? Order: objectives from best to worst (mean over seeds); SCL − CE: "
-                         "difference of the means; d_z and p: paired t-test as in table_significance (Holm within "
-                         "dataset × method × score × protocol; the official protocol drops NaNs per model as the "
-                         "authors' script). 'yes' needs a significant difference in SCL's favour.")
+                         "difference of the means; d_z and p: paired t-test with the images as the unit, as in "
+                         "table_significance (Holm within dataset × method × score × protocol; the official protocol "
+                         "drops NaNs per model as the authors' script); 'yes' needs a significant difference in SCL's "
+                         "favour. Models: the trained models (seeds) as the unit, the mean over seeds of each seed's "
+                         "mean difference with a 95 % interval from a two-level bootstrap (seeds, then images within "
+                         "seeds; 2,000 draws; Student's t with seeds − 1 degrees of freedom); 'yes' needs the "
+                         "interval on SCL's side; fewer than 3 seeds: 'too few seeds'. Seeds for SCL: the seeds whose "
+                         "own difference favours SCL. Real − random: the method's mean score (SCL and CE) against "
+                         "the random control maps', > 0 better than random (– without the control).")

@@ -176,9 +176,13 @@ def note(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+LEGEND_CLASSES = 20          # more classes than this (ImageNet-S50's 50): no legend, a note instead
+
+
 def draw_embedding(ax, coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str] = (),
                    legend: bool = True, s: float = 6.0) -> None:
-    """Scatter of 2-D ``coords``, each class its own colour and marker (:func:`class_style`)."""
+    """Scatter of 2-D ``coords``, each class its own colour and marker (:func:`class_style`);
+    the legend names the classes when there are at most :data:`LEGEND_CLASSES`."""
     coords = np.asarray(coords, dtype=float)
     labels = np.asarray(labels).astype(int)
     for c in np.unique(labels):
@@ -193,7 +197,11 @@ def draw_embedding(ax, coords: np.ndarray, labels: np.ndarray, class_names: Sequ
     for sp in ax.spines.values():
         sp.set_visible(True)
         sp.set_color("0.75")
-    if legend:
+    shown = len(np.unique(labels))
+    if legend and shown > LEGEND_CLASSES:
+        ax.text(1.04, 0.5, f"{shown} classes:\ncolour and marker\nby class (pairs\nrepeat; no legend)",
+                transform=ax.transAxes, ha="left", va="center", fontsize=7, color="0.35")
+    elif legend:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.8, handletextpad=0.2,
                   borderaxespad=0.2, fontsize=7)
 

@@ -66,6 +66,7 @@ from scipy import stats as sps
 
 from ..stages import layout as runs
 from .names import metric_direction, metric_order, objective_label, order_objectives
+from .seed_level import comparison_seed, model_level, model_verdict
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -116,12 +117,17 @@ def evaluation_dirs(run_dirs: Sequence[Path]) -> list[Path]:
     return out
 
 
+def _setting(folder: Path, key: str, default: str) -> str:
+    """A setting of a run or evaluation folder (its config.json; ``default`` if absent)."""
+    try:
+        return str(json.loads((Path(folder) / runs.CONFIG).read_text()).get(key, default))
+    except (OSError, ValueError):
+        return default
+
+
 def protocol_of(folder: Path) -> str:
     """The evaluation protocol of a run or evaluation folder (its config.json; "corrected" if absent)."""
-    try:
-        return str(json.loads((Path(folder) / runs.CONFIG).read_text()).get("protocol", "corrected"))
-    except (OSError, ValueError):
-        return "corrected"
+    return _setting(folder, "protocol", "corrected")
 
 
 def load_results(results_root: PathLike = "results", profile: str = "smoke",
@@ -129,7 +135,9 @@ def load_results(results_root: PathLike = "results", profile: str = "smoke",
     """Concatenate the ``results.csv`` of every run of a profile (or of ``run_dirs``; long
     format, one row per run x sample x method x metric, plus the column ``protocol``). With
     ``all_protocols`` also every further protocol's evaluation (``<run>/protocols/<name>/``).
-    Runs without results are logged and skipped."""
+    Runs without results are logged and skipped. The column ``correct`` says which rows the
+    statistics keep: the correctly classified images, or every image of a run whose setting
+    ``kept_images`` is ``all`` (a rehearsal's near-chance models)."""
     frames = []
     folders = find_run_dirs(results_root, profile) if run_dirs is None else list(run_dirs)
     for rd in (evaluation_dirs(folders) if all_protocols else folders):
@@ -144,7 +152,10 @@ def load_results(results_root: PathLike = "results", profile: str = "smoke",
         missing = set(RESULT_COLUMNS) - set(df.columns)
         if missing:
             raise ValueError(f"{p} lacks columns {sorted(missing)}; expected exactly {', '.join(RESULT_COLUMNS)}")
-        frames.append(df[list(RESULT_COLUMNS)].assign(protocol=protocol_of(rd)))
+        df = df[list(RESULT_COLUMNS)].assign(protocol=protocol_of(rd))
+        if _setting(rd, "kept_images", "correct") == "all":
+            df["correct"] = True
+        frames.append(df)
     if not frames:
         log.warning("no results.csv under %s", study_dir(results_root, profile))
         return empty_results().assign(protocol=pd.Series(dtype="str"))
@@ -362,6 +373,28 @@ SEED_HANDLING: dict[str, Callable[[pd.DataFrame, str, str], list]] = {
 }
 
 
+MODEL_COLUMNS = ("n_seeds", "model_diff", "model_ci_low", "model_ci_high", "seeds_a_better", "seeds_b_better",
+                 "model_verdict")
+
+
+def _model_level(pairs: pd.DataFrame, a: str, b: str, metric: str, seed: int) -> dict:
+    """The model-level inference (:func:`seed_level.model_level`) of one comparison's valid
+    pairs: each seed's differences a - b; the seeds favouring a or b by the metric's direction."""
+    groups = [(g[a] - g[b]).to_numpy() for _, g in pairs.groupby("seed", sort=True)] if len(pairs) else []
+    m = model_level(groups, seed=seed)
+    direction = metric_direction(metric)
+    lower = direction == "lower"
+    better_a, better_b = ((m["seeds_negative"], m["seeds_positive"]) if lower else
+                          (m["seeds_positive"], m["seeds_negative"])) if direction else (np.nan, np.nan)
+    verdict = model_verdict(m["model_ci_low"], m["model_ci_high"], m["n_seeds"], direction or "")
+    words = {"yes": f"{objective_label(a)} better than {objective_label(b)}",
+             "no (reference better)": f"{objective_label(b)} better than {objective_label(a)}",
+             "no (n.s.)": "no significant difference"}
+    return {"n_seeds": m["n_seeds"], "model_diff": m["model_diff"], "model_ci_low": m["model_ci_low"],
+            "model_ci_high": m["model_ci_high"], "seeds_a_better": better_a, "seeds_b_better": better_b,
+            "model_verdict": words.get(verdict, verdict) if direction else "direction unknown"}
+
+
 def describe_effect(a: str, b: str, mean_diff: float, metric: str, significant: bool) -> tuple[str, str, str]:
     """Words for a comparison: (direction, better, verdict), e.g.
     ("SCL lower than CE", "SCL", "SCL better than CE")."""
@@ -403,7 +436,10 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
 
     Returns one row per test: dataset, method, metric, objective_a, objective_b, seed, n_pairs
     (pairs in the test), n_obs (seed x image pairs used), mean_a, mean_b, mean_diff (a - b),
-    t, p, d_z, d_pooled, p_holm, significant, direction, better, verdict, direction_of_better.
+    t, p, d_z, d_pooled, p_holm, significant, direction, better, verdict, direction_of_better;
+    and the model-level inference of the same pairs with the seed as the unit
+    (:mod:`.seed_level`): n_seeds, model_diff (a - b), model_ci_low, model_ci_high (95 %),
+    seeds_a_better, seeds_b_better, model_verdict (NaN / empty for ``per_seed`` rows).
     """
     if seeds not in SEED_HANDLING:
         raise ValueError(f"seeds='{seeds}' unknown; choose one of {', '.join(SEED_HANDLING)}")
@@ -413,7 +449,7 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
         raise ValueError(f"correction='{correction}' unknown; choose 'holm' or None")
     cols = ["dataset", "method", "metric", "objective_a", "objective_b", "seed", "seed_handling", "n_pairs",
             "n_obs", "mean_a", "mean_b", "mean_diff", "t", "p", "d_z", "d_pooled", "p_holm", "significant",
-            "direction", "better", "verdict", "direction_of_better"]
+            "direction", "better", "verdict", "direction_of_better", *MODEL_COLUMNS]
     if df.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -433,13 +469,19 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
                 if ck not in commons:
                     commons[ck] = correct_for_all(dsub, compared)
                 pv = paired_values(dsub, ds, method, metric, a, b, common=commons[ck], nan_pairing=nan_pairing)
+                models = (_model_level(pv, a, b, metric, comparison_seed(ds, method, metric, a, b))
+                          if seeds != "per_seed" else {})
                 for seed_label, x, y, n_obs in SEED_HANDLING[seeds](pv, a, b) or [("all", np.array([]), np.array([]), 0)]:
                     res = paired_test(x, y)
                     rows.append({"dataset": ds, "method": method, "metric": metric, "objective_a": a,
-                                 "objective_b": b, "seed": seed_label, "seed_handling": seeds, "n_obs": n_obs, **res})
+                                 "objective_b": b, "seed": seed_label, "seed_handling": seeds, "n_obs": n_obs, **res,
+                                 **models})
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(columns=cols)
+    for c in MODEL_COLUMNS:                    # per_seed tests have no model-level columns
+        if c not in out:
+            out[c] = np.nan
     if correction == "holm":
         fam = list(family) + (["seed"] if seeds == "per_seed" and "seed" not in family else [])
         out["p_holm"] = np.nan

@@ -1,5 +1,6 @@
-"""Devices: which device a setting names, autocast regions that work on any device, and a
-counter of host synchronisations.
+"""Devices: which device a setting names, autocast regions that work on any device, the
+float32 precision of CUDA kernels (IEEE or TF32), deterministic kernels, and a counter of host
+synchronisations.
 
 A training step on a GPU is fast only if the host never waits for the device: every
 ``.item()``, ``bool(tensor)``, ``int(tensor)``, boolean-mask index or ``nonzero`` of a device
@@ -12,8 +13,9 @@ assert that nothing is read back. On a real GPU the same check is
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import Counter
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterator
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -54,6 +56,76 @@ def float32(device: torch.device | str) -> ContextManager:
     """A region computed in float32 inside an autocast region (losses divided by small
     temperatures, projections and their L2 normalisation)."""
     return autocast(device, enabled=False)
+
+
+# ----------------------------------------------------------------------------- float32 precision
+
+PRECISIONS = ("ieee", "tf32")
+
+
+def _precision_flags() -> list[Any]:
+    """The backends whose float32 precision CUDA kernels follow: cuBLAS matrix products and
+    cuDNN convolutions (PyTorch's precision API, ``fp32_precision``; cuDNN convolutions
+    default to TF32, so IEEE float32 must be asked for)."""
+    return [torch.backends.cuda.matmul, torch.backends.cudnn.conv]
+
+
+@contextlib.contextmanager
+def fp32_precision(precision: str) -> Iterator[None]:
+    """Float32 matrix products and convolutions on CUDA in ``precision`` inside the block:
+    ``"ieee"`` (exact float32) or ``"tf32"`` (TensorFloat-32 on Ampere and later: 10-bit
+    mantissa products, faster). The previous flags are restored after; nothing changes on the
+    CPU, whose float32 is always IEEE."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    flags = _precision_flags()
+    saved = [f.fp32_precision for f in flags]
+    for f in flags:
+        f.fp32_precision = precision
+    try:
+        yield
+    finally:
+        for f, value in zip(flags, saved):
+            f.fp32_precision = value
+
+
+@contextlib.contextmanager
+def ieee_float32(device: torch.device | str) -> Iterator[None]:
+    """A region in exact float32 whatever surrounds it: autocast off and IEEE float32 matrix
+    products and convolutions (no TF32). The probe, the fp32 test pass, the explained model's
+    logits, attribution maps and metrics run in one."""
+    with float32(device), fp32_precision("ieee"):
+        yield
+
+
+# ----------------------------------------------------------------------------- determinism
+
+CUBLAS_WORKSPACE = ":4096:8"     # what cuBLAS needs for deterministic results (CUDA >= 10.2)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
+    """Inside the block, bit-exact kernels on a GPU: cuDNN deterministic and not benchmarked,
+    ``torch.use_deterministic_algorithms`` (an operation without a deterministic kernel raises
+    an error naming it), the cuBLAS workspace variable set (if it is not set already; it must
+    be set before the first cuBLAS call of the process). No TF32: run the step in
+    ``fp32_precision("ieee")``. Everything is restored after. ``enabled=False``: no change."""
+    if not enabled:
+        yield
+        return
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    had_workspace = "CUBLAS_WORKSPACE_CONFIG" in os.environ
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[0], saved[1]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        if not had_workspace:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 # ops whose result the host needs before it can go on (on a CUDA tensor: a synchronisation)

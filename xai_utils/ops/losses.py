@@ -1,14 +1,18 @@
 """Training losses of the contrastive baselines: Supervised Contrastive and Triplet.
 
 Both are fully vectorised (masks on a similarity / distance matrix, no Python loop over
-the batch), device-agnostic and compute in at least float32 (half / bfloat16 inputs from
-autocast are promoted), so that they are numerically safe inside a bf16 training step.
+the batch), device-agnostic and compute in float32 even inside an autocast region: half /
+bfloat16 inputs are promoted, and autocast is switched off for the loss (under autocast a
+matrix product of float32 inputs would otherwise run in bfloat16), so that they are
+numerically safe inside a bf16 training step.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .devices import float32
 
 __all__ = ["SupConLoss", "TripletLoss", "pairwise_distances", "MINING"]
 
@@ -57,6 +61,10 @@ class SupConLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor,
                 background: torch.Tensor | None = None) -> torch.Tensor:
+        with float32(features.device):          # the similarities in float32, under autocast too
+            return self._loss(features, labels, background)
+
+    def _loss(self, features: torch.Tensor, labels: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
         if features.dim() != 3:
             raise ValueError(f"SupConLoss: features must be [batch, views, dim], got shape "
                              f"{tuple(features.shape)} (stack the views with torch.stack(views, 1))")
@@ -149,6 +157,10 @@ class TripletLoss(nn.Module):
         self.mining = mining
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with float32(embeddings.device):        # distances and mining in float32, under autocast too
+            return self._loss(embeddings, labels)
+
+    def _loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if embeddings.dim() != 2:
             raise ValueError(f"TripletLoss: embeddings must be [batch, dim], got shape {tuple(embeddings.shape)}")
         if labels.shape != (embeddings.shape[0],):

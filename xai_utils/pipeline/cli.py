@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import ConfigError, DatasetNotFoundError
 from ..settings.profiles import load_profile
+from ..settings.rehearsal import what_shrank
+from ..study.data import write_stand_in_data
 from . import executors
 from .jobs import STAGES, parse_set, plan, results_digest, summary, validate
 
@@ -32,14 +35,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="override a profile or run setting, e.g. --set epochs=2 --set seeds=[0]")
     ap.add_argument("--dry-run", action="store_true", help="show what would run, write nothing")
     ap.add_argument("--force", action="store_true", help="rerun stages even if their results exist")
-    ap.add_argument("--jobs", type=int, default=None, metavar="N",
+    ap.add_argument("--jobs", default="auto", metavar="N",
                     help="runs executed at once, each kernel with its share of the CPU threads "
-                         "(default 1; with --devices, one per device)")
+                         "(default auto: one run per GPU, or 2 at a time without a GPU)")
     ap.add_argument("--devices", default=None, metavar="LIST",
-                    help="GPUs for concurrent runs, e.g. cuda:0,cuda:1 or all: each run's kernels see only its GPU")
+                    help="GPUs for concurrent runs, e.g. cuda:0,cuda:1 or all (the default when CUDA is present): "
+                         "each run's kernels see only its GPU")
     ap.add_argument("--executor", default="local", metavar="NAME",
-                    help="local (default) | slurm (one job per run through submitit) | submitit-local "
-                         "(the same submission as local processes)")
+                    help="local (default) | inline (the stages in this process, no notebooks) | slurm (one job "
+                         "per run through submitit) | submitit-local (the same submission as local processes)")
+    ap.add_argument("--rehearse", action="store_true",
+                    help="the study shrunk to minutes, into <results_root>/<profile>-rehearsal/ (stand-in data "
+                         "where the real files are absent); see xai_utils.settings.rehearsal")
     ap.add_argument("--slurm-partition", default=None)
     ap.add_argument("--slurm-gpus-per-run", type=int, default=1, metavar="N")
     ap.add_argument("--slurm-time", default="24:00:00", metavar="TIME", help="sbatch --time per run (default 24:00:00)")
@@ -53,11 +60,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         devices = _check_scale_out(args)
         profile = load_profile(args.profile, **parse_set(args.sets))
+        if args.rehearse:
+            full, profile = profile, profile.rehearsal()
+            _announce_rehearsal(full, profile, write=not args.dry_run)
         p = plan(profile, args.stage or STAGES, args.only)
         executors.check_local(args.jobs, devices, [j.run for j in p.jobs if j.run is not None])
         slurm = executors.SlurmOptions(args.slurm_partition, args.slurm_gpus_per_run, args.slurm_time,
                                        args.slurm_cpus_per_run, executors.parse_slurm_options(args.slurm_option))
-        validate(p, force=args.force)
+        validate(p, force=args.force, notebooks=args.executor != "inline")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -70,10 +80,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{job.label:40s} {state:18s} -> {job.output}")
         return 0
     start = time.perf_counter()
-    if args.executor != "local":
-        jobs = executors.submit(p, args.executor, slurm, force=args.force, wait=args.wait)
+    if args.executor in ("local", "inline"):
+        jobs = executors.run_plan(p, force=args.force, progress=not args.no_progress, workers=args.jobs,
+                                  devices=devices, inline=args.executor == "inline")
     else:
-        jobs = executors.run_plan(p, force=args.force, progress=not args.no_progress, workers=args.jobs, devices=devices)
+        jobs = executors.submit(p, args.executor, slurm, force=args.force, wait=args.wait)
     print(summary(jobs))
     print(results_digest(jobs))
     print(f"total {time.perf_counter() - start:.0f} s")
@@ -82,26 +93,46 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _check_scale_out(args: argparse.Namespace) -> list[str]:
     """The executor, --jobs and --devices before anything else (one-line errors); fills in
-    --jobs (one per device with --devices, else 1) and returns the CUDA indices."""
+    --jobs (auto: one per GPU, or two without a GPU) and returns the CUDA indices of the runs'
+    GPUs (those of --devices; every GPU of the machine when it is not given)."""
     if args.executor not in executors.EXECUTORS:
         raise ConfigError(f"unknown executor '{args.executor}'; valid: {', '.join(executors.EXECUTORS)}")
-    if args.jobs is not None and args.jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    explicit_jobs = args.jobs != "auto"
+    if explicit_jobs:
+        if not str(args.jobs).isdigit() or int(args.jobs) < 1:
+            raise ConfigError(f"--jobs must be at least 1 (or auto), got {args.jobs}")
+        args.jobs = int(args.jobs)
     slurm_flags = [f for f, v in (("--slurm-partition", args.slurm_partition), ("--slurm-option", args.slurm_option),
                                   ("--slurm-cpus-per-run", args.slurm_cpus_per_run), ("--wait", args.wait),
                                   ("--slurm-gpus-per-run", args.slurm_gpus_per_run != 1),
                                   ("--slurm-time", args.slurm_time != "24:00:00")) if v]
     if args.executor == "local" and slurm_flags:
         raise ConfigError(f"{slurm_flags[0]} needs --executor slurm")
-    if args.executor != "local" and (args.devices or args.jobs):
+    if args.executor in ("slurm", "submitit-local") and (args.devices or explicit_jobs):
         raise ConfigError(f"--{'devices' if args.devices else 'jobs'} is for local runs; with --executor "
                           f"{args.executor} each run is a job (GPUs per run: --slurm-gpus-per-run)")
+    if args.executor == "inline" and (args.devices or (explicit_jobs and args.jobs > 1)):
+        raise ConfigError(f"--{'devices' if args.devices else 'jobs'}: --executor inline runs one run at a time "
+                          f"in this process, on the device each run names")
     if args.slurm_gpus_per_run < 0:
         raise ConfigError(f"--slurm-gpus-per-run must be at least 0, got {args.slurm_gpus_per_run}")
-    devices = executors.parse_devices(args.devices)
-    if args.jobs is None:
-        args.jobs = len(devices) or 1
+    local = args.executor == "local"
+    devices = executors.parse_devices(args.devices if args.devices or not local or not executors.available_gpus()
+                                      else "all")
+    if not explicit_jobs:
+        args.jobs = executors.default_jobs(devices) if local else 1
     return devices
+
+
+def _announce_rehearsal(full, rehearsal, write: bool) -> None:
+    """Print what a rehearsal shrank and where it writes; write the stand-in data it needs."""
+    lines = what_shrank((full.run_config(r.dataset, r.objective, r.seed), r) for r in rehearsal.runs())
+    print(f"rehearsal of '{full.name}' ({len(rehearsal.seeds)} seed(s) of {len(full.seeds)}) into "
+          f"{Path(rehearsal.results_root) / rehearsal.name}; shrunk:")
+    for line in lines:
+        print(f"  {line}")
+    for line in (write_stand_in_data(rehearsal.stand_ins) if write else []):
+        print(f"  {line}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,16 @@
 The runs of a study are independent, so scaling out means running several at once.
 
 * **Local** (``--executor local``, the default). ``--jobs N`` runs N runs at once, each run's
-  stages in order in its own Jupyter kernel. With ``--devices cuda:0,cuda:1,...`` (or
-  ``all``) a run takes a GPU from a pool (:class:`DevicePool`) for all of its stages, and its
-  kernels start with ``CUDA_VISIBLE_DEVICES`` set to that GPU alone. The run then sees one
-  GPU, as ``cuda``/``cuda:0``, so a profile's ``device: auto`` works unchanged.
+  stages in order in its own Jupyter kernel. A run takes a GPU from a pool (:class:`DevicePool`)
+  for all of its stages, and its kernels start with ``CUDA_VISIBLE_DEVICES`` set to that GPU
+  alone. The run then sees one GPU, as ``cuda``/``cuda:0``, so a profile's ``device: auto``
+  works unchanged. The GPUs are those of ``--devices cuda:0,cuda:1,...`` (or ``all``), and
+  every GPU of the machine when ``--devices`` is not given: one run per GPU, never two runs
+  on one. ``--jobs auto`` (the default) runs one run per GPU, or two at a time on a machine
+  without one; more jobs than GPUs is an error.
+* **Inline** (``--executor inline``): the stage functions the notebooks call, in this process,
+  one run after another, without kernels or executed notebooks (rehearsals, debugging, a
+  machine without Jupyter).
 * **SLURM** (``--executor slurm``). Each run whose stages are not all finished becomes one
   task of a job array, submitted through submitit. The task runs the run's remaining
   notebooks exactly as a local run would, into the same results tree. The figures come
@@ -39,7 +45,8 @@ from .jobs import Job, Plan, failed_notebook, run_group, run_groups
 from .notebooks import in_repo_root
 
 
-EXECUTORS = ("local", "slurm", "submitit-local")
+EXECUTORS = ("local", "inline", "slurm", "submitit-local")
+CPU_JOBS = 2                 # --jobs auto without a GPU: two single-threaded runs beat one on two cores
 
 
 def available_gpus() -> int:
@@ -98,11 +105,16 @@ class DevicePool:
             self._free.put(device)
 
 
+def default_jobs(devices: Sequence[str]) -> int:
+    """``--jobs auto``: one run per GPU, or :data:`CPU_JOBS` at a time without one."""
+    return len(devices) if devices else max(1, min(CPU_JOBS, os.cpu_count() or 1))
+
+
 def check_local(jobs: int, devices: Sequence[str], runs: Sequence[Any]) -> None:
-    """--jobs against --devices, and run settings that would not see their GPU."""
+    """--jobs against the GPUs (one run per GPU), and run settings that would not see their GPU."""
     if devices and jobs > len(devices):
-        raise ConfigError(f"--jobs {jobs} is larger than the {len(devices)} device(s) given with --devices: "
-                          f"one run per GPU")
+        raise ConfigError(f"--jobs {jobs} is larger than the {len(devices)} GPU(s) the runs get (--devices, or every "
+                          f"GPU of this machine): one run per GPU")
     if devices:
         pinned = sorted({r.device for r in runs if r.device.startswith("cuda:") and r.device != "cuda:0"})
         if pinned:
@@ -132,10 +144,14 @@ def threads_per_kernel(workers: int):
 
 
 def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int = 1,
-             devices: Sequence[str] = ()) -> list[Job]:
+             devices: Sequence[str] = (), inline: bool = False) -> list[Job]:
     """Execute the jobs; ``workers`` runs at once (each run's stages in order), then the
     figures. A failed stage blocks the later stages of its run only. ``devices``: CUDA
-    indices; each concurrent run leases one and its kernels see only that GPU."""
+    indices; each concurrent run leases one and its kernels see only that GPU. ``inline``:
+    the stage functions in this process, one run at a time (``workers`` and ``devices``
+    unused)."""
+    if inline:
+        workers, devices = 1, ()
     bar = tqdm(total=len(p.jobs), desc=f"study {p.profile.name}", unit="notebook", disable=not progress)
     pool = DevicePool(devices)
 
@@ -144,7 +160,7 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
         with pool.lease() as env:
             if env:
                 tqdm.write(f"{group[0].run_id}: GPU {env['CUDA_VISIBLE_DEVICES']}")
-            run_group(group, p.profile, force, env, log=tqdm.write, on_job=lambda job: bar.update(1))
+            run_group(group, p.profile, force, env, log=tqdm.write, on_job=lambda job: bar.update(1), inline=inline)
 
     by_run = run_groups(p.jobs)
     runs = [g for g in by_run if g[0].stage != "figures"]
@@ -158,7 +174,7 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
             with concurrent.futures.ThreadPoolExecutor(workers) as pool_:
                 list(pool_.map(one, runs))
         for group in rest:
-            run_group(group, p.profile, force, log=tqdm.write, on_job=lambda job: bar.update(1))
+            run_group(group, p.profile, force, log=tqdm.write, on_job=lambda job: bar.update(1), inline=inline)
     bar.close()
     return p.jobs
 

@@ -20,18 +20,23 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
+from ..analysis.report import build_all
 from ..errors import ConfigError
 from ..settings.hashing import STAGE_KEYS, stage_hash
 from ..settings.profiles import Profile
 from ..settings.run_config import RunConfig, merge_settings
 from ..settings.validation import check_runs
+from ..stages.attribute import attribute_run
+from ..stages.evaluate import evaluate_run
 from ..stages.layout import CONFIG, RESULTS, load_json, save_json, stage_marker, trained_run_dir
+from ..stages.train import train_run
 from .notebooks import KERNEL, NOTEBOOK_DIR, NOTEBOOKS, REPO_ROOT, kernel_manager_class, notebook_parameters, param_type, type_ok
 
 STAGES = ("train", "attribute", "evaluate", "figures")
@@ -177,8 +182,11 @@ def figures_output(profile: Profile) -> Optional[Path]:
 
 def _run_params(profile: Profile, run: RunConfig, run_dir: Path, stage: str) -> dict[str, Any]:
     if stage == "train":
+        overrides = dict(profile.overrides)
+        if profile.rehearse and run.data_root is not None:   # stand-in data: where this pipeline wrote them
+            overrides["data_root"] = str(Path(run.data_root).resolve())
         return {"profile": profile.path or profile.name, "dataset": run.dataset, "objective": run.objective,
-                "seed": run.seed, "run_dir": str(run_dir), "overrides": dict(profile.overrides)}
+                "seed": run.seed, "run_dir": str(run_dir), "overrides": overrides, "rehearse": profile.rehearse}
     common = {"run_dir": str(run_dir), "methods": list(run.methods), "n_samples": run.eval_samples,
               "batch_size": run.batch_size_eval, "device": run.device}
     if stage == "attribute":
@@ -186,16 +194,16 @@ def _run_params(profile: Profile, run: RunConfig, run_dir: Path, stage: str) -> 
     return {**common, "metrics": list(run.metrics)}
 
 
-def validate(p: Plan, force: bool = False) -> None:
+def validate(p: Plan, force: bool = False, notebooks: bool = True) -> None:
     """Check every value of every run, the data files of the stages that will run (not
-    those already finished, unless ``force``) and every job's parameters against its
-    notebook; raise ConfigError (or DatasetNotFoundError) on the first problem."""
+    those already finished, unless ``force``) and (``notebooks``) every job's parameters
+    against its notebook; raise ConfigError (or DatasetNotFoundError) on the first problem."""
     check_runs(p.profile.runs(), data=False)
     for stage in ("train", "attribute", "evaluate"):
         pending = [j.run for j in p.jobs if j.stage == stage and (force or not j.finished())]
         check_runs(pending, stages=(stage,), data=True)
     cache: dict[str, dict] = {}
-    for job in p.jobs:
+    for job in p.jobs if notebooks else ():
         spec = cache.setdefault(job.stage, notebook_parameters(job.stage))
         for name, value in job.params.items():
             if name not in spec:
@@ -212,17 +220,43 @@ def failed_notebook(job: Job) -> Path:
     return job.output.with_name(job.output.stem + ".failed.ipynb")
 
 
-def execute(job: Job, env: Optional[dict[str, str]] = None) -> None:
-    """Run one notebook with Papermill, then write the stage's completion marker.
+# What each notebook calls, for a job run in this process (``--executor inline``): the same
+# stage functions with the same parameters, without a kernel or an executed notebook.
+STAGE_CALLS: dict[str, Callable[[Job], Any]] = {
+    "train": lambda job: train_run(job.run, job.params["run_dir"], progress=False),
+    "attribute": lambda job: attribute_run(
+        job.params["run_dir"], methods=job.params["methods"], n_samples=job.params["n_samples"],
+        target=job.params["target"], batch_size=job.params["batch_size"], device=job.params["device"]),
+    "evaluate": lambda job: evaluate_run(
+        job.params["run_dir"], methods=job.params["methods"], metrics=job.params["metrics"],
+        n_samples=job.params["n_samples"], batch_size=job.params["batch_size"], device=job.params["device"]),
+    "figures": lambda job: build_all(
+        job.params["profile"], results_root=job.params["results_root"], output_dir=job.params["output_dir"],
+        runs_expected=job.params["runs"], runs_missing=job.params["missing"],
+        reference=job.params["reference"] or None),
+}
+
+
+def execute(job: Job, env: Optional[dict[str, str]] = None, inline: bool = False) -> None:
+    """Run one notebook with Papermill (or, ``inline``, the stage function it calls, in this
+    process), then write the stage's completion marker.
 
     The notebook executes into a temporary file renamed to ``job.output`` on success, or
     to :func:`failed_notebook` on failure: a failure never replaces a finished notebook.
     ``env``: environment variables of this notebook's kernel (its GPU).
     """
-    import papermill as pm   # reason: Jupyter's stack loads only when a notebook runs
     job.output.parent.mkdir(parents=True, exist_ok=True)
     if job.run is not None and job.stage != "train":
         _refresh_config(job.output.parent.parent, job.run)
+    if inline:
+        start = time.perf_counter()
+        try:
+            STAGE_CALLS[job.stage](job)
+        finally:
+            job.seconds = time.perf_counter() - start
+        _mark_finished(job, notebook=None)
+        return
+    import papermill as pm   # reason: Jupyter's stack loads only when a notebook runs
     tmp = job.output.with_name(f".{job.output.stem}.running.ipynb")
     start = time.perf_counter()
     try:
@@ -237,8 +271,12 @@ def execute(job: Job, env: Optional[dict[str, str]] = None) -> None:
         job.seconds = time.perf_counter() - start
     os.replace(tmp, job.output)
     failed_notebook(job).unlink(missing_ok=True)
+    _mark_finished(job, notebook=str(job.output))
+
+
+def _mark_finished(job: Job, notebook: Optional[str]) -> None:
     save_json(job.marker, {"hash": job.digest, "stage": job.stage, "run_id": job.run_id,
-                           "seconds": round(job.seconds, 2), "notebook": str(job.output),
+                           "seconds": round(job.seconds, 2), "notebook": notebook,
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
@@ -268,9 +306,10 @@ def run_groups(jobs: Sequence[Job]) -> list[list[Job]]:
 
 def run_group(group: list[Job], profile: Optional[Profile] = None, force: bool = False,
               env: Optional[dict[str, str]] = None, log: Callable[[str], None] = print,
-              on_job: Optional[Callable[[Job], None]] = None) -> None:
+              on_job: Optional[Callable[[Job], None]] = None, inline: bool = False) -> None:
     """Execute one run's jobs in order (or the study's figures); a failed stage blocks the
-    later stages of its run only. Used by local runs and by every submitted job."""
+    later stages of its run only. Used by local runs and by every submitted job; ``inline``:
+    the stage functions in this process instead of the notebooks."""
     failed = False
     for job in group:
         if failed:
@@ -282,12 +321,14 @@ def run_group(group: list[Job], profile: Optional[Profile] = None, force: bool =
             job.status = "skipped"
         else:
             try:
-                execute(job, env)
+                execute(job, env, inline=inline)
                 job.status = "done"
                 log(f"done {job.label} in {job.seconds:.0f} s")
             except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
                 job.status, job.error, failed = "failed", _one_line(e), True
-                log(f"FAILED {job.label}: {job.error}\n  notebook: {failed_notebook(job)}")
+                where = ("\n" + "".join(traceback.format_exception(e)).rstrip() if inline
+                         else f"\n  notebook: {failed_notebook(job)}")
+                log(f"FAILED {job.label}: {job.error}{where}")
         if on_job is not None:
             on_job(job)
 

@@ -21,22 +21,30 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
                   "pair_seed", "pair_space"),
     "evaluate": ("metrics", "metric_seed", "features_in_step", "pixel_flipping_baseline",
                  "pixel_flipping_tie_break", "continuity_sigma", "continuity_sigmas", "noise_space",
-                 "calibration_samples", "max_sensitivity_samples", "max_sensitivity_radius",
+                 "calibration_samples", "calibration", "max_sensitivity_samples", "max_sensitivity_radius",
                  "faithfulness_correlation_subset", "faithfulness_correlation_runs", "randomisation_similarity",
-                 "consistency_crop_scale", "pair_metrics", "pair_pixels_per_step", "pair_blur_kernel",
+                 "consistency_crop_scale", "road_fractions", "road_noise", "pair_metrics", "pair_pixels_per_step", "pair_blur_kernel",
                  "pair_blur_sigma", "pair_max_sensitivity_samples", "pair_max_sensitivity_radius"),
-    "figures": ("nan_pairing",),
+    "figures": ("nan_pairing", "kept_images"),
 }
 STAGE_KEYS["train"] = tuple(k for k in RUN_KEYS if k not in NO_RESULT_KEYS
                             and k not in STAGE_KEYS["attribute"] + STAGE_KEYS["evaluate"] + STAGE_KEYS["figures"])
 STAGE_ORDER = ("train", "attribute", "evaluate", "figures")
 
 
+# Keys added after results existed: hashed only when set away from their default, so that
+# adding one re-runs nothing (on the CPU ``deterministic`` changes no number either).
+HASHED_WHEN_SET = ("deterministic", "kept_images", "road_fractions", "road_noise", "calibration")
+_DEFAULTS = RunConfig().to_dict()
+
+
 def stage_keys(cfg: RunConfig, stage: str) -> list[str]:
     """The settings a stage of this run depends on: the stage's keys, without those only
-    other objectives read (so a new objective, or another objective's setting, changes no hash)
-    and without the pair analysis's when the run has none."""
+    other objectives read (so a new objective, or another objective's setting, changes no hash),
+    without the pair analysis's when the run has none, and without the keys of
+    :data:`HASHED_WHEN_SET` left at their default."""
     foreign = set(foreign_settings(cfg.objective))
+    foreign |= {k for k in HASHED_WHEN_SET if getattr(cfg, k) == _DEFAULTS[k]}
     if not cfg.pair_methods:                 # no pair analysis: its settings change nothing
         foreign |= {k for k in RUN_KEYS if k.startswith("pair_") and k != "pair_methods"}
     elif not cfg.pair_metrics:

@@ -21,6 +21,7 @@ present) is checked by :mod:`xai_utils.settings.validation`, which :func:`load_p
 before returning.
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import yaml
 from ..errors import ConfigError
 from ..study.data import DATASETS
 from ..study.objectives import OBJECTIVES, paper_objectives
+from .rehearsal import SEEDS, SUFFIX, data_roots, shrink
 from .run_config import PROTOCOLS, RUN_KEYS, RunConfig, merge_settings, validate_run_keys
 from .validation import check_runs
 
@@ -63,6 +65,9 @@ class Profile:
     path: Optional[str] = None
     protocols: Optional[list[str]] = None
     reference: Optional[str] = None          # paired tests against this objective only (default: every pair)
+    rehearse: bool = False                   # every run shrunk to minutes (:meth:`rehearsal`)
+    figures_path: Optional[str] = None       # where the tables and figures go (default figures_root/name)
+    stand_ins: dict[str, str] = field(default_factory=dict)   # rehearsal: dataset -> root of stand-in files
 
     def run_config(self, dataset: str, objective: str, seed: int, protocol: Optional[str] = None) -> RunConfig:
         """Resolve the settings of one run: default < objective < dataset < dataset/objective < overrides
@@ -74,7 +79,8 @@ class Profile:
         merged.update(dataset=dataset, objective=objective, seed=seed)
         if protocol is not None or self.protocols:
             merged["protocol"] = protocol or self.protocols[0]
-        return RunConfig(**merged)
+        cfg = RunConfig(**merged)
+        return shrink(cfg) if self.rehearse else cfg
 
     def runs(self) -> Iterator[RunConfig]:
         for dataset in self.datasets:
@@ -95,7 +101,30 @@ class Profile:
         return out
 
     def figures_dir(self) -> Path:
-        return Path(self.figures_root) / self.name
+        return Path(self.figures_path) if self.figures_path else Path(self.figures_root) / self.name
+
+    def rehearsal(self) -> "Profile":
+        """The same study shrunk to minutes (:mod:`xai_utils.settings.rehearsal`): at most two
+        seeds, every run's amounts of work cut; results, tables and figures under
+        ``<results_root>/<name>-rehearsal/`` (nothing under ``figures/``); stand-in data where
+        a dataset's files are not on disk."""
+        if self.rehearse:
+            return self
+        name = self.name + SUFFIX
+        results = Path(self.results_root) / name
+        settings = {k: dict(v) for k, v in self.settings.items()}
+        given = {d: self.run_config(d, self.objectives[0], self.seeds[0]).data_root for d in self.datasets}
+        stand_ins = data_roots(given, results)
+        for dataset, root in stand_ins.items():
+            settings.setdefault(dataset, {})["data_root"] = root
+        overrides = dict(self.overrides)
+        if stand_ins and "data_root" in overrides:           # the others keep the root they were given
+            root = overrides.pop("data_root")
+            for dataset in self.datasets:
+                if dataset not in stand_ins:
+                    settings.setdefault(dataset, {})["data_root"] = root
+        return dataclasses.replace(self, name=name, seeds=self.seeds[:SEEDS], settings=settings, overrides=overrides,
+                                   rehearse=True, figures_path=str(results / "figures"), stand_ins=stand_ins)
 
 
 def _check_list(value: Any, key: str, allowed: Optional[tuple] = None, item=str) -> list:

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Union, get_args, get_origin
 
 from ..errors import ConfigError
-from ..ops.devices import device_kind
-from ..ops.metrics.faithfulness import resolve_tie_break
 
 
 def _official_protocol(cfg: "RunConfig") -> dict[str, Any]:
@@ -31,8 +29,14 @@ def _official_protocol(cfg: "RunConfig") -> dict[str, Any]:
         "pixel_flipping_tie_break": "quantus",           # NumPy's order of ties, on every device
         "explain_features": "raw" if cfg.dataset == "cifar10" else "trained",   # CIFAR probe on raw features
         "nan_pairing": "per_model",                      # NaNs dropped per model before the t-test
-        "pair_methods": [], "pair_metrics": [],          # their code has no pair analysis
+        "pair_methods": [], "pair_metrics": [],          # their code has no pair analysis,
+        "methods": [m for m in cfg.methods if m not in NOT_IN_THEIR_CODE],     # no random control,
+        "metrics": [m for m in cfg.metrics if m not in NOT_IN_THEIR_CODE],     # and no ROAD
     }
+
+
+# what the authors' evaluation does not have, left out of the official protocol
+NOT_IN_THEIR_CODE = ("random", "road_morf", "road_lerf", "road")
 
 
 # An evaluation protocol is a named set of settings it imposes on a run (RunConfig.protocol).
@@ -93,6 +97,7 @@ class RunConfig:
     amp: bool = True                           # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True                 # memory format of training and evaluation (faster on CPU and GPU)
     compile: bool = False                      # torch.compile
+    deterministic: bool = False                # bit-exact GPU kernels: cuDNN deterministic, no TF32, deterministic algorithms (slower)
     num_workers: int = 4                       # streamed datasets (imagenet_s50) only
     checkpoint_every: int = 1                  # epochs between checkpoints
     # explanation
@@ -114,19 +119,27 @@ class RunConfig:
     features_in_step: int = 32                 # pixel flipping: features set to the baseline per step
     pixel_flipping_baseline: str = "black"     # black (image minimum, pixel space) | white | black_normalised (authors')
     # order of exactly tied features: quantus (NumPy's argsort on the host, as Quantus) | stable
-    # (on the device, ties in feature order) | auto (stable on CUDA, quantus elsewhere); the
-    # resolved rule is what the evaluation hash records
+    # (on the device, ties in feature order) | auto (stable on CUDA, quantus elsewhere), resolved
+    # where the evaluation runs (the hash records "auto", so a plan made on a host without a GPU
+    # and the job on a GPU node agree; curves/<method>.npz records the rule used)
     pixel_flipping_tie_break: str = "auto"
     continuity_sigma: float = 0.02
     continuity_sigmas: list[float] = field(default_factory=list)   # extra sigmas: rows continuity[sigma=s]
     noise_space: str = "pixel"                 # pixel | official (see metrics.continuity_ssim)
     calibration_samples: int = 2000            # held-out training images for the temperature (pixel_flipping_calibrated)
+    # where the temperature of the calibrated scores is fitted: heldout (calibration_samples training images the
+    # run never trained on) | crossfit (two folds of the evaluation subset, each image scaled by the temperature
+    # of the other fold) | auto (heldout when the run trains on a subset, crossfit when on the whole split)
+    calibration: str = "auto"
     max_sensitivity_samples: int = 20          # noise draws per image (Quantus default 200)
     max_sensitivity_radius: float = 0.2        # uniform noise in [-r, r] (Quantus lower_bound)
     faithfulness_correlation_subset: int = 224  # features per random subset (Quantus default)
     faithfulness_correlation_runs: int = 100    # random subsets per image (Quantus default)
     randomisation_similarity: str = "ssim"     # model_randomisation: ssim | spearman
     consistency_crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # consistency: area of T's crop
+    # ROAD (road_morf, road_lerf, road): fractions of pixels removed and imputed, noise of the imputation
+    road_fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    road_noise: float = 0.01
     # pair analysis (xai_utils.ops.pairs): explanations of the similarity of two images; empty lists: none
     pair_methods: list[str] = field(default_factory=list)     # registry names in xai_utils.ops.pairs.PAIR_METHODS
     pair_method_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # {method: {option: value}}
@@ -142,6 +155,7 @@ class RunConfig:
     pair_max_sensitivity_radius: float = 0.2
     # statistics
     nan_pairing: str = "pairs"                 # pairs (pair by image, then drop NaN pairs) | per_model (authors')
+    kept_images: str = "correct"               # the images the statistics keep: correct (the paper's) | all (rehearsals)
 
     def __post_init__(self) -> None:
         rule = PROTOCOLS.get(self.protocol)
@@ -159,8 +173,6 @@ class RunConfig:
     def config_hash(self, keys: Optional[typing.Iterable[str]] = None) -> str:
         """Short stable hash of the resolved settings (or of ``keys`` only)."""
         d = self.to_dict()
-        if d.get("pixel_flipping_tie_break") == "auto":     # hash the rule that will be used
-            d["pixel_flipping_tie_break"] = resolve_tie_break("auto", device_kind(self.device))
         if keys is not None:
             d = {k: d[k] for k in keys}
         blob = json.dumps(d, sort_keys=True, default=str).encode()
@@ -172,6 +184,15 @@ class RunConfig:
 
 
 RUN_KEYS: dict[str, Any] = {f.name: f for f in fields(RunConfig)}
+CALIBRATIONS = ("auto", "heldout", "crossfit")
+
+
+def resolve_calibration(cfg: RunConfig) -> str:
+    """Where a run's temperature is fitted: ``calibration``, with ``auto`` resolved to held-out
+    training images when the run trains on a subset, else to cross-fitting on the evaluation subset."""
+    if cfg.calibration != "auto":
+        return cfg.calibration
+    return "crossfit" if cfg.train_subset is None else "heldout"
 
 
 def merge_settings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

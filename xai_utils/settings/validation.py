@@ -34,7 +34,7 @@ from ..study.data import DATASETS, check_available, has_masks
 from ..study.models import BACKBONES, EXPLAIN_FEATURES
 from ..study.objectives import OBJECTIVES, get_objective
 from ..study.training import OPTIMIZERS
-from .run_config import PROTOCOLS, RunConfig
+from .run_config import CALIBRATIONS, PROTOCOLS, RunConfig, resolve_calibration
 
 STAGES = ("train", "attribute", "evaluate")
 
@@ -49,7 +49,7 @@ MIN_INT: dict[str, int] = {
 POSITIVE = ("lr", "temperature", "probe_lr", "max_sensitivity_radius", "pair_blur_sigma",
             "pair_max_sensitivity_radius")
 NON_NEGATIVE = ("momentum", "weight_decay", "margin", "probe_momentum", "probe_weight_decay",
-                "continuity_sigma")
+                "continuity_sigma", "road_noise")
 
 
 def _fail(cfg: RunConfig, key: str, problem: str) -> ConfigError:
@@ -137,17 +137,27 @@ def check_evaluation(cfg: RunConfig, data_masks: bool = True) -> None:
     _one_of(cfg, "noise_space", NOISE_SPACES)
     _one_of(cfg, "randomisation_similarity", SIMILARITIES)
     _one_of(cfg, "nan_pairing", ("pairs", "per_model"))
+    _one_of(cfg, "kept_images", ("correct", "all"))
+    _one_of(cfg, "calibration", CALIBRATIONS)
     lo, hi = (list(cfg.consistency_crop_scale) + [None, None])[:2]
     if len(cfg.consistency_crop_scale) != 2 or not 0 < lo <= hi <= 1:
         raise _fail(cfg, "consistency_crop_scale", f"must be [low, high] with 0 < low <= high <= 1, "
                                                    f"got {cfg.consistency_crop_scale!r}")
+    if not cfg.road_fractions or any(not 0 < f < 1 for f in cfg.road_fractions) \
+            or list(cfg.road_fractions) != sorted(set(cfg.road_fractions)):
+        raise _fail(cfg, "road_fractions", f"must be increasing fractions strictly between 0 and 1, "
+                                           f"got {cfg.road_fractions!r}")
     if any(not s >= 0 for s in cfg.continuity_sigmas):
         raise _fail(cfg, "continuity_sigmas", f"must be noise levels >= 0, got {cfg.continuity_sigmas}")
     for metric in cfg.metrics:
         needs = METRICS[metric].needs
-        if "calibration" in needs and cfg.train_subset is None:
-            raise _fail(cfg, "metrics", f"'{metric}' fits a temperature on held-out training images, but "
-                                        f"the run trains on the whole split: set train_subset")
+        if "calibration" in needs and resolve_calibration(cfg) == "heldout" and cfg.train_subset is None:
+            raise _fail(cfg, "calibration", f"'heldout' fits the temperature of '{metric}' on training images the "
+                                            f"run never saw, but it trains on the whole split: set train_subset, "
+                                            f"or calibration: crossfit (or auto)")
+        if "calibration" in needs and resolve_calibration(cfg) == "crossfit" and cfg.eval_samples < 4:
+            raise _fail(cfg, "eval_samples", f"must be >= 4 to cross-fit the temperature of '{metric}' on two "
+                                             f"folds of the evaluation images, got {cfg.eval_samples}")
         if "class_specific" in needs and all(is_class_agnostic(m) for m in cfg.methods):
             raise _fail(cfg, "metrics", f"'{metric}' needs a class-specific method, but every method of "
                                         f"{cfg.methods} ignores the class explained")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..ops.attribution import (TARGET_KINDS, attribute, check_method_options, check_methods, predict,
                                resolve_options)
-from ..ops.devices import resolve_device
+from ..ops.devices import ieee_float32, resolve_device
 from ..study.data import eval_indices, load_dataset, resolve_split
 from . import layout as runs
 from .layout import load_run_config
@@ -141,7 +141,8 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
         paths[m] = save_attributions(runs.attribution_path(run_dir, m), all_maps, targets_t, preds_t,
                                      labels_t, idx, options)
     if cfg.pair_methods:                         # the pair analysis (xai_utils.ops.pairs): pairs/<method>.npz
-        pair_paths = attribute_pairs(Path(run_dir), cfg, model, ds, idx, labels_t, preds_t, dev, batch_size)
+        with ieee_float32(dev):                  # no autocast, no TF32
+            pair_paths = attribute_pairs(Path(run_dir), cfg, model, ds, idx, labels_t, preds_t, dev, batch_size)
         paths.update({f"pairs/{m}": p for m, p in pair_paths.items()})
     return paths
 

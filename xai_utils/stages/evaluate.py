@@ -39,13 +39,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ops.attribution import METHODS, is_class_agnostic
-from ..ops.devices import resolve_device
+from ..ops.devices import ieee_float32, resolve_device
 from ..ops.metrics import METRICS, SETTINGS, MetricInputs, MetricResult, check_metrics, resolve_method, resolve_tie_break
 from ..settings.run_config import RunConfig
 from ..study.data import load_dataset
 from . import layout as runs
 from .attribute import load_attributions
-from .calibrate import calibrate_run
+from .calibrate import calibrate_run, image_temperatures
 from .layout import load_run_config
 from .model_io import load_model
 from .pairs import evaluate_pairs
@@ -110,9 +110,9 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
         if "masks" in METRICS[metric].needs and not has_masks:
             log.warning("skipping %s: dataset '%s' split '%s' has no object masks", metric, cfg.dataset, cfg.eval_split)
 
-    temperature = 1.0
+    calibration = None
     if any("calibration" in METRICS[m].needs for m in metrics):
-        temperature = calibrate_run(run_dir, device=device, batch_size=batch_size)["temperature"]
+        calibration = calibrate_run(run_dir, device=device, batch_size=batch_size)
 
     tables: list[pd.DataFrame] = []
     chunk = _chunk_size(cfg.eval_chunk, batch_size)
@@ -132,10 +132,11 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
                              f"stored indices; the maps belong to another dataset/split: rerun 02_attribute")
         options = stored.get("options") or {}
         method_fn = resolve_method(method, **(options.get("options") or {}))
+        temperatures = torch.as_tensor(image_temperatures(calibration, idx) if calibration else np.ones(len(idx)))
         host = {"x": x_host, "maps": torch.as_tensor(stored["maps"][:n]), "labels": labels,
                 "preds": torch.as_tensor(stored["preds"][:n], dtype=torch.long),
                 "targets": torch.as_tensor(stored["targets"][:n], dtype=torch.long),
-                "masks": ds.mask_batch(idx, device="cpu") if has_masks else None}
+                "masks": ds.mask_batch(idx, device="cpu") if has_masks else None, "temperatures": temperatures}
         runnable = []
         for metric in metrics:
             reason = _skip_reason(metric, method, has_masks)
@@ -151,11 +152,12 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
                 preds=dev_part["preds"], targets=dev_part["targets"], sample_ids=torch.as_tensor(idx[sl]),
                 masks=dev_part.get("masks"), method=method_fn, method_name=method,
                 method_options=dict(options.get("options") or {}), batch_size=batch_size,
-                temperature=temperature, **settings)
+                temperature=dev_part["temperatures"], calibrated=calibration is not None, **settings)
             for metric in metrics:
                 bar.set_postfix_str(f"{method}/{metric}")
                 if metric in parts:
-                    parts[metric].append(_to_host(METRICS[metric].compute(inputs)))
+                    with ieee_float32(dev):                    # no autocast, no TF32
+                        parts[metric].append(_to_host(METRICS[metric].compute(inputs)))
                 bar.update(1)
             del inputs, dev_part
         curves: dict[str, np.ndarray] = {}
@@ -173,11 +175,12 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
                                for k, v in out.extras.items()})
         if curves:
             runs.save_npz(runs.curves_path(run_dir, method), indices=idx, labels=true,
-                          features_in_step=np.int64(cfg.features_in_step), temperature=np.float64(temperature),
+                          features_in_step=np.int64(cfg.features_in_step), temperature=temperatures.numpy(),
                           tie_break=np.str_(tie_break), **curves)
     bar.close()
     if cfg.pair_metrics:                       # the pair analysis (xai_utils.ops.pairs): rows with a pair id
-        pair_rows = evaluate_pairs(run_dir, cfg, model, ds, dev, batch_size, COLUMNS)
+        with ieee_float32(dev):                  # no autocast, no TF32
+            pair_rows = evaluate_pairs(run_dir, cfg, model, ds, dev, batch_size, COLUMNS)
         if pair_rows is not None:
             tables.append(pair_rows)
     df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)

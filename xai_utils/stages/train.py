@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..ops.augment import get_augmentation
-from ..ops.devices import resolve_device
+from ..ops.devices import deterministic_algorithms, resolve_device
 from ..ops.seeds import epoch_generator, seed_everything
 from ..settings.hashing import stage_keys
 from ..settings.run_config import RunConfig
@@ -113,7 +113,12 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
             raise _mismatch_error(run_dir, "finished run", diff, saved, cfg)
         _refresh_configs(run_dir, cfg)
         return runs.load_json(summary_path)
+    with deterministic_algorithms(cfg.deterministic):     # bit-exact GPU kernels, if asked
+        return _train(cfg, run_dir, summary_path, progress)
 
+
+def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool) -> dict[str, Any]:
+    """Train (or resume) the run; write its files (see :func:`train_run`)."""
     device = resolve_device(cfg.device)
     data = TrainData(cfg, device)
     seed_everything(cfg.seed)

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops.devices import autocast, float32
+from ..ops.devices import autocast, fp32_precision, ieee_float32
 from .data import eval_indices, load_dataset, train_indices
 from .models import ExplainedModel
 from .objectives import OBJECTIVES, RunSettings, StreamedViews, TrainBatch
@@ -119,6 +119,7 @@ class TrainData:
             self.indices = None if len(idx) == len(ds) else idx.tolist()
             self.num_workers = cfg.num_workers
             self.views = OBJECTIVES[cfg.objective].random_view_count()
+            self.clean = OBJECTIVES[cfg.objective].uses_clean_view     # decoded only when used
             self.epochs = cfg.epochs
             self._loader: Any = None
         else:
@@ -130,8 +131,9 @@ class TrainData:
               ) -> Iterator[tuple[Union[torch.Tensor, StreamedViews], torch.Tensor]]:
         """uint8 image batches and labels on the device, in an order fixed by (seed, epoch).
 
-        Streamed: the images are :class:`StreamedViews` (the V crops and the clean view of
-        each image), whose order and crops are functions of (seed, epoch, image) only."""
+        Streamed: the images are :class:`StreamedViews` (the V crops of each image, and its
+        clean view for an objective that uses it), whose order and crops are functions of
+        (seed, epoch, image) only."""
         if self.streamed:
             loader = self.train_loader()
             loader.sampler.set_epoch(epoch)
@@ -139,7 +141,7 @@ class TrainData:
                 if step >= self.steps:
                     break
                 views = StreamedViews(crops.to(self.device, non_blocking=True),
-                                      clean.to(self.device, non_blocking=True))
+                                      clean.to(self.device, non_blocking=True) if self.clean else None)
                 yield views, y.to(self.device, non_blocking=True)
             if epoch + 1 >= self.epochs:
                 self._loader = None                 # the last epoch: let its workers exit
@@ -155,7 +157,8 @@ class TrainData:
         persist across epochs)."""
         if self._loader is None:
             self._loader = self.ds.train_loader(min(self.batch_size, self.n), self.views, self.seed,
-                                                num_workers=self.num_workers, indices=self.indices)
+                                                num_workers=self.num_workers, indices=self.indices,
+                                                clean=self.clean)
         return self._loader
 
     def plain_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -184,17 +187,23 @@ def _dataset_batches(ds, batch_size: int, device: torch.device
 # ----------------------------------------------------------------------------- engine
 
 class Engine:
-    """Device placement, autocast, channels-last and the (optionally compiled) feature function."""
+    """Device placement, autocast, float32 precision, channels-last and the (optionally
+    compiled) feature function.
+
+    On CUDA a training step runs under bf16 autocast (``amp``) with TF32 float32 kernels
+    (:meth:`precision`); everything else (the probe, the test pass, attribution, metrics)
+    runs in IEEE float32. ``deterministic``: no TF32, cuDNN not benchmarked (the training
+    stage also enables :func:`~xai_utils.ops.devices.deterministic_algorithms`)."""
 
     def __init__(self, cfg: RunSettings, model: ExplainedModel, device: torch.device, compile: bool | None = None):
         self.device = device
         self.cuda = device.type == "cuda"
         self.amp = bool(cfg.amp and self.cuda)
+        deterministic = bool(getattr(cfg, "deterministic", False))
+        self.tf32 = self.cuda and not deterministic
         self.channels_last = bool(cfg.channels_last)   # x1.25 training on CPU too (narrow ResNet-18)
-        if self.cuda:
+        if self.cuda and not deterministic:
             torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         backbone = model.backbone
@@ -203,6 +212,11 @@ class Engine:
 
     def autocast(self):
         return autocast(self.device, torch.bfloat16, enabled=self.amp)
+
+    def precision(self):
+        """The float32 precision of a training step: TF32 on CUDA (unless deterministic),
+        IEEE elsewhere; the flags are restored after the step."""
+        return fp32_precision("tf32" if self.tf32 else "ieee")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features of pixel-space images (runs inside the caller's autocast)."""
@@ -214,14 +228,14 @@ class Engine:
     @torch.no_grad()
     def extract(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 features and labels of un-augmented float batches: model in eval mode, no
-        autocast (the probe, the test accuracy and the evaluation's ``correct`` flags all
-        rest on these fp32 features)."""
+        """float32 features and labels of un-augmented float batches: model in eval mode, IEEE
+        float32, no autocast, no TF32 (the probe, the test accuracy and the evaluation's
+        ``correct`` flags all rest on these fp32 features)."""
         was_training = self.model.training
         self.model.eval()
         feats, labels = [], []
         for x, y in batches:
-            with float32(self.device):
+            with ieee_float32(self.device):
                 feats.append(self.features(x.float()).float())
             labels.append(y)
         self.model.train(was_training)
@@ -255,14 +269,16 @@ def train_step(objective: nn.Module, model: ExplainedModel, engine: "Engine",
     and the loss, its logged terms and the training accuracy are summed on the device
     (:class:`EpochTotals`). ``tests/test_sync.py`` counts the device-to-host reads of this
     function for every objective; on a GPU, ``torch.cuda.set_sync_debug_mode("error")``
-    around it checks the same (README, "GPU").
+    around it checks the same (docs/full-scale.md). The step runs in the engine's float32
+    precision (TF32 on CUDA) and autocast (bf16 on CUDA).
     """
-    with engine.autocast():
-        out = objective.step(batch, model, engine)
-    optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
-    optimizer.step()
-    scheduler.step()
+    with engine.precision():
+        with engine.autocast():
+            out = objective.step(batch, model, engine)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        scheduler.step()
     totals.loss += out.loss.detach()
     for k, v in out.terms.items():
         totals.terms[k] = totals.terms[k] + v.double() if k in totals.terms else v.double()
@@ -279,8 +295,14 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
 
     The probe is initialised (PyTorch's default Linear init) from a generator seeded by the
     run's seed, without touching the global random state. Returns the probe and its final
-    training loss / accuracy (%) measured after the last update.
+    training loss / accuracy (%) measured after the last update. IEEE float32 (no TF32).
     """
+    with ieee_float32(features.device):
+        return _fit_probe(features, labels, num_classes, cfg)
+
+
+def _fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: RunSettings
+               ) -> tuple[nn.Linear, dict[str, float]]:
     x = F.normalize(features.float(), dim=1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -325,7 +347,8 @@ def evaluate_test(engine: Engine, cfg: RunSettings, device: torch.device
     ``correct``, from here) and the embeddings of its fixed subset."""
     test = load_dataset(cfg.dataset, "test", cfg.data_root)
     feats, labels = engine.extract(_dataset_batches(test, cfg.batch_size_eval, device))
-    logits = engine.model.logits_from_features(feats)        # float32 features -> float32 logits
+    with ieee_float32(device):
+        logits = engine.model.logits_from_features(feats)    # float32 features -> IEEE float32 logits
     preds = logits.argmax(dim=1)
     acc = 100.0 * float((preds == labels).float().mean())
     predictions = {"indices": np.arange(len(test), dtype=np.int64),

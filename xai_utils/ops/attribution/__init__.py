@@ -33,7 +33,8 @@ guided backprop, every in-place activation is made out-of-place; both are restor
 afterwards, and every hook is removed, so the model's logits are unchanged by a call.
 
 Modules: :mod:`.registry` (the registry, option checks, :func:`attribute`), :mod:`.maps`
-(post-processing), :mod:`.cam` (Grad-CAM, Eigen-CAM), :mod:`.gradients` (Captum methods).
+(post-processing), :mod:`.cam` (Grad-CAM, Eigen-CAM), :mod:`.gradients` (Captum methods),
+:mod:`.control` (``random``: seeded uniform maps, the floor a real explanation must beat).
 """
 from .registry import (METHODS, TARGET_KINDS, attribute, check_method_options, check_methods, check_options,
                        explaining, get_method, is_class_agnostic, keyword_options, predict, register_method,
@@ -41,3 +42,4 @@ from .registry import (METHODS, TARGET_KINDS, attribute, check_method_options, c
 from .maps import REDUCTIONS, channel_map, minmax_scale, upsample
 from .cam import EIGEN_SIGNS, eigencam, eigencam_projection, grad_cam, gradcam, module_at  # registers gradcam, eigencam
 from . import gradients  # noqa: F401  (registers the Captum methods)
+from .control import image_seed, random_map  # registers random, the control

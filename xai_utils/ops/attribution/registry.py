@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..devices import ieee_float32
+
 Method = Callable[..., Tensor]
 METHODS: dict[str, Method] = {}
 
@@ -119,7 +121,8 @@ def explaining(model: nn.Module, out_of_place: bool = False) -> Iterator[nn.Modu
 
 def attribute(model: nn.Module, x: Tensor, target: Union[Tensor, Sequence[int]], method: str,
               **options: Any) -> Tensor:
-    """Attribution maps float32 [N, 1, H, W] on ``x.device`` for the whole batch ``x``.
+    """Attribution maps float32 [N, 1, H, W] on ``x.device`` for the whole batch ``x``, computed
+    in IEEE float32 (no autocast, no TF32) whatever the caller's context.
 
     ``target``: class index per image (int64 [N]). ``options``: the method's keyword options
     (see its docstring; :func:`resolve_options` lists them with their defaults).
@@ -135,7 +138,7 @@ def attribute(model: nn.Module, x: Tensor, target: Union[Tensor, Sequence[int]],
     if target.numel() != x.shape[0]:
         raise ValueError(f"target must have one class per image ({x.shape[0]}), got {target.numel()}")
     x = x.float()
-    with explaining(model, out_of_place=method == "guided_backprop"):
+    with explaining(model, out_of_place=method == "guided_backprop"), ieee_float32(x.device):
         maps = fn(model, x, target, **options)
     return maps.detach().float().contiguous()
 
@@ -144,7 +147,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
     """Predicted class per image (int64 [N] on ``x.device``), in eval mode, batch by batch."""
     dev = next(model.parameters()).device
     out = []
-    with explaining(model), torch.no_grad():
+    with explaining(model), torch.no_grad(), ieee_float32(dev):
         for s in range(0, x.shape[0], batch_size):
             out.append(model(x[s:s + batch_size].to(dev).float()).argmax(dim=1).to(x.device))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)

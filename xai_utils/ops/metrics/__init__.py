@@ -65,6 +65,7 @@ from .localisation import attribution_localisation, pointing_game
 from .randomisation import model_randomisation, randomise_model
 from .registry import (METRICS, SETTINGS, MetricInputs, MetricResult, MetricSpec, base_metric, check_metrics,
                        register_metric)
+from .road import ORDERS, noisy_linear_impute, removal_masks, road_logits
 from .robustness import (NOISE_SPACES, continuity_perturbation, continuity_ssim, contrastivity_ssim,
                          gaussian_noise, max_sensitivity, other_classes)
 from .similarity import SIMILARITIES, pearson, spearman, ssim

@@ -53,15 +53,17 @@ def _max_scaled(m: Tensor) -> Tensor:
 
 def consistency(model: nn.Module, x: Tensor, target: Any, method: MethodLike,
                 crop_scale: Sequence[float] = (0.08, 1.0), seed: int = 0, sample_ids: Optional[Any] = None,
-                batch_size: Optional[int] = None, **options: Any) -> tuple[Tensor, Tensor]:
+                batch_size: Optional[int] = None, method_options: Optional[dict[str, Any]] = None
+                ) -> tuple[Tensor, Tensor]:
     """(cosine, SSIM) between T(map(x)) and map(T(x)) per image (float64 [N] each; higher =
     more consistent), T a seeded random resized crop (area ``crop_scale``) and flip
     (:func:`consistency_transforms`), applied to images and maps with the same bilinear warp
     (:func:`xai_utils.ops.augment.apply_crop_flip`); the map of T(x) explains the same class.
     Maps are compared before the method's min-max scaling (:func:`unscaled`); SSIM (data
-    range 1) sees each map divided by its maximum. ``options``: the method's options (its
-    ``scale`` is overridden, see above)."""
-    fn = unscaled(method, **options)
+    range 1) sees each map divided by its maximum. ``method_options``: the method's options (its
+    ``scale`` is overridden, see above; a mapping, so that a method's own ``seed`` option and
+    the metric's ``seed`` stay apart)."""
+    fn = unscaled(method, **(method_options or {}))
     target = _as_long(target, x.shape[0], x.device, "target")
     maps = _attribute_chunked(fn, model, x, target, batch_size)
     params = consistency_transforms(x.shape[0], x.shape[-2], x.shape[-1], crop_scale, seed, sample_ids)

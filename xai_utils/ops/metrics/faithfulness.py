@@ -139,9 +139,13 @@ def pixel_flipping_logits(model: nn.Module, x: Tensor, a: Tensor, features_in_st
     return logits
 
 
-def _true_probability(logits: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
-    """Softmax probability of class y at every step [N, S + 1] (logits divided by T first)."""
-    z = logits if temperature == 1.0 else logits / temperature
+def _true_probability(logits: Tensor, y: Tensor, temperature: Any = 1.0) -> Tensor:
+    """Softmax probability of class y at every step [N, S + 1] (logits divided by T first: one
+    temperature, or one per image [N])."""
+    if isinstance(temperature, Tensor):
+        z = logits / temperature.to(logits).view(-1, 1, 1)
+    else:
+        z = logits if temperature == 1.0 else logits / temperature
     return torch.softmax(z, dim=-1).gather(2, y[:, None, None].expand(-1, z.shape[1], 1))[..., 0]
 
 
@@ -184,7 +188,7 @@ FLIP_SCORES: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
 }
 
 
-def flip_curves(logits: Tensor, y: Any, score: str = "probability", temperature: float = 1.0,
+def flip_curves(logits: Tensor, y: Any, score: str = "probability", temperature: Any = 1.0,
                 a: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """``(curves float32 [N, S'], auc float64 [N])`` of one pixel-flipping score (see
     :data:`FLIP_SCORES`) from :func:`pixel_flipping_logits`; AUC = :func:`curve_auc` (the
@@ -193,7 +197,8 @@ def flip_curves(logits: Tensor, y: Any, score: str = "probability", temperature:
     if score not in FLIP_SCORES:
         raise ValueError(f"unknown pixel-flipping score '{score}'; valid: {', '.join(FLIP_SCORES)}")
     y = _as_long(y, logits.shape[0], logits.device, "y")
-    curves = FLIP_SCORES[score](logits.float(), y, float(temperature)).float()
+    t = temperature if isinstance(temperature, Tensor) else float(temperature)
+    curves = FLIP_SCORES[score](logits.float(), y, t).float()
     auc = curve_auc(curves)
     if a is not None:
         z = is_constant_map(a).to(curves.device)

@@ -17,7 +17,7 @@ configuration key it comes from (``seed`` comes from ``metric_seed``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -25,10 +25,12 @@ from torch import Tensor
 
 from ._common import AttributionFn
 from .complexity import complexity, sparseness
+from ._common import sample_seed
 from .faithfulness import FLIP_SCORES, faithfulness_correlation, flip_curves, pixel_flipping_logits
 from .localisation import attribution_localisation, pointing_game
 from .randomisation import model_randomisation
 from .consistency import consistency
+from .road import FRACTIONS, road_logits
 from .robustness import contrastivity_ssim, continuity_ssim, max_sensitivity
 
 
@@ -62,7 +64,10 @@ class MetricInputs:
     randomisation_similarity: str = "ssim"
     continuity_sigmas: tuple[float, ...] = ()
     consistency_crop_scale: tuple[float, ...] = (0.08, 1.0)
-    temperature: float = 1.0                   # of the explained model (xai_utils.stages.calibrate)
+    road_fractions: tuple[float, ...] = FRACTIONS
+    road_noise: float = 0.01
+    temperature: Any = 1.0                     # of the explained model (xai_utils.stages.calibrate): one, or one per image
+    calibrated: bool = False                   # a temperature was fitted (scores on calibrated probabilities)
     cache: dict = field(default_factory=dict)  # shared work between metrics of one method
 
 
@@ -70,7 +75,8 @@ class MetricInputs:
 SETTINGS: dict[str, str] = {"metric_seed": "seed", **{k: k for k in (
     "features_in_step", "pixel_flipping_baseline", "pixel_flipping_tie_break", "continuity_sigma",
     "noise_space", "max_sensitivity_samples", "max_sensitivity_radius", "faithfulness_correlation_subset",
-    "faithfulness_correlation_runs", "randomisation_similarity", "continuity_sigmas", "consistency_crop_scale")}}
+    "faithfulness_correlation_runs", "randomisation_similarity", "continuity_sigmas", "consistency_crop_scale",
+    "road_fractions", "road_noise")}}
 
 
 @dataclass
@@ -220,6 +226,57 @@ def _m_attribution_localisation(d: MetricInputs) -> MetricResult:
 
 # ----------------------------------------------------------------------------- extras (not in the paper)
 
+def _road_logits(d: MetricInputs, order: str) -> Tensor:
+    """The logits along ROAD's removals of one order, computed once per method and shared by
+    every ROAD score; the imputation noise of an image is seeded by its index."""
+    key = ("road_logits", order, tuple(d.road_fractions), d.road_noise)
+    if key not in d.cache:
+        generators = [torch.Generator().manual_seed(sample_seed(d.seed, int(i), f"road_{order}"))
+                      for i in d.sample_ids.tolist()]
+        d.cache[key] = road_logits(d.model, d.x, d.maps, order, d.road_fractions, d.road_noise, generators,
+                                   d.batch_size)
+    return d.cache[key]
+
+
+def _road_scores(d: MetricInputs, order: str) -> dict[str, tuple[Tensor, Tensor]]:
+    """(curves, area) of every score of one ROAD order: ``probability`` and the variants
+    ``normalised``, ``logit`` and, when the run fitted a temperature, ``calibrated``."""
+    logits = _road_logits(d, order)
+    scores = ["probability", "normalised", "logit"] + (["calibrated"] if d.calibrated else [])
+    return {s: flip_curves(logits, d.labels, s, d.temperature, a=d.maps) for s in scores}
+
+
+def _road(order: str) -> Callable[[MetricInputs], MetricResult]:
+    def compute(d: MetricInputs) -> MetricResult:
+        scores = _road_scores(d, order)
+        curves, area = scores.pop("probability")
+        p0 = torch.softmax(_road_logits(d, order)[:, 0], dim=-1).gather(1, d.labels[:, None])[:, 0]
+        return MetricResult(area, curves, {"unperturbed": p0}, {s: a for s, (_, a) in scores.items()})
+    return compute
+
+
+_ROAD_TEXT = ("fractions f = road_fractions of the pixels ranked by the map are removed and imputed from their "
+              "neighbours (noisy linear imputation, noise road_noise; ROAD, Rong et al. 2022); area over the "
+              "fractions of the true-class probability; rows [normalised], [logit] and [calibrated] as for pixel "
+              "flipping")
+register_metric("road_morf", "ROAD, most relevant first", "faithfulness", higher_is_better=False, needs=("model",),
+                in_paper=False, bounds=(0.0, 1.0),
+                description="the most relevant " + _ROAD_TEXT)(_road("morf"))
+register_metric("road_lerf", "ROAD, least relevant first", "faithfulness", higher_is_better=True, needs=("model",),
+                in_paper=False, bounds=(0.0, 1.0),
+                description="the least relevant " + _ROAD_TEXT)(_road("lerf"))
+
+
+@register_metric("road", "ROAD, (LeRF − MoRF) / 2", "faithfulness", needs=("model",), in_paper=False,
+                 bounds=(-0.5, 0.5),
+                 description="half the difference of road_lerf and road_morf, score by score (higher: the map "
+                             "separates the evidence from the rest)")
+def _m_road(d: MetricInputs) -> MetricResult:
+    morf, lerf = _road_scores(d, "morf"), _road_scores(d, "lerf")
+    combined = {s: (lerf[s][1] - morf[s][1]) / 2 for s in morf}
+    return MetricResult(combined.pop("probability"), variants=combined)
+
+
 @register_metric("consistency", "Consistency (cosine)", "consistency", needs=("model", "method"), in_paper=False,
                  bounds=(-1.0, 1.0),
                  description="cosine between T(map(x)) and map(T(x)), T a seeded random resized crop and flip; "
@@ -227,7 +284,7 @@ def _m_attribution_localisation(d: MetricInputs) -> MetricResult:
 def _m_consistency(d: MetricInputs) -> MetricResult:
     cos, structural = consistency(d.model, d.x, d.targets, d.method_name or d.method,
                                   crop_scale=d.consistency_crop_scale, seed=d.seed, sample_ids=d.sample_ids,
-                                  batch_size=d.batch_size, **(d.method_options if d.method_name else {}))
+                                  batch_size=d.batch_size, method_options=d.method_options if d.method_name else None)
     return MetricResult(cos, variants={"ssim": structural})
 
 

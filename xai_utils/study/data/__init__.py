@@ -4,7 +4,8 @@ Modules: :mod:`.registry` (the registry and :func:`load_dataset`), :mod:`.base` 
 in-memory dataset, fixed index subsets), one module per dataset (:mod:`.shapes`,
 :mod:`.fashion_mnist`, :mod:`.cifar10`, :mod:`.imagenet`), :mod:`.download` (where files
 are looked for), :mod:`.imagefiles` and :mod:`.streaming` (image files decoded in loader
-workers, the streamed ImageNet-S50 train split).
+workers, the streamed ImageNet-S50 train split), :mod:`.generated` (stand-in files in a
+dataset's real format, for rehearsals and tests).
 
 ``load_dataset(name, split, root=None)`` looks the name up in :data:`DATASETS` (a registry,
 name -> :class:`DatasetSpec`: loader, splits, masks, file check):
@@ -38,7 +39,7 @@ how to get the data; nothing is written to disk on failure.
 from ...errors import DatasetNotFoundError
 from .base import ImageDataset, Index, PathLike, eval_indices, train_indices, train_permutation
 from .imagenet import IMAGENET_S50_INDICES, imagenet_s50_classes
-from .registry import (DATASETS, DatasetSpec, check_available, dataset_label, has_masks, load_dataset,
-                       resolve_split)
+from .registry import (DATASETS, DatasetSpec, check_available, dataset_label, files_present, has_masks,
+                       load_dataset, resolve_split, write_stand_in_data)
 from .shapes import SHAPE_CLASSES, SHAPES_MEAN, SHAPES_SPLITS, SHAPES_STD, make_shapes, shapes_params
 from .streaming import StreamingImageDataset

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from ...errors import DatasetNotFoundError
 from .base import ImageDataset, PathLike
 from .cifar10 import locate_cifar10, load_cifar10
 from .fashion_mnist import locate_fashion_mnist, load_fashion_mnist
+from .generated import write_cifar10, write_imagenet_s50
 from .imagenet import imagenet_mask_dir, locate_imagenet_s50, load_imagenet_s50
 from .shapes import load_shapes
 from .streaming import StreamingImageDataset
@@ -17,22 +19,27 @@ from .streaming import StreamingImageDataset
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One dataset: how to load a split, which splits exist, whether a split has object
-    masks, and how to check that its files are there without loading them."""
+    """One dataset: how to load a split, which splits exist, the side of its (square) images,
+    whether a split has object masks, how to check that its files are there without loading
+    them, and how to write stand-in files in its real format (:mod:`.generated`)."""
 
     label: str
     load: Callable[[str, Optional[PathLike]], Any]
     splits: tuple[str, ...]
-    locate: Optional[Callable[[str, Optional[PathLike], bool], Any]] = None   # None: generated
+    image_size: int
+    locate: Optional[Callable[[str, Optional[PathLike], bool], Any]] = None   # None: generated in memory
     masks: Callable[[str, Optional[PathLike]], bool] = lambda split, root: False
+    generate: Optional[Callable[[PathLike], Path]] = None    # writes stand-in files under a root
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "shapes": DatasetSpec("Shapes", load_shapes, ("train", "test"), masks=lambda split, root: True),
-    "fashion_mnist": DatasetSpec("Fashion-MNIST", load_fashion_mnist, ("train", "test"), locate_fashion_mnist),
-    "cifar10": DatasetSpec("CIFAR-10", load_cifar10, ("train", "test"), locate_cifar10),
-    "imagenet_s50": DatasetSpec("ImageNet-S50", load_imagenet_s50, ("train", "val"), locate_imagenet_s50,
-                                masks=lambda split, root: split == "val" and imagenet_mask_dir(root) is not None),
+    "shapes": DatasetSpec("Shapes", load_shapes, ("train", "test"), 32, masks=lambda split, root: True),
+    "fashion_mnist": DatasetSpec("Fashion-MNIST", load_fashion_mnist, ("train", "test"), 32, locate_fashion_mnist),
+    "cifar10": DatasetSpec("CIFAR-10", load_cifar10, ("train", "test"), 32, locate_cifar10,
+                           generate=write_cifar10),
+    "imagenet_s50": DatasetSpec("ImageNet-S50", load_imagenet_s50, ("train", "val"), 224, locate_imagenet_s50,
+                                masks=lambda split, root: split == "val" and imagenet_mask_dir(root) is not None,
+                                generate=write_imagenet_s50),
 }
 
 
@@ -48,6 +55,32 @@ def check_available(name: str, split: str, root: Optional[PathLike] = None) -> N
     spec = DATASETS[name]
     if spec.locate is not None:
         spec.locate(resolve_split(name, split), root, False)
+
+
+def files_present(name: str, split: str, root: Optional[PathLike] = None) -> bool:
+    """Whether ``split`` of ``name`` is on disk where ``root`` (or the default places) says:
+    in memory datasets always are; nothing is downloaded and no image is read."""
+    spec = DATASETS[name]
+    if spec.locate is None:
+        return True
+    try:
+        return spec.locate(resolve_split(name, split), root, False) is not None
+    except DatasetNotFoundError:
+        return False
+
+
+def write_stand_in_data(roots: dict[str, PathLike]) -> list[str]:
+    """Write stand-in files in its real format (:mod:`.generated`) for each dataset of ``roots``
+    (name -> data root) whose files are not there yet; one line per dataset written."""
+    lines = []
+    for name, root in roots.items():
+        spec = DATASETS[name]
+        if spec.generate is None or all(files_present(name, split, root) for split in spec.splits):
+            continue
+        spec.generate(root)
+        lines.append(f"{spec.label}: not found; wrote stand-in files in its real on-disk format to {root} "
+                     f"(read by the real loaders)")
+    return lines
 
 
 def has_masks(name: str, split: str, root: Optional[PathLike] = None) -> bool:

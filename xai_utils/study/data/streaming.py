@@ -110,20 +110,23 @@ class EpochSampler(torch.utils.data.Sampler):
 
 class RandomCropFiles(torch.utils.data.Dataset):
     """Training items of image files: random resized crops of the whole decoded image (full
-    resolution, any aspect ratio), as torchvision's ``RandomResizedCrop``, plus its clean view.
+    resolution, any aspect ratio), as torchvision's ``RandomResizedCrop``, plus, if asked, its
+    clean view.
 
     Indexed by ``(index, seed)`` as :class:`EpochSampler` yields them. Item: (crops uint8
     [views, 3, size, size], ``views`` independent boxes drawn from a generator seeded with
     ``seed``; clean uint8 [3, 224, 224], shorter side 256 and centre crop 224 as the val
-    images; label int64)."""
+    images, or an empty uint8 [0] when ``clean`` is false (only ExCon and CGC use it: it costs
+    a resize of the whole image per item); label int64)."""
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int], views: int,
                  size: int = IMAGENET_TRAIN_CROP, scale: Sequence[float] = IMAGENET_TRAIN_SCALE,
-                 ratio: Sequence[float] = IMAGENET_TRAIN_RATIO):
+                 ratio: Sequence[float] = IMAGENET_TRAIN_RATIO, clean: bool = True):
         if views < 1:
             raise ValueError(f"RandomCropFiles: views must be >= 1, got {views}")
         self.paths, self.labels = list(paths), list(labels)
         self.views, self.size, self.scale, self.ratio = int(views), int(size), tuple(scale), tuple(ratio)
+        self.clean = bool(clean)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -137,7 +140,8 @@ class RandomCropFiles(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(int(seed))
         crops = torch.stack([_pil_to_uint8(random_resized_crop(rgb, g, self.size, self.scale, self.ratio))
                              for _ in range(self.views)])
-        clean = _pil_to_uint8(resize_crop(rgb, IMAGENET_EVAL_CROP))
+        clean = (_pil_to_uint8(resize_crop(rgb, IMAGENET_EVAL_CROP)) if self.clean
+                 else torch.empty(0, dtype=torch.uint8))
         return crops, clean, torch.tensor(self.labels[index], dtype=torch.long)
 
 
@@ -190,15 +194,16 @@ class StreamingImageDataset:
 
     def train_loader(self, batch_size: int, views: int, seed: int, num_workers: int = 4,
                      indices: Optional[Sequence[int]] = None,
-                     pin_memory: Optional[bool] = None) -> torch.utils.data.DataLoader:
+                     pin_memory: Optional[bool] = None, clean: bool = True) -> torch.utils.data.DataLoader:
         """The training DataLoader of a run, built once and reused for every epoch.
 
-        Batches: (crops uint8 [B, views, 3, crop, crop], clean uint8 [B, 3, 224, 224], labels
-        int64 [B]), see :class:`RandomCropFiles`; the last incomplete batch is dropped. Call
+        Batches: (crops uint8 [B, views, 3, crop, crop], clean uint8 [B, 3, 224, 224] (or
+        [B, 0] when ``clean`` is false), labels int64 [B]), see :class:`RandomCropFiles`; the
+        last incomplete batch is dropped. Call
         ``loader.sampler.set_epoch(epoch)`` before iterating an epoch (:class:`EpochSampler`:
         the order and the crops are functions of (seed, epoch, image) only). Its workers
         persist across epochs; memory is pinned when CUDA is available."""
-        ds = RandomCropFiles(self.paths, self.labels.tolist(), views, self.crop)
+        ds = RandomCropFiles(self.paths, self.labels.tolist(), views, self.crop, clean=clean)
         sampler = EpochSampler(range(len(self)) if indices is None else indices, seed)
         return torch.utils.data.DataLoader(
             ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,

@@ -9,6 +9,8 @@ companion needs to know about it:
   that ``augmentation: auto`` means for it; ``min_batch``: the smallest batch it can use;
   ``random_views``: how often its step calls ``batch.view()`` (default ``views``; the
   streamed ImageNet-S50 loader crops that many views of each image);
+* ``uses_clean_view``: its step calls ``batch.clean()`` (the streamed ImageNet-S50 loader
+  decodes the clean view only for such an objective);
 * ``needs_probe``: a linear probe on frozen, L2-normalised features becomes its classifier;
 * ``normalize_features``: the explained model L2-normalises the pooled features before
   its linear head (true exactly when the head is that probe);
@@ -49,7 +51,8 @@ class StreamedViews:
     random resized crops of each image, taken from the whole decoded image, and its clean view."""
 
     crops: torch.Tensor                        # uint8 [B, V, C, S, S]: V random crops per image
-    clean: torch.Tensor                        # uint8 [B, C, S, S]: shorter side 256, centre crop
+    clean: Optional[torch.Tensor]              # uint8 [B, C, S, S]: shorter side 256, centre crop;
+                                               # None unless the objective uses_clean_view
 
 
 @dataclass
@@ -62,7 +65,7 @@ class TrainBatch:
     the recipe (flip, colour), so a step may draw at most V views (the objective's
     ``random_views``, which the loader crops)."""
 
-    images: torch.Tensor | StreamedViews       # uint8 [B, C, H, W] on the training device
+    images: torch.Tensor | StreamedViews | None  # uint8 [B, C, H, W] on the training device
     labels: torch.Tensor                       # int64 [B]
     epoch: int                                 # 0-based
     generator: torch.Generator                 # the run's generator for this epoch (seeded)
@@ -89,6 +92,9 @@ class TrainBatch:
 
     def clean(self) -> torch.Tensor:
         """The un-augmented images, float [0, 1] (streamed: the loader's centre crop 224)."""
+        if self.images is None:
+            raise RuntimeError("TrainBatch.clean(): the streamed loader did not decode the clean view; "
+                               "set the objective's uses_clean_view = True")
         return self.clean_view(self.images)
 
 
@@ -114,6 +120,7 @@ class Objective(nn.Module):
     random_views: Optional[int] = None   # batch.view() calls per step; None: ``views``
     augmentation: str = "ce"
     min_batch: int = 1
+    uses_clean_view: bool = False    # the step calls batch.clean()
     needs_probe: bool = False
     normalize_features: bool = False
     in_paper: bool = False

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from ...errors import ConfigError
 from ...ops.augment import apply_crop_flip, sample_crop_flip_params
+from ...ops.devices import float32
 from ..models import ExplainedModel
 from .base import RunSettings, StepOutput, TrainBatch, register_objective
 from .paper import CrossEntropyObjective
@@ -67,6 +68,10 @@ class CGCLoss(nn.Module):
         if a.shape != b.shape or a.dim() not in (3, 4):
             raise ValueError(f"CGCLoss: a and b must be maps of one shape [B, H, W], got "
                              f"{tuple(a.shape)} and {tuple(b.shape)}")
+        with float32(a.device):                 # the similarities in float32, under autocast too
+            return self._loss(a, b)
+
+    def _loss(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a = F.normalize(a.float().flatten(1), dim=1)
         b = F.normalize(b.float().flatten(1), dim=1)
         query = a if self.negatives == "augmented" else b
@@ -89,6 +94,7 @@ class CGCObjective(CrossEntropyObjective):
     """Cross-entropy on three views + ``cgc_lambda`` x contrastive Grad-CAM consistency."""
 
     random_views = 1                 # x_ce; x and T(x) come from the clean view
+    uses_clean_view = True
     settings = ("cgc_lambda", "cgc_temperature", "cgc_negatives", "cgc_crop_scale")
     uncompiled_reason = "its loss needs a double backward (the gradient of a Grad-CAM), which torch.compile lacks"
 

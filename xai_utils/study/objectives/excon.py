@@ -86,6 +86,7 @@ class ExConObjective(SupConObjective):
 
     background_samples = False
     random_views = 2                 # batch.view() twice per step: view 1 (unless masked) and view 2
+    uses_clean_view = True           # the saliency of the clean image masks view 1
     settings = ("temperature", "proj_dim", "excon_threshold", "excon_warmup_epochs", "excon_layer")
     uncompiled_reason = "its step hooks a layer of the backbone for the Grad-CAM of the masks"
 

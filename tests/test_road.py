@@ -1,0 +1,121 @@
+"""ROAD: the batched noisy linear imputation against pytorch-grad-cam's (the authors' code), the
+ROAD curves against a literal per-image loop with pytorch-grad-cam's removal rule, and the
+random control maps."""
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
+from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+from xai_utils.ops import metrics as M
+from xai_utils.ops.attribution import attribute, is_class_agnostic
+from xai_utils.ops.metrics.faithfulness import curve_auc
+from xai_utils.settings import RunConfig
+from xai_utils.study.data import load_dataset
+from xai_utils.study.objectives import explained_model
+
+
+def _reference(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    imputer = NoisyLinearImputer(noise=0.0)
+    return torch.stack([imputer(x[i], (~removed[i, 0]).float()) for i in range(x.shape[0])])
+
+
+def _holes(n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
+    """Random pixels, a large rectangle, holes touching every border, 90 % removed."""
+    masks = [torch.rand(h, w, generator=g) < 0.3]
+    big = torch.zeros(h, w, dtype=torch.bool)
+    big[h // 5:4 * h // 5, w // 6:5 * w // 6] = True
+    masks.append(big)
+    border = torch.zeros(h, w, dtype=torch.bool)
+    border[:3], border[-2:], border[:, :4], border[:, -1] = True, True, True, True
+    masks.append(border)
+    masks.append(torch.rand(h, w, generator=g) < 0.9)
+    while len(masks) < n:
+        masks.append(torch.rand(h, w, generator=g) < torch.rand(1, generator=g).item())
+    return torch.stack(masks[:n])[:, None]
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 32, 32), (4, 1, 17, 23), (4, 3, 48, 40)])
+def test_imputation_equals_pytorch_grad_cams_without_noise(shape):
+    g = torch.Generator().manual_seed(0)
+    n, c, h, w = shape
+    x = torch.rand(n, c, h, w, generator=g)
+    removed = _holes(n, h, w, g)
+    ours = M.noisy_linear_impute(x, removed, noise=0.0)
+    assert (ours - _reference(x, removed)).abs().max() <= 1e-4
+    kept = ~removed.expand_as(x)
+    assert torch.equal(ours[kept], x[kept])                     # kept pixels untouched
+
+
+def test_imputation_noise_is_seeded_per_image():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 3, 16, 16, generator=g)
+    removed = torch.rand(3, 1, 16, 16, generator=g) < 0.5
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (10, 11, 12)]  # noqa: E731
+    clean = M.noisy_linear_impute(x, removed, noise=0.0)
+    noisy = M.noisy_linear_impute(x, removed, noise=0.01, generator=gens())
+    again = M.noisy_linear_impute(x[[2, 0]], removed[[2, 0]], noise=0.01, generator=[gens()[2], gens()[0]])
+    assert torch.equal(noisy[[2, 0]], again)                    # an image's noise is its own
+    resid = (noisy - clean)[removed.expand_as(x)]
+    assert 0.007 < float(resid.std()) < 0.013 and abs(float(resid.mean())) < 0.002
+    assert torch.equal(noisy[~removed.expand_as(x)], x[~removed.expand_as(x)])
+
+
+@pytest.fixture(scope="module")
+def model_and_images():
+    ds = load_dataset("shapes", "test")
+    x, y = ds.batch(torch.arange(6))
+    torch.manual_seed(0)
+    model = explained_model(RunConfig(arch="resnet18", widths=[8, 16, 16, 16]), 10, ds.mean, ds.std).eval()
+    maps = attribute(model, x, y, "gradcam")
+    maps[1] = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(3))    # no ties
+    return model, x, y, maps
+
+
+@pytest.mark.parametrize("order, removal", [("morf", RemoveMostRelevantFirst), ("lerf", RemoveLeastRelevantFirst)])
+def test_road_curves_equal_a_per_image_loop_with_pytorch_grad_cams_rule(model_and_images, order, removal):
+    """Our fraction f is pytorch-grad-cam's percentile p = 100 (1 - f): the same pixels are
+    removed, imputed alike, and the probabilities of the true class agree."""
+    model, x, y, maps = model_and_images
+    fractions = (0.1, 0.5, 0.9)
+    logits = M.road_logits(model, x, maps, order, fractions, noise=0.0)
+    ours = torch.softmax(logits, dim=-1).gather(2, y[:, None, None].expand(-1, logits.shape[1], 1))[..., 0]
+    for i in range(x.shape[0]):
+        for k, f in enumerate(fractions):
+            perturb = removal(100 * (1 - f), NoisyLinearImputer(noise=0.0))
+            imputed = perturb(x[i], maps[i, 0])
+            with torch.no_grad():
+                p = torch.softmax(model(imputed[None]), dim=-1)[0, y[i]]
+            assert abs(float(ours[i, k + 1]) - float(p)) <= 1e-4, (i, f)
+        with torch.no_grad():
+            assert abs(float(ours[i, 0]) - float(torch.softmax(model(x[i:i + 1]), -1)[0, y[i]])) <= 1e-5
+
+
+def test_road_metrics_through_the_registry(model_and_images):
+    model, x, y, maps = model_and_images
+    d = M.MetricInputs(model=model, x=x, maps=maps, labels=y, preds=y, targets=y, sample_ids=torch.arange(6),
+                       road_fractions=(0.2, 0.5, 0.8), road_noise=0.01, calibrated=True, temperature=0.5)
+    morf = M.METRICS["road_morf"].compute(d)
+    lerf = M.METRICS["road_lerf"].compute(d)
+    both = M.METRICS["road"].compute(d)
+    assert morf.curves.shape == (6, 3) and set(morf.variants) == {"normalised", "logit", "calibrated"}
+    np.testing.assert_allclose(morf.values.numpy(), curve_auc(morf.curves).numpy())
+    np.testing.assert_allclose(both.values.numpy(), ((lerf.values - morf.values) / 2).numpy())
+    for k in both.variants:
+        np.testing.assert_allclose(both.variants[k].numpy(), ((lerf.variants[k] - morf.variants[k]) / 2).numpy())
+    again = M.METRICS["road_morf"].compute(M.MetricInputs(
+        model=model, x=x[[3, 1]], maps=maps[[3, 1]], labels=y[[3, 1]], preds=y[[3, 1]], targets=y[[3, 1]],
+        sample_ids=torch.tensor([3, 1]), road_fractions=(0.2, 0.5, 0.8), road_noise=0.01))
+    np.testing.assert_allclose(again.values.numpy(), morf.values[[3, 1]].numpy(), atol=1e-6)   # per-image noise
+    assert M.METRICS["road_morf"].direction == "lower" and M.METRICS["road_lerf"].direction == "higher"
+
+
+def test_random_maps_depend_on_the_image_only(model_and_images):
+    model, x, y, _ = model_and_images
+    other = explained_model(RunConfig(arch="resnet18", widths=[8, 16, 16, 16]), 10, (0.5,) * 3, (0.2,) * 3).eval()
+    a = attribute(model, x, y, "random")
+    b = attribute(other, x[[4, 2]], torch.tensor([0, 0]), "random")
+    assert a.shape == (6, 1, 32, 32) and torch.equal(a[[4, 2]], b)
+    assert float(a.min()) >= 0 and float(a.max()) < 1 and is_class_agnostic("random")
+    assert not torch.equal(a, attribute(model, x, y, "random", seed=1))
+    assert not torch.equal(a[0], attribute(model, x[:1] + 0.02, y[:1], "random")[0])   # a new image, a new map
