@@ -23,6 +23,18 @@ def _cli(*args, timeout=600):
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def _in_process(capfd, *args) -> subprocess.CompletedProcess:
+    """The command line run in this process (``pipeline.main``, without an interpreter's
+    start-up): its exit status and what it wrote, as :func:`_cli` returns them."""
+    capfd.readouterr()
+    try:
+        status = pipeline.main(["--no-progress", *args])
+    except SystemExit as e:                      # argparse's own errors exit
+        status = e.code
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(list(args), status, out, err)
+
+
 def _files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*")] if root.exists() else []
 
@@ -34,8 +46,10 @@ def _files(root: Path) -> list[Path]:
     (["--profile", "smoke", "--only", "cifar10"], "matches no run"),
     (["--profile", "smoke", "--jobs", "0"], "--jobs must be at least 1"),
 ])
-def test_bad_arguments_fail_with_one_line_and_write_nothing(tmp_path, args, needle):
-    res = _cli(*args, "--set", f"results_root={tmp_path / 'r'}", "--set", f"figures_root={tmp_path / 'f'}")
+def test_bad_arguments_fail_with_one_line_and_write_nothing(tmp_path, capfd, args, needle):
+    roots = ["--set", f"results_root={tmp_path / 'r'}", "--set", f"figures_root={tmp_path / 'f'}"]
+    # the first case through `python -m xai_utils.pipeline` itself, the others in this process
+    res = _cli(*args, *roots) if needle.startswith("unknown profile") else _in_process(capfd, *args, *roots)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], res.stderr
@@ -189,10 +203,10 @@ def _fake_finished_study(tmp_path: Path, name: str = "smoke") -> tuple[list[str]
     ("eval_samples=0", "eval_samples"), ("method_options.eigencam.sign=nope", "method_options.eigencam"),
     ("pixel_flipping_baseline=grey", "pixel_flipping_baseline"), ("metrics=[contrastivity]", "metrics"),
 ])
-def test_bad_values_are_rejected_before_any_work(tmp_path, setting, key):
+def test_bad_values_are_rejected_before_any_work(tmp_path, capfd, setting, key):
     common, before = _fake_finished_study(tmp_path)
     extra = ["--set", "methods=[eigencam]"] if setting == "metrics=[contrastivity]" else []
-    res = _cli(*common, "--set", setting, *extra)
+    res = _in_process(capfd, *common, "--set", setting, *extra)
     assert res.returncode == 2, res.stdout + res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and f"'{key}'" in lines[0], res.stderr

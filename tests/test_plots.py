@@ -120,6 +120,20 @@ def test_metric_summary(runs_):
     assert not (df["correct"]).all()                # the fake run does have wrong samples
 
 
+def test_a_rehearsal_run_without_a_correct_image_is_summarised_over_every_image(runs_, tmp_path):
+    """A near-chance rehearsal model may classify none of its few images correctly: with
+    kept_images 'all' the evaluate notebook's summary keeps every image (and says so)."""
+    df = pd.read_csv(runs_["scl"] / "results.csv").assign(correct=False, pred=lambda d: (d["true"] + 1) % 10)
+    with pytest.raises(ValueError, match="kept_images: all"):
+        run_figures.plot_metric_summary(df)
+    (tmp_path / "config.json").write_text(json.dumps({"kept_images": "all"}))
+    kept = stats.kept_images(df, tmp_path)
+    assert kept["correct"].all() and stats.kept_images(df, runs_["scl"]).equals(df)   # the default keeps the correct
+    fig = run_figures.plot_metric_summary(kept)
+    assert f"{df['sample_index'].nunique()} samples, misclassified ones included" in fig._suptitle.get_text()
+    assert len(stats.run_summary(kept)) == df.groupby(["method", "metric"]).ngroups
+
+
 def test_metric_distributions_with_significance(runs_):
     df = pd.concat([pd.read_csv(rd / "results.csv") for rd in runs_.values()])
     sig = stats.compare_objectives(df)

@@ -341,3 +341,15 @@ def test_runs_of_other_settings_are_left_out(tmp_path):
     assert cov["missing"] == ["shapes/tl/seed1"] and "shapes/tl/seed1" not in cov["covered"]
     t = pd.read_csv(out / "table_attribution_metrics.csv")
     assert (t["tl_n_seeds"] == 1).all() and (t["ce_n_seeds"] == 2).all()
+
+
+@pytest.mark.parametrize("method, words", [("heldout", "held-out training images"),
+                                           ("crossfit", "two-fold cross-fitting on the evaluation images")])
+def test_the_accuracy_table_says_where_the_temperature_was_fitted(method, words):
+    summaries = pd.DataFrame({"run_id": ["d/ce/seed0", "d/scl/seed0"], "dataset": "shapes", "objective": ["ce", "scl"],
+                              "seed": 0, "test_accuracy": [90.0, 80.0], "temperature": [1.5, 0.8],
+                              "ece_before": [0.1, 0.2], "ece_after": [0.05, 0.04], "calibration": method})
+    caption = tables.table_accuracy(summaries).caption
+    assert words in caption
+    other = "two-fold" if method == "heldout" else "held-out"
+    assert other not in caption

@@ -7,6 +7,7 @@ import pytest
 from scipy import stats as sps
 
 from xai_utils.analysis import stats
+from xai_utils.analysis.claim import claim_table, plot_claim
 from xai_utils.analysis.seed_level import MIN_SEEDS, model_level, model_verdict, two_level_bootstrap
 
 
@@ -92,8 +93,32 @@ def test_comparisons_carry_the_model_level_columns(effects, verdict, favouring):
     np.testing.assert_allclose(r["model_diff"], -np.mean(effects), atol=0.01)
     if len(effects) >= 3:
         assert r["model_ci_low"] < r["model_diff"] < r["model_ci_high"]
-    from xai_utils.analysis.claim import claim_table
     c = claim_table(res).iloc[0]
     assert c["seeds_favouring"] == favouring and {"model_diff", "model_ci_low", "model_ci_high"} <= set(c.index)
     assert c["model_holds"] == {"SCL better than CE": "yes", "no significant difference": "no (n.s.)",
                                 "too few seeds": "too few seeds"}[verdict]
+
+
+def test_the_floor_is_the_distance_to_random_maps_and_the_figure_says_when_there_is_none():
+    """real_minus_random against a literal computation (pixel flipping: lower is better), and
+    the figure's share: SCL's advantage over that distance, or 'real ≤ random' when the
+    method's maps score no better than the random ones."""
+    res = _results([0.1, 0.12, 0.08, 0.11])
+    control = res.assign(method="random")
+    for obj, shift in (("ce", 0.3), ("scl", 0.2)):
+        control.loc[control["objective"] == obj, "value"] += shift      # random maps: higher AUC, worse
+    t = claim_table(pd.concat([res, control], ignore_index=True))
+    assert list(t["method"]) == ["gradcam"]                             # the control has no row of its own
+    r = t.iloc[0]
+    means = {k: g["value"].mean() for k, g in res.groupby("objective")}
+    cmeans = {k: g["value"].mean() for k, g in control.groupby("objective")}
+    random = (cmeans["ce"] + cmeans["scl"]) / 2
+    np.testing.assert_allclose(r["random"], random, rtol=1e-12)
+    np.testing.assert_allclose(r["real_minus_random"], random - (means["ce"] + means["scl"]) / 2, rtol=1e-12)
+    share = (means["ce"] - means["scl"]) / r["real_minus_random"]      # SCL lower: its advantage, > 0
+    texts = [x.get_text() for x in plot_claim(t).axes[0].texts]
+    assert f"{share:+.0%}" in texts
+    worse = control.assign(value=control["value"] - 1.0)               # random maps now better than the real ones
+    t2 = claim_table(pd.concat([res, worse], ignore_index=True))
+    assert t2.iloc[0]["real_minus_random"] < 0
+    assert "real ≤ random" in [x.get_text() for x in plot_claim(t2).axes[0].texts]

@@ -17,10 +17,20 @@ each under every protocol the study evaluated (``corrected``, this companion's d
 and ``official``, the authors' evaluation with its quirks). :func:`claim_table` gives, per
 dataset x method x score x protocol, the order of the objectives (from the mean over seeds
 of the per-seed means), the paired test of SCL against CE (as in ``table_significance``,
-with the protocol's NaN pairing) and whether "SCL better than CE" holds there.
+with the protocol's NaN pairing) and whether "SCL better than CE" holds there, at two levels:
+
+* images as the unit (the paired test): do *these* models differ on *these* images?
+* trained models as the unit (:mod:`.seed_level`: the per-seed effects, a two-level bootstrap
+  interval, how many seeds favour SCL): does training with SCL make the difference? With
+  fewer than three seeds the answer is "too few seeds", never a yes;
+
+and beside each SCL-CE gap the floor: how far the method's maps are from the ``random``
+control maps on the same score (``real_minus_random``). :func:`plot_claim` draws both levels
+and the gap as a share of that distance.
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Optional
 
 import numpy as np
@@ -152,7 +162,8 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
     cell = {(r.metric, (r.dataset, r.method, r.protocol)): r for r in table.itertuples()}
     floor = "real_minus_random" in table and table["real_minus_random"].notna().any()
     with style():
-        fig, axes = new_figure(1, 1, figsize=(1.0 * len(cols) + 2.6, 0.42 * len(rows) + 2.1))
+        width = 1.0 * len(cols) + 2.6
+        fig, axes = new_figure(1, 1, figsize=(width, 0.42 * len(rows) + 2.1))
         ax = axes[0, 0]
         ax.grid(False)
         for i, metric in enumerate(rows):
@@ -170,10 +181,12 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
                 ax.text(j, i - 0.25, text, ha="center", va="center", fontsize=6.3,
                         color="white" if r.holds != "no (n.s.)" else "0.2")
                 share = _share(r, better_sign) if floor else np.nan
-                if np.isfinite(share):
-                    ax.text(j, i + 0.25, f"{share:+.0%}" if abs(share) < 10 else f"{share:+.0f}x", ha="center",
-                            va="center", fontsize=6.0, color="0.2" if r.model_holds in ("no (n.s.)", "too few seeds")
-                            else "white")
+                label = (("real ≤ random" if np.isnan(share) else
+                          f"{share:+.0%}" if abs(share) < 10 else f"{share:+.0f}x")
+                         if floor and np.isfinite(getattr(r, "real_minus_random", np.nan)) else "")
+                if label:
+                    ax.text(j, i + 0.25, label, ha="center", va="center", fontsize=6.0,
+                            color="0.2" if r.model_holds in ("no (n.s.)", "too few seeds") else "white")
         ax.set_xlim(-0.5, len(cols) - 0.5)
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_yticks(range(len(rows)))
@@ -190,20 +203,25 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
                    Patch(color=colors["no (CE better)"], label=f"{b} better than {a}"),
                    Patch(facecolor="white", edgecolor="0.6", label="too few seeds (models)")]
         n_seeds = int(table["n_seeds"].max()) if len(table) else 0
-        title = (f"Does '{a} gives better attributions than {b}' hold? Upper half of a cell: images as the unit "
+        parts = [f"Does '{a} gives better attributions than {b}' hold? Upper half of a cell: images as the unit "
                  f"(paired t-test, Holm; number: d_z, > 0 favours {a}); lower half: the {n_seeds} trained models "
-                 f"as the unit (two-level bootstrap, 95 %)")
+                 f"as the unit (two-level bootstrap, 95 %)" + (";" if floor else "")]
         if floor:
-            title += f";\nits number: the {a}−{b} difference as a share of the real maps' distance to random maps"
-        fig.legend(handles=handles, loc="outside upper center", ncols=4, fontsize=7, title=title, title_fontsize=7)
+            parts.append(f"its number: the {a}−{b} difference as a share of the real maps' distance to random maps "
+                         "('real ≤ random': the method's maps score no better than random ones)")
+        chars = max(70, int(width * 22))        # the title wrapped to the grid's width (7 pt)
+        title = "\n".join(textwrap.fill(part, chars) for part in parts)
+        fig.legend(handles=handles, loc="outside upper center", ncols=4 if width >= 7 else 2, fontsize=7,
+                   title=title, title_fontsize=7)
     return fig
 
 
 def _share(r, better_sign: float) -> float:
     """The challenger's advantage (its mean minus the reference's, > 0 better) over the real
-    maps' distance above the random control."""
+    maps' distance above the random control; NaN where the real maps are no better than random
+    (there the ratio has no meaning: its sign would flip with the floor's)."""
     gap = getattr(r, "real_minus_random", np.nan)
-    return better_sign * r.diff / gap if np.isfinite(gap) and gap != 0 else np.nan
+    return better_sign * r.diff / gap if np.isfinite(gap) and gap > 0 else np.nan
 
 
 def _rect(x: float, y: float, face: str, edge: str, height: float = 1.0):

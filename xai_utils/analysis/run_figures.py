@@ -252,13 +252,14 @@ def plot_attribution_grid(run_dir: PathLike, methods: Optional[Sequence[str]] = 
 
 def plot_metric_summary(df: pd.DataFrame) -> Figure:
     """One panel per metric, one box per attribution method, for one run's ``results.csv``
-    (correctly classified samples only)."""
+    (the rows the statistics keep, ``correct``: see :func:`xai_utils.analysis.stats.kept_images`)."""
     need = {"method", "metric", "value", "correct"}
     if missing := need - set(df.columns):
         raise KeyError(f"results table lacks columns {sorted(missing)}: expected the long format of results.csv")
     d = df[df["correct"].astype(bool)]
     if d.empty:
-        raise ValueError("no correctly classified sample in the results table: nothing to summarise")
+        raise ValueError("no correctly classified sample in the results table: nothing to summarise "
+                         "(a near-chance run keeps every image with the setting kept_images: all)")
     metrics = ordered_metrics(d["metric"].unique())
     methods = ordered_methods(d["method"].unique())
     ncols = min(4, len(metrics))
@@ -278,5 +279,8 @@ def plot_metric_summary(df: pd.DataFrame) -> Figure:
             ax.set_title(metric_label(metric, arrow=True))
         runs_ = df["run_id"].unique() if "run_id" in df else []
         n_corr = d["sample_index"].nunique() if "sample_index" in d else len(d)
-        fig.suptitle(f"{runs_[0] if len(runs_) == 1 else 'results'}: {n_corr} correctly classified samples")
+        everyone = {"true", "pred"} <= set(d.columns) and bool((d["true"] != d["pred"]).any())
+        fig.suptitle(f"{runs_[0] if len(runs_) == 1 else 'results'}: {n_corr} "
+                     + ("samples, misclassified ones included (kept_images: all)" if everyone
+                        else "correctly classified samples"))
     return fig

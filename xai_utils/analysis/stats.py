@@ -130,6 +130,13 @@ def protocol_of(folder: Path) -> str:
     return _setting(folder, "protocol", "corrected")
 
 
+def kept_images(df: pd.DataFrame, folder: PathLike) -> pd.DataFrame:
+    """A run's ``results.csv`` rows with ``correct`` as the statistics read it: the correctly
+    classified images, or every image when the run's setting ``kept_images`` is ``all`` (a
+    rehearsal's near-chance models may classify none of its few images correctly)."""
+    return df.assign(correct=True) if _setting(Path(folder), "kept_images", "correct") == "all" else df
+
+
 def load_results(results_root: PathLike = "results", profile: str = "smoke",
                  run_dirs: Optional[Sequence[Path]] = None, all_protocols: bool = False) -> pd.DataFrame:
     """Concatenate the ``results.csv`` of every run of a profile (or of ``run_dirs``; long
@@ -152,10 +159,7 @@ def load_results(results_root: PathLike = "results", profile: str = "smoke",
         missing = set(RESULT_COLUMNS) - set(df.columns)
         if missing:
             raise ValueError(f"{p} lacks columns {sorted(missing)}; expected exactly {', '.join(RESULT_COLUMNS)}")
-        df = df[list(RESULT_COLUMNS)].assign(protocol=protocol_of(rd))
-        if _setting(rd, "kept_images", "correct") == "all":
-            df["correct"] = True
-        frames.append(df)
+        frames.append(kept_images(df[list(RESULT_COLUMNS)].assign(protocol=protocol_of(rd)), rd))
     if not frames:
         log.warning("no results.csv under %s", study_dir(results_root, profile))
         return empty_results().assign(protocol=pd.Series(dtype="str"))
@@ -175,7 +179,8 @@ def load_summaries(results_root: PathLike = "results", profile: str = "smoke",
                    run_dirs: Optional[Sequence[Path]] = None) -> pd.DataFrame:
     """One row per trained run (of the profile, or of ``run_dirs``): run_id, dataset,
     objective, seed, test_accuracy (percent), wall_time_s, run_dir, and the temperature and
-    ECE before/after of ``calibration.json`` (NaN without one). Runs without
+    ECE before/after of ``calibration.json`` (NaN without one) and where the temperature was
+    fitted, ``calibration`` ("heldout" or "crossfit"; empty without one). Runs without
     ``train_summary.json`` are skipped (logged)."""
     rows = []
     for rd in (find_run_dirs(results_root, profile) if run_dirs is None else run_dirs):
@@ -189,8 +194,10 @@ def load_summaries(results_root: PathLike = "results", profile: str = "smoke",
         rows.append({"run_id": f"{key['dataset']}/{key['objective']}/seed{key['seed']}", **key,
                      "test_accuracy": float(s["test_accuracy"]) if s.get("test_accuracy") is not None else np.nan,
                      "wall_time_s": float(s.get("wall_time_s", np.nan) or np.nan), "run_dir": str(rd),
-                     **{k: float(cal.get(k, np.nan)) for k in CALIBRATION_COLUMNS}})
-    cols = ["run_id", "dataset", "objective", "seed", "test_accuracy", "wall_time_s", "run_dir", *CALIBRATION_COLUMNS]
+                     **{k: float(cal.get(k, np.nan)) for k in CALIBRATION_COLUMNS},
+                     "calibration": cal.get("method", "heldout") if cal else ""})
+    cols = ["run_id", "dataset", "objective", "seed", "test_accuracy", "wall_time_s", "run_dir", *CALIBRATION_COLUMNS,
+            "calibration"]
     return pd.DataFrame(rows, columns=cols)
 
 

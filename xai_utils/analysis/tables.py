@@ -230,9 +230,23 @@ def table_accuracy(summaries: pd.DataFrame, decimals: int = 2) -> Table:
     caption = (f"Test accuracy (%), mean ± std over seeds (n = {n} seed{'s' if n != 1 else ''}; "
                f"std '{DASH}' with one seed). Best per row in bold.")
     if len(rows) > 1:
-        caption += (" Temperature: fitted by NLL on held-out training images; ECE (15 bins) of the "
-                    "explained model on the test split before and after dividing its logits by it.")
+        methods = set(summaries.get("calibration", pd.Series(dtype=str)).dropna()) - {""}
+        caption += (f" Temperature: {_fitted_on(methods)}; ECE (15 bins) of the explained model on the test "
+                    "split before and after dividing its logits by it.")
     return Table("table_accuracy", data, disp, bold, caption=caption)
+
+
+CALIBRATION_TEXT = {
+    "heldout": "fitted by NLL on held-out training images",
+    "crossfit": "fitted by NLL with two-fold cross-fitting on the evaluation images (each image scored with "
+                "the temperature of the other half; the row shows the mean of the two folds)",
+}
+
+
+def _fitted_on(methods: set[str]) -> str:
+    """Where the temperatures of a table's runs were fitted, in words (``calibration.json``)."""
+    known = [CALIBRATION_TEXT[m] for m in sorted(methods) if m in CALIBRATION_TEXT]
+    return "; ".join(known) if known else CALIBRATION_TEXT["heldout"]
 
 
 def _metric_sort_key(metric: str) -> int:
