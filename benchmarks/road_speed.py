@@ -122,7 +122,7 @@ def main() -> None:
     _, t_floor = timed(lambda: forward_passes(model_dev, x_dev, args.batch_size, passes), sync)
     model.cpu()
     print(f"{'model forward passes alone':34s} {'':10s} {t_floor:10.3f} {total_theirs / t_floor:9.1f}   "
-          f"(ours: 20 per image; no ROAD of these fractions needs fewer than 18)")
+          f"(ours: {passes} per image; no ROAD of these fractions needs fewer than {2 * len(FRACTIONS)})")
 
     removed = removal_masks(maps, [0.5], "morf")[0]
     ref_img, t_ref = timed(lambda: their_imputation(x, removed), lambda: None)

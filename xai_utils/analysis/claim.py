@@ -180,10 +180,7 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
                 text = "–" if not np.isfinite(d) else f"{d:+.2f}"
                 ax.text(j, i - 0.25, text, ha="center", va="center", fontsize=6.3,
                         color="white" if r.holds != "no (n.s.)" else "0.2")
-                share = _share(r, better_sign) if floor else np.nan
-                label = (("real ≤ random" if np.isnan(share) else
-                          f"{share:+.0%}" if abs(share) < 10 else f"{share:+.0f}x")
-                         if floor and np.isfinite(getattr(r, "real_minus_random", np.nan)) else "")
+                label = _floor_label(r, better_sign)
                 if label:
                     ax.text(j, i + 0.25, label, ha="center", va="center", fontsize=6.0,
                             color="0.2" if r.model_holds in ("no (n.s.)", "too few seeds") else "white")
@@ -216,12 +213,18 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
     return fig
 
 
-def _share(r, better_sign: float) -> float:
-    """The challenger's advantage (its mean minus the reference's, > 0 better) over the real
-    maps' distance above the random control; NaN where the real maps are no better than random
-    (there the ratio has no meaning: its sign would flip with the floor's)."""
+def _floor_label(r, better_sign: float) -> str:
+    """The challenger's advantage (its mean minus the reference's, > 0 better) as a share of
+    the real maps' distance above the random control; "real ≤ random" where the real maps are
+    no better than random (there the ratio has no meaning: its sign would flip with the
+    floor's); empty without the control."""
     gap = getattr(r, "real_minus_random", np.nan)
-    return better_sign * r.diff / gap if np.isfinite(gap) and gap > 0 else np.nan
+    if not np.isfinite(gap):
+        return ""
+    if gap <= 0:
+        return "real ≤ random"
+    share = better_sign * r.diff / gap
+    return f"{share:+.0%}" if abs(share) < 10 else f"{share:+.0f}x"
 
 
 def _rect(x: float, y: float, face: str, edge: str, height: float = 1.0):
