@@ -13,7 +13,8 @@ from xai_utils import pipeline
 from xai_utils.pipeline import executors
 from xai_utils.settings import load_profile
 from xai_utils.settings import ConfigError
-from xai_utils.stages.layout import load_json
+from xai_utils.pipeline.jobs import run_groups, summary
+from xai_utils.stages.layout import load_json, save_json
 
 # one small run: the smoke profile's CE run, fewer images, one method and two metrics
 SMALL = ["--profile", "smoke", "--no-progress", "--only", "shapes/ce/0", "--set", "protocols=[corrected]",
@@ -91,10 +92,12 @@ def test_each_kernel_sees_only_its_device(tmp_path, four_gpus):
 
 
 def test_slurm_path_through_submitit_local(tmp_path):
-    """The run submitted as a job (submitit's LocalExecutor) gives the results of a local run
-    in the same tree layout; a second submission submits nothing."""
+    """The run submitted as a job (submitit's LocalExecutor, through the notebooks) gives the
+    results of the same run made in this process (inline), in the same tree layout; a second
+    submission submits nothing."""
     local, sub = tmp_path / "local", tmp_path / "submitit"
-    assert pipeline.main(SMALL + _roots(local) + ["--stage", "train", "--stage", "attribute", "--stage", "evaluate"]) == 0
+    assert pipeline.main(SMALL + _roots(local) + ["--executor", "inline", "--stage", "train", "--stage", "attribute",
+                                                  "--stage", "evaluate"]) == 0
     assert pipeline.main(SMALL + _roots(sub) + ["--executor", "submitit-local"]) == 0
     run = Path("smoke") / "shapes" / "ce" / "seed0"
     a = pd.read_csv(local / "results" / run / "results.csv")
@@ -132,7 +135,7 @@ seeds: [0]
 results_root: {tmp_path / 'results'}
 figures_root: {tmp_path / 'figures'}
 settings:
-  default: {{arch: resnet18, widths: [8, 8, 16, 16], epochs: 1, train_subset: 4, batch_size: 2,
+  default: {{arch: resnet18, widths: [8, 8, 16, 16], epochs: 1, train_subset: 4, batch_size: 2, eval_samples: 4,
              data_root: {root}, num_workers: 0}}
 """)
     assert pipeline.main(["--profile", str(prof), "--no-progress", "--stage", "train",
@@ -141,3 +144,103 @@ settings:
     assert "FAILED imagenet_s50/ce/seed0:train" in out
     log = next(line for line in out.splitlines() if line.startswith("log: "))
     assert Path(log.split("; ")[0][5:]).is_file() and "01_train.failed.ipynb" in log
+
+
+# ----------------------------------------------------------------------------- resubmission guard
+
+def _fake_slurm(tmp: Path, monkeypatch, squeue: str = "", sacct: str = "", answer: bool = True) -> Path:
+    """Fake ``sbatch``/``srun`` (what submitit's SlurmExecutor calls) and, with ``answer``,
+    ``squeue``/``sacct`` printing the given lines, in a folder that becomes the whole PATH
+    (so a real SLURM client cannot answer; the scripts use shell built-ins only). Every call
+    appends its arguments to calls.log."""
+    bin_, log = tmp / "bin", tmp / "calls.log"
+    bin_.mkdir()
+    scripts = {"sbatch": "echo 'Submitted batch job 5000'", "srun": "exit 0"}
+    if answer:
+        scripts.update({name: "printf '%s\\n' " + " ".join(f"'{line}'" for line in text.splitlines())
+                        for name, text in (("squeue", squeue), ("sacct", sacct))})
+    for name, body in scripts.items():
+        path = bin_ / name
+        path.write_text(f"#!/bin/sh\necho \"{name} $*\" >> '{log}'\n{body}\n")
+        path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_))
+    return log
+
+
+def _smoke_plan_with_records(tmp: Path, records: dict[str, tuple[str, str]]):
+    """The smoke study's plan (three runs, nothing finished) under ``tmp``, with a hand-written
+    submitted.json (job id, executor) for the runs named in ``records``."""
+    p = pipeline.plan(load_profile("smoke", results_root=str(tmp / "results"), figures_root=str(tmp / "figures")))
+    for g in run_groups(p.jobs):
+        if g[0].group in records:
+            job_id, kind = records[g[0].group]
+            save_json(executors.submitted_path(g), {"job_id": job_id, "executor": kind, "log": "x.err",
+                                                    "stages": [j.stage for j in g], "submitted": "2025-01-01T00:00:00"})
+    return p
+
+
+def _status(jobs, run: str) -> set[str]:
+    return {j.status for j in jobs if j.group == run}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_run_whose_job_is_queued_or_running_is_not_submitted_again(tmp_path, monkeypatch, capsys, force):
+    """RUNNING and PENDING (squeue) stay; one squeue does not list, sacct calls COMPLETED: submitted
+    again, as is a run with a submitit-local record (never asked about). One call of each."""
+    log = _fake_slurm(tmp_path, monkeypatch, squeue="4242_0 RUNNING\n4242_1 PENDING", sacct="4242_2|COMPLETED")
+    p = _smoke_plan_with_records(tmp_path, {"shapes/ce/seed0": ("4242_0", "slurm"),
+                                            "shapes/scl/seed0": ("4242_1", "slurm"),
+                                            "shapes/tl/seed0": ("4242_2", "slurm")})
+    jobs = executors.submit(p, "slurm", executors.SlurmOptions(), force=force)
+    assert _status(jobs, "shapes/ce/seed0") == _status(jobs, "shapes/scl/seed0") == {"queued"}
+    assert _status(jobs, "shapes/tl/seed0") == {"submitted"}
+    text = summary(jobs)
+    assert text.startswith("5 submitted, 10 queued")
+    forced = " (not even with --force)" if force else ""
+    assert (f"shapes/ce/seed0: job 4242_0 is RUNNING; not submitted again{forced} (scancel 4242_0 to replace it)"
+            in text.splitlines())
+    assert f"shapes/scl/seed0: job 4242_1 is PENDING; not submitted again{forced}" in text
+    calls = log.read_text().splitlines()
+    assert calls[:2] == ["squeue -h -r -j 4242_0,4242_1,4242_2 -o %i %T", "sacct -n -P -X -j 4242_2 -o JobID,State"]
+    assert [c.split()[0] for c in calls[2:]] == ["sbatch", "sbatch"]           # the run, then the figures
+    records = {g[0].group: load_json(executors.submitted_path(g))["job_id"] for g in run_groups(jobs)[:3]}
+    assert records == {"shapes/ce/seed0": "4242_0", "shapes/scl/seed0": "4242_1", "shapes/tl/seed0": "5000"}
+    assert "after job(s) 5000, 4242_0, 4242_1 end" in capsys.readouterr().out   # figures wait for all
+
+
+def test_a_run_whose_job_ended_is_submitted_again(tmp_path, monkeypatch):
+    """squeue lists none of the jobs (exit 1, 'Invalid job id', as it does for ids it no longer
+    knows); sacct calls them FAILED / CANCELLED: both runs submitted; the submitit-local record
+    is not asked about."""
+    log = _fake_slurm(tmp_path, monkeypatch, sacct="4242_0|FAILED\n4243|CANCELLED by 1000")
+    (tmp_path / "bin" / "squeue").write_text(
+        f"#!/bin/sh\necho \"squeue $*\" >> '{log}'\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n")
+    p = _smoke_plan_with_records(tmp_path, {"shapes/ce/seed0": ("4242_0", "slurm"),
+                                            "shapes/scl/seed0": ("4243", "slurm"),
+                                            "shapes/tl/seed0": ("777", "submitit-local")})
+    jobs = executors.submit(p, "slurm", executors.SlurmOptions())
+    assert {j.status for j in jobs if j.stage != "figures"} == {"submitted"}
+    assert "queued" not in summary(jobs)
+    calls = log.read_text().splitlines()
+    assert calls[:2] == ["squeue -h -r -j 4242_0,4243 -o %i %T", "sacct -n -P -X -j 4242_0,4243 -o JobID,State"]
+    assert [c.split()[0] for c in calls[2:]] == ["sbatch", "sbatch"]
+
+
+@pytest.mark.parametrize("missing", [True, False])
+def test_without_an_answer_from_the_scheduler_the_run_is_submitted_again(tmp_path, monkeypatch, capsys, missing):
+    """squeue and sacct not on PATH, or both failing: each recorded run is submitted again,
+    with one line saying its job's state could not be asked."""
+    log = _fake_slurm(tmp_path, monkeypatch, answer=False)
+    if not missing:
+        for name in ("squeue", "sacct"):
+            path = tmp_path / "bin" / name
+            path.write_text(f"#!/bin/sh\necho \"{name} $*\" >> '{log}'\n"
+                            f"echo '{name}: error: Unable to contact slurm controller' >&2\nexit 1\n")
+            path.chmod(0o755)
+    p = _smoke_plan_with_records(tmp_path, {"shapes/ce/seed0": ("4242_0", "slurm")})
+    jobs = executors.submit(p, "slurm", executors.SlurmOptions())
+    assert {j.status for j in jobs if j.stage != "figures"} == {"submitted"}
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if "could not be asked" in line] == [
+        "shapes/ce/seed0: the state of job 4242_0 could not be asked (squeue and sacct did not answer); submitted again"]
+    assert [c.split()[0] for c in log.read_text().splitlines()] == ([] if missing else ["squeue", "sacct"]) + ["sbatch"] * 2

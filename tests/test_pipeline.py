@@ -164,6 +164,7 @@ figures_root: {tmp_path / 'figures'}
 settings:
   default: {{arch: resnet18, widths: [8, 8, 16, 16], epochs: 1, train_subset: 64, batch_size: 32,
              data_root: {_corrupt_imagenet(tmp_path / 'corrupt-imagenet')}, num_workers: 0}}
+  imagenet_s50: {{train_subset: 4, batch_size: 2, eval_samples: 4}}   # its 4 files per split
 """)
     # a marker of another stage of the failing run, left by an earlier invocation
     other = tmp_path / "results" / "mixed" / "imagenet_s50" / "ce" / "seed0" / "stages" / "attribute.json"

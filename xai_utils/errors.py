@@ -9,3 +9,12 @@ class ConfigError(ValueError):
 class DatasetNotFoundError(FileNotFoundError):
     """The files of a dataset are nowhere to be found; the message says where we looked and how
     to get them."""
+
+
+class ArtefactError(RuntimeError):
+    """A file written by an earlier stage is truncated or unreadable; the message names the file
+    and the stage to re-run (``--stage <stage> --force``)."""
+
+    def __init__(self, path: object, reason: str, stage: str):
+        self.path, self.reason, self.stage = path, reason, stage
+        super().__init__(f"{path} is truncated or unreadable ({reason}); remake it: --stage {stage} --force")

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..stages import layout as runs
+from ..stages.artefacts import load_npz
 from ..stages.layout import load_run_config
 from ..study.data import SHAPE_CLASSES, load_dataset
 from .names import (dataset_label, method_label, metric_label, objective_color, objective_label, ordered_methods,
@@ -96,22 +97,21 @@ def load_embedding(run_dir: PathLike) -> tuple[np.ndarray, np.ndarray]:
     p = Path(run_dir) / runs.EMBEDDINGS
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found: training writes it at the end of a run (notebook 01_train)")
-    with np.load(p) as z:
-        if "coords2d" not in z or "labels" not in z:
-            raise KeyError(f"{p} lacks 'coords2d' or 'labels' (has {', '.join(z.files)})")
-        return z["coords2d"], z["labels"]
+    z = load_npz(p)
+    if "coords2d" not in z or "labels" not in z:
+        raise KeyError(f"{p} lacks 'coords2d' or 'labels' (has {', '.join(z)})")
+    return z["coords2d"], z["labels"]
 
 
 def load_attribution_npz(path: PathLike) -> dict[str, np.ndarray]:
     """Arrays of an ``attributions/<method>.npz`` file (maps, indices, targets, preds, labels)."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(path)
 
 
 def attribution_options(path: PathLike) -> dict:
     """The ``options`` record of an ``attributions/<method>.npz`` file (method options, target kind, ...)."""
-    with np.load(path, allow_pickle=False) as z:
-        return json.loads(str(z["options"])) if "options" in z.files else {}
+    z = load_npz(path)
+    return json.loads(str(z["options"])) if "options" in z else {}
 
 
 def available_methods(run_dir: PathLike, folder: str = "attributions") -> list[str]:

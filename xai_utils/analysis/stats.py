@@ -65,6 +65,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..stages import layout as runs
+from ..stages.artefacts import load_json, read_csv
 from .names import metric_direction, metric_order, objective_label, order_objectives
 from .seed_level import comparison_seed, model_level, model_verdict
 
@@ -152,7 +153,7 @@ def load_results(results_root: PathLike = "results", profile: str = "smoke",
         if not p.is_file():
             log.info("no %s in %s (evaluation not run yet): skipped", runs.RESULTS, rd)
             continue
-        df = pd.read_csv(p, dtype={"pair": str})
+        df = read_csv(p, dtype={"pair": str})
         if "pair" not in df:                   # written before the pair analysis existed
             df["pair"] = ""
         df["pair"] = df["pair"].fillna("")
@@ -188,9 +189,9 @@ def load_summaries(results_root: PathLike = "results", profile: str = "smoke",
         if not p.is_file():
             log.info("no %s in %s: skipped", runs.TRAIN_SUMMARY, rd)
             continue
-        s = json.loads(p.read_text())
+        s = load_json(p)
         key = run_key(rd)
-        cal = json.loads((rd / "calibration.json").read_text()) if (rd / "calibration.json").is_file() else {}
+        cal = load_json(rd / "calibration.json") if (rd / "calibration.json").is_file() else {}
         rows.append({"run_id": f"{key['dataset']}/{key['objective']}/seed{key['seed']}", **key,
                      "test_accuracy": float(s["test_accuracy"]) if s.get("test_accuracy") is not None else np.nan,
                      "wall_time_s": float(s.get("wall_time_s", np.nan) or np.nan), "run_dir": str(rd),

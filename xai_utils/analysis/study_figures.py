@@ -18,6 +18,7 @@ from matplotlib.patches import Patch
 
 from ..ops.metrics import METRICS
 from ..stages import layout as runs
+from ..stages.artefacts import load_npz
 from . import stats
 from .run_figures import (attribution_options, available_methods, class_names_for_run, load_attribution_npz,
                           load_embedding, load_eval_dataset)
@@ -143,9 +144,9 @@ def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
         k = stats.run_key(rd)
         rid = f"{k['dataset']}/{k['objective']}/seed{k['seed']}"
         for m in available_methods(rd, "curves"):
-            with np.load(runs.curves_path(rd, m)) as z:
-                curves, idx = z["curves"].astype(float), z["indices"].astype(int)
-                p0 = z["unperturbed"].astype(float) if "unperturbed" in z.files else np.full(len(idx), np.nan)
+            z = load_npz(runs.curves_path(rd, m))
+            curves, idx = z["curves"].astype(float), z["indices"].astype(int)
+            p0 = z["unperturbed"].astype(float) if "unperturbed" in z else np.full(len(idx), np.nan)
             p0 = np.where(np.isnan(curves).all(axis=1), np.nan, p0)      # same samples at every x
             curves = np.concatenate([p0[:, None], curves], axis=1)       # x = 0: the unperturbed image
             if rid in correct:

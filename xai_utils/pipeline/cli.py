@@ -35,6 +35,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="override a profile or run setting, e.g. --set epochs=2 --set seeds=[0]")
     ap.add_argument("--dry-run", action="store_true", help="show what would run, write nothing")
     ap.add_argument("--force", action="store_true", help="rerun stages even if their results exist")
+    ap.add_argument("--no-wait", action="store_true",
+                    help="skip a run (or the figures) that another invocation is working on, instead of waiting "
+                         "for it (each run folder has a lock: xai_utils.pipeline.locks)")
     ap.add_argument("--jobs", default="auto", metavar="N",
                     help="runs executed at once, each kernel with its share of the CPU threads "
                          "(default auto: one run per GPU, or 2 at a time without a GPU)")
@@ -82,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     if args.executor in ("local", "inline"):
         jobs = executors.run_plan(p, force=args.force, progress=not args.no_progress, workers=args.jobs,
-                                  devices=devices, inline=args.executor == "inline")
+                                  devices=devices, inline=args.executor == "inline", wait=not args.no_wait)
     else:
         jobs = executors.submit(p, args.executor, slurm, force=args.force, wait=args.wait)
     print(summary(jobs))
@@ -114,6 +117,9 @@ def _check_scale_out(args: argparse.Namespace) -> list[str]:
     if args.executor == "inline" and (args.devices or (explicit_jobs and args.jobs > 1)):
         raise ConfigError(f"--{'devices' if args.devices else 'jobs'}: --executor inline runs one run at a time "
                           f"in this process, on the device each run names")
+    if args.no_wait and args.executor not in ("local", "inline"):
+        raise ConfigError(f"--no-wait is for local runs; with --executor {args.executor} each job waits for the "
+                          f"lock of its run")
     if args.slurm_gpus_per_run < 0:
         raise ConfigError(f"--slurm-gpus-per-run must be at least 0, got {args.slurm_gpus_per_run}")
     local = args.executor == "local"

@@ -19,7 +19,8 @@ The runs of a study are independent, so scaling out means running several at onc
   after all of them: a job that depends on the array (``afterany``), or, with ``--wait``,
   this process waits, reports every failed task with its log, and makes the figures itself.
   Finished stages are skipped before submission (their markers, as locally), so
-  resubmitting the same command submits only what is not finished.
+  resubmitting the same command submits only what is not finished; a run whose last SLURM
+  job is still pending or running is not submitted again (:func:`active_submissions`).
 * ``--executor submitit-local`` sends the same submission through submitit's
   ``LocalExecutor``, as processes on this machine. The tests use it (there is no SLURM
   here), and a user can rehearse a cluster submission with it.
@@ -30,6 +31,7 @@ import concurrent.futures
 import contextlib
 import os
 import queue
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..stages.layout import save_json
+from ..stages.layout import load_json, save_json
 from .jobs import Job, Plan, failed_notebook, run_group, run_groups
 from .notebooks import in_repo_root
 
@@ -144,12 +146,13 @@ def threads_per_kernel(workers: int):
 
 
 def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int = 1,
-             devices: Sequence[str] = (), inline: bool = False) -> list[Job]:
+             devices: Sequence[str] = (), inline: bool = False, wait: bool = True) -> list[Job]:
     """Execute the jobs; ``workers`` runs at once (each run's stages in order), then the
     figures. A failed stage blocks the later stages of its run only. ``devices``: CUDA
     indices; each concurrent run leases one and its kernels see only that GPU. ``inline``:
     the stage functions in this process, one run at a time (``workers`` and ``devices``
-    unused)."""
+    unused). A run another invocation is working on is waited for (its lock, :mod:`.locks`),
+    or skipped when ``wait`` is False."""
     if inline:
         workers, devices = 1, ()
     bar = tqdm(total=len(p.jobs), desc=f"study {p.profile.name}", unit="notebook", disable=not progress)
@@ -160,7 +163,8 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
         with pool.lease() as env:
             if env:
                 tqdm.write(f"{group[0].run_id}: GPU {env['CUDA_VISIBLE_DEVICES']}")
-            run_group(group, p.profile, force, env, log=tqdm.write, on_job=lambda job: bar.update(1), inline=inline)
+            run_group(group, p.profile, force, env, log=tqdm.write, on_job=lambda job: bar.update(1), inline=inline,
+                      wait=wait)
 
     by_run = run_groups(p.jobs)
     runs = [g for g in by_run if g[0].stage != "figures"]
@@ -174,7 +178,8 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
             with concurrent.futures.ThreadPoolExecutor(workers) as pool_:
                 list(pool_.map(one, runs))
         for group in rest:
-            run_group(group, p.profile, force, log=tqdm.write, on_job=lambda job: bar.update(1), inline=inline)
+            run_group(group, p.profile, force, log=tqdm.write, on_job=lambda job: bar.update(1), inline=inline,
+                      wait=wait)
     bar.close()
     return p.jobs
 
@@ -249,27 +254,103 @@ def submitted_path(group: list[Job]) -> Path:
     return group[0].marker.parent / "submitted.json"
 
 
+# states of a job that still holds (or waits for) its allocation: `squeue` JOB STATE CODES
+ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
+                           "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT"})
+QUERY_TIMEOUT_S = 60
+
+
+def _ask_scheduler(command: list[str]) -> Optional[dict[str, str]]:
+    """job id -> state from one ``squeue``/``sacct`` call (lines ``ID STATE`` or ``ID|STATE``);
+    None when the command is not on PATH, times out or fails. squeue's "Invalid job id"
+    (exit 1 when none of the ids is known any more) is an answer: nothing queued."""
+    try:
+        r = subprocess.run(command, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0:
+        return {} if "Invalid job id" in r.stderr else None
+    out: dict[str, str] = {}
+    for line in r.stdout.splitlines():
+        parts = line.replace("|", " ").split()
+        if len(parts) >= 2:
+            out[parts[0]] = parts[1].rstrip("+")       # sacct: 'CANCELLED by 123', 'RUNNING+'
+    return out
+
+
+def active_submissions(groups: Sequence[list[Job]]) -> dict[str, tuple[str, str]]:
+    """Runs whose last SLURM submission (``submitted.json``, executor ``slurm``) is still
+    pending or running: run -> (job id, state), so that rerunning the command does not
+    submit them twice (two jobs training into the same run folder).
+
+    One ``squeue -h -r -j IDS`` call for all runs (``-r``: array tasks one per line); the ids
+    it does not list go to one ``sacct -X`` call (finished, failed, cancelled: not active).
+    Only ``slurm`` records are asked about: ``submitit-local`` jobs are this machine's
+    processes, which the submitting command waited for. When neither command answers (not
+    on PATH, an error, a timeout), the run is submitted again with one line saying so: this
+    is what the command did before the guard existed, the scheduler is probably unreachable
+    then anyway (sbatch would fail too), and refusing would block every resubmission from a
+    machine where these commands fail, short of deleting the records by hand."""
+    last: dict[str, str] = {}
+    for g in groups:
+        path = submitted_path(g)
+        record = load_json(path) if path.is_file() else {}
+        if record.get("executor") == "slurm" and record.get("job_id"):
+            last[g[0].group] = str(record["job_id"])
+    if not last:
+        return {}
+    ids = sorted(set(last.values()))
+    queue_ = _ask_scheduler(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"])
+    states = dict(queue_ or {})
+    rest = [i for i in ids if i not in states]
+    if rest:
+        acct = _ask_scheduler(["sacct", "-n", "-P", "-X", "-j", ",".join(rest), "-o", "JobID,State"])
+        states.update(acct or {})
+        if acct is None and queue_ is None:
+            for run, job in last.items():
+                print(f"{run}: the state of job {job} could not be asked (squeue and sacct did not answer); "
+                      f"submitted again")
+    return {run: (job, states[job]) for run, job in last.items() if states.get(job) in ACTIVE_STATES}
+
+
 def submit(p: Plan, kind: str, options: SlurmOptions, force: bool = False, wait: bool = False
            ) -> list[Job]:
     """Submit every run with unfinished stages as one task of a job array; then the figures.
 
-    ``wait`` (always with ``submitit-local``): wait for the tasks, report each failed one with
-    its log, and make the figures here. Otherwise (SLURM) the figures are a job that starts
-    after the array has ended. With nothing to submit the figures are made here at once.
+    A run whose last SLURM job is still pending or running (:func:`active_submissions`) is
+    not submitted again, even with ``force``: its jobs get status ``queued`` and a note
+    naming the job. ``wait`` (always with ``submitit-local``): wait for the tasks, report
+    each failed one with its log, and make the figures here. Otherwise (SLURM) the figures
+    are a job that starts after the array (and the queued jobs) have ended. With nothing to
+    submit the figures are made here at once, unless runs are still queued.
     Returns the plan's jobs with their statuses where known."""
     wait = wait or kind == "submitit-local"
     by_run = run_groups(p.jobs)
     runs = [g for g in by_run if g[0].stage != "figures"]
     figures = [j for g in by_run if g[0].stage == "figures" for j in g]
     todo = [g for g in runs if force or not all(j.finished() for j in g)]
+    active = active_submissions(todo) if kind == "slurm" else {}
+    queued = [g for g in todo if g[0].group in active]
+    todo = [g for g in todo if g[0].group not in active]
     for g in runs:
-        if g not in todo:
+        if g not in todo and g not in queued:
             for j in g:
                 j.status = "skipped"
+    for g in queued:
+        job, state = active[g[0].group]
+        for j in g:
+            j.status, j.note = "queued", ""
+        g[0].note = (f"{g[0].group}: job {job} is {state}; not submitted again"
+                     f"{' (not even with --force)' if force else ''} (scancel {job} to replace it)")
+    if queued and figures and (wait or not todo):         # they would miss the queued runs' results
+        figures[0].note = (f"figures: not made now, {len(queued)} run(s) still queued; "
+                           f"rerun this command after their jobs end")
+        figures = []
     study = Path(p.profile.results_root).resolve() / p.profile.name
     folder = study / "slurm"
     if not todo:
-        print("nothing to submit: every stage of every run is finished")
+        print(f"nothing new to submit: {len(queued)} run(s) still queued" if queued else
+              "nothing to submit: every stage of every run is finished")
         wait = True                                     # the figures (if due) are made here
     else:
         ex = make_executor(kind, folder, options, name=f"xai-{p.profile.name}")
@@ -283,9 +364,10 @@ def submit(p: Plan, kind: str, options: SlurmOptions, force: bool = False, wait:
         if not wait:
             array = str(handles[0].job_id).split("_")[0]
             if figures:
-                ex.update_parameters(dependency=f"afterany:{array}", gpus_per_node=0)
+                after = ":".join([array] + [active[g[0].group][0] for g in queued])
+                ex.update_parameters(dependency=f"afterany:{after}", gpus_per_node=0)
                 fig_job = ex.submit(run_remote, figures, force, p.profile)
-                print(f"figures: job {fig_job.job_id}, after job array {array} has ended")
+                print(f"figures: job {fig_job.job_id}, after job(s) {after.replace(':', ', ')} end")
             for g in todo:
                 for j in g:
                     j.status, j.note = "submitted", ""

@@ -12,13 +12,18 @@ results (``<run_dir>/notebooks/``; a failed execution as ``<name>.failed.ipynb``
 last successful one in place). A stage whose marker (``<run_dir>/stages/<stage>.json``) holds
 the hash of the same resolved settings is skipped, so a rerun is cheap and an interrupted
 study continues where it stopped; no marker is ever deleted (a marker of other settings
-simply does not match). A failed run does not stop the others. The figures cover the runs
+simply does not match). A run's stages execute while its process holds the run's lock
+(:mod:`.locks`), so two invocations never work on one run at once. A failed run does not
+stop the others. The figures cover the runs
 that have results: into ``figures/<profile>/`` when every run of the study has them, into
 ``figures/<profile>-partial/`` otherwise, and nowhere when no run has results.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,15 +33,17 @@ from typing import Any, Callable, Optional, Sequence
 import yaml
 
 from ..analysis.report import build_all
-from ..errors import ConfigError
+from ..errors import ArtefactError, ConfigError, DatasetNotFoundError
 from ..settings.hashing import STAGE_KEYS, stage_hash
-from ..settings.profiles import Profile
+from ..settings.profiles import CONFIG_DIR, Profile
 from ..settings.run_config import RunConfig, merge_settings
 from ..settings.validation import check_runs
 from ..stages.attribute import attribute_run
 from ..stages.evaluate import evaluate_run
-from ..stages.layout import CONFIG, RESULTS, load_json, save_json, stage_marker, trained_run_dir
+from ..stages.layout import (CONFIG, RESULTS, TRAIN_SUMMARY, load_json, remove_partial_writes, save_json,
+                             stage_marker, trained_run_dir)
 from ..stages.train import train_run
+from .locks import holding
 from .notebooks import KERNEL, NOTEBOOK_DIR, NOTEBOOKS, REPO_ROOT, kernel_manager_class, notebook_parameters, param_type, type_ok
 
 STAGES = ("train", "attribute", "evaluate", "figures")
@@ -54,6 +61,7 @@ class Job:
     run_id: str = "figures"      # the run (and "@protocol" for another protocol's evaluation)
     run: Optional[RunConfig] = None
     group: str = "figures"       # jobs of one group run in order (one trained run, all protocols)
+    lock_dir: Optional[Path] = None   # the folder whose lock the group holds: the run's, or the study's
     status: str = "pending"      # pending | skipped | done | failed | blocked
     seconds: float = 0.0
     error: str = ""
@@ -64,7 +72,11 @@ class Job:
         return f"{self.run_id}:{self.stage}"
 
     def finished(self) -> bool:
-        return self.marker.is_file() and load_json(self.marker).get("hash") == self.digest
+        """The marker holds this job's hash (an unreadable marker: not finished, the stage re-runs)."""
+        try:
+            return self.marker.is_file() and load_json(self.marker).get("hash") == self.digest
+        except ValueError:
+            return False
 
 
 @dataclass
@@ -118,7 +130,7 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
             out.jobs.append(Job(stage="train", params=_run_params(profile, run, run_dir, "train"),
                                 output=run_dir / "notebooks" / NOTEBOOKS["train"],
                                 marker=stage_marker(run_dir, "train"), digest=stage_hash(run, "train"),
-                                run_id=run.run_id, run=run, group=run.run_id))
+                                run_id=run.run_id, run=run, group=run.run_id, lock_dir=run_dir))
         for cfg, eval_dir in profile.evaluations(run):      # each protocol, on the same trained model
             eval_dir = eval_dir.resolve()
             label = run.run_id + ("" if eval_dir == run_dir else f"@{cfg.protocol}")
@@ -127,7 +139,7 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
                     out.jobs.append(Job(stage=stage, params=_run_params(profile, cfg, eval_dir, stage),
                                         output=eval_dir / "notebooks" / NOTEBOOKS[stage],
                                         marker=stage_marker(eval_dir, stage), digest=stage_hash(cfg, stage),
-                                        run_id=label, run=cfg, group=run.run_id))
+                                        run_id=label, run=cfg, group=run.run_id, lock_dir=run_dir))
     if "figures" in stages:
         study = (Path(profile.results_root) / profile.name).resolve()
         digest = figures_digest(profile)
@@ -137,7 +149,7 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
                                     "runs": [r.run_id for r in profile.runs()], "missing": [],
                                     "reference": profile.reference or ""},
                             output=study / "notebooks" / NOTEBOOKS["figures"],
-                            marker=study / "stages" / "figures.json", digest=digest))
+                            marker=study / "stages" / "figures.json", digest=digest, lock_dir=study))
     return out
 
 
@@ -306,10 +318,30 @@ def run_groups(jobs: Sequence[Job]) -> list[list[Job]]:
 
 def run_group(group: list[Job], profile: Optional[Profile] = None, force: bool = False,
               env: Optional[dict[str, str]] = None, log: Callable[[str], None] = print,
-              on_job: Optional[Callable[[Job], None]] = None, inline: bool = False) -> None:
-    """Execute one run's jobs in order (or the study's figures); a failed stage blocks the
-    later stages of its run only. Used by local runs and by every submitted job; ``inline``:
-    the stage functions in this process instead of the notebooks."""
+              on_job: Optional[Callable[[Job], None]] = None, inline: bool = False, wait: bool = True) -> None:
+    """Execute one run's jobs in order (or the study's figures), holding the run's lock
+    (:mod:`.locks`): another invocation working on it is waited for, and what it finished is
+    skipped; ``wait=False`` skips the whole group instead. A failed stage blocks the later
+    stages of its run only. Used by local runs and by every submitted job; ``inline``: the
+    stage functions in this process instead of the notebooks."""
+    first = group[0]
+    lock_dir = first.lock_dir or first.marker.parent.parent
+    label = first.run_id if first.stage != "figures" else "figures"
+    with holding(lock_dir, label, wait=wait, log=log, name="run" if first.stage != "figures" else "figures") as held:
+        if not held:
+            for job in group:
+                job.status = "skipped"
+                if on_job is not None:
+                    on_job(job)
+            first.note = f"{label}: skipped, another invocation held it (--no-wait)"
+            return
+        if first.stage != "figures":
+            remove_partial_writes(lock_dir)          # temporaries of writes a killed process left
+        _run_locked(group, profile, force, env, log, on_job, inline)
+
+
+def _run_locked(group: list[Job], profile: Optional[Profile], force: bool, env: Optional[dict[str, str]],
+                log: Callable[[str], None], on_job: Optional[Callable[[Job], None]], inline: bool) -> None:
     failed = False
     for job in group:
         if failed:
@@ -324,13 +356,58 @@ def run_group(group: list[Job], profile: Optional[Profile] = None, force: bool =
                 execute(job, env, inline=inline)
                 job.status = "done"
                 log(f"done {job.label} in {job.seconds:.0f} s")
+                _report_repairs(job, log)
             except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
-                job.status, job.error, failed = "failed", _one_line(e), True
-                where = ("\n" + "".join(traceback.format_exception(e)).rstrip() if inline
+                job.status, job.error, failed = "failed", _with_command(_one_line(e), job, profile), True
+                explained = isinstance(e, EXPLAINED) or getattr(e, "ename", "") in {c.__name__ for c in EXPLAINED}
+                where = ("" if explained and inline else
+                         "\n" + "".join(traceback.format_exception(e)).rstrip() if inline
                          else f"\n  notebook: {failed_notebook(job)}")
                 log(f"FAILED {job.label}: {job.error}{where}")
         if on_job is not None:
             on_job(job)
+
+
+# Errors that say in one line what is wrong and what to do: no traceback is printed for them.
+EXPLAINED = (ArtefactError, ConfigError, DatasetNotFoundError)
+
+
+def _report_repairs(job: Job, log: Callable[[str], None]) -> None:
+    """After training: each damaged file the stage found and repaired (the summary's
+    ``recovered``), one line each, kept as the job's note."""
+    if job.stage != "train":
+        return
+    try:
+        lines = load_json(Path(job.params["run_dir"]) / TRAIN_SUMMARY).get("recovered") or []
+    except (OSError, ValueError):
+        return
+    for line in lines:
+        log(f"{job.label}: {line}")
+    job.note = "\n".join(f"{job.label}: {line}" for line in lines)
+
+
+def _with_command(error: str, job: Job, profile: Optional[Profile]) -> str:
+    """An ArtefactError's ``remake it: --stage S --force`` completed into the whole command:
+    the profile and the run that owns the damaged file."""
+    found = re.search(r"^ArtefactError: (.+?) is truncated or unreadable .*remake it: --stage (\w+) --force$", error)
+    if profile is None or not found:
+        return error
+    path, stage = Path(found.group(1)).resolve(), found.group(2)
+    owner = next((r for r in profile.runs() if profile.run_dir(r).resolve() in (path, *path.parents)), None)
+    command = (f"{profile_command(profile)} --stage {stage} --force"
+               + (f" --only {owner.dataset}/{owner.objective}/{owner.seed}" if owner else ""))
+    return error[:found.start(2) - len("remake it: --stage ")] + f"remake it: {command}"
+
+
+def profile_command(profile: Profile) -> str:
+    """The pipeline command that names this study: its profile (by name when it is one of
+    ``configs/``), ``--rehearse`` and every ``--set`` it was given."""
+    path = Path(profile.path) if profile.path else None
+    name = path.stem if path is None or path.parent.resolve() == CONFIG_DIR.resolve() else str(path)
+    sets = " ".join(f"--set {shlex.quote(f'{k}={v if isinstance(v, str) else json.dumps(v)}')}"
+                    for k, v in profile.given.items())
+    return " ".join(filter(None, ("python -m xai_utils.pipeline --profile", shlex.quote(name or profile.name),
+                                  "--rehearse" if profile.rehearse else "", sets)))
 
 
 def _prepare_figures(profile: Profile, job: Job) -> bool:
@@ -354,11 +431,11 @@ def _prepare_figures(profile: Profile, job: Job) -> bool:
 
 def _one_line(e: Exception) -> str:
     ename, evalue = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
-    return f"{ename}: {evalue}".splitlines()[0][:300]
+    return f"{ename}: {evalue}".splitlines()[0][:600]
 
 
 def summary(jobs: Sequence[Job]) -> str:
-    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "skipped", "submitted", "failed", "blocked")}
+    counts = {s: sum(j.status == s for j in jobs) for s in ("done", "skipped", "submitted", "queued", "failed", "blocked")}
     lines = [", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to do"]
     per_stage: dict[str, float] = {}
     for j in jobs:

@@ -68,6 +68,7 @@ class Profile:
     rehearse: bool = False                   # every run shrunk to minutes (:meth:`rehearsal`)
     figures_path: Optional[str] = None       # where the tables and figures go (default figures_root/name)
     stand_ins: dict[str, str] = field(default_factory=dict)   # rehearsal: dataset -> root of stand-in files
+    given: dict[str, Any] = field(default_factory=dict)       # the overrides load_profile was given (--set)
 
     def run_config(self, dataset: str, objective: str, seed: int, protocol: Optional[str] = None) -> RunConfig:
         """Resolve the settings of one run: default < objective < dataset < dataset/objective < overrides
@@ -214,6 +215,6 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
     profile = Profile(name=path.stem, description=description, seeds=seeds, objectives=objectives,
                       datasets=datasets, results_root=results_root, figures_root=figures_root,
                       settings=settings, overrides=run_over, path=str(path), protocols=protocols,
-                      reference=reference)
+                      reference=reference, given=dict(overrides))
     check_runs(profile.runs(), data=False)
     return profile

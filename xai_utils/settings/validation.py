@@ -3,8 +3,10 @@
 :func:`check_run` checks one resolved :class:`~xai_utils.settings.RunConfig` against the
 registries (objectives, optimisers, backbones, augmentations, mining rules, attribution
 methods and their options, metrics, perturbation baselines, ...), the allowed ranges, the
-metric/method/dataset compatibility and, with ``data=True``, that the dataset's files are
-there. :func:`check_runs` does it for every run of a study. Both raise on the first
+metric/method/dataset compatibility, the values bounded by the image size (:data:`SIZE_BOUNDS`)
+and, with ``data=True``, that the dataset's files are there and that the values bounded by
+a split's number of images fit it (:func:`check_sizes`, the sizes counted without loading
+the data). :func:`check_runs` does it for every run of a study. Both raise on the first
 problem:
 
 * :class:`~xai_utils.errors.ConfigError` with one line naming the run, the key and the
@@ -18,8 +20,11 @@ too, for notebooks and scripts used on their own.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -30,7 +35,8 @@ from ..ops.losses import MINING
 from ..ops.metrics import BASELINES, METRICS, NOISE_SPACES, SIMILARITIES, TIE_BREAKS
 from ..ops.pairs import PAIR_KINDS, PAIR_METHODS, PAIR_METRICS, SPACES
 from ..ops.pairs.methods import check_pair_method_options
-from ..study.data import DATASETS, check_available, has_masks
+from ..study.data import (DATASETS, check_available, dataset_label, eval_indices, has_masks, resolve_split,
+                          split_sizes, train_permutation)
 from ..study.models import BACKBONES, EXPLAIN_FEATURES
 from ..study.objectives import OBJECTIVES, get_objective
 from ..study.training import OPTIMIZERS
@@ -204,6 +210,124 @@ def check_ranges(cfg: RunConfig) -> None:
             raise _fail(cfg, key, f"must be >= 0, got {getattr(cfg, key)!r}")
 
 
+@dataclass(frozen=True)
+class DataSize:
+    """What the size checks know of a run's data: images in its training and evaluation
+    splits (None: not counted, the files are absent) and the side and channels of its images."""
+
+    label: str
+    train: Optional[int]
+    eval: Optional[int]
+    side: int
+    channels: int
+
+    @property
+    def pixels(self) -> int:
+        return self.side * self.side
+
+    @property
+    def features(self) -> int:
+        return self.channels * self.pixels
+
+
+# A bound: (largest allowed value, why) for a run and its data, or None where it does not apply
+# (the setting unused, or the split not counted).
+Bound = Callable[[RunConfig, DataSize], Optional[tuple[int, str]]]
+
+
+def _uses_calibration(cfg: RunConfig) -> bool:
+    return any("calibration" in METRICS[m].needs for m in cfg.metrics)
+
+
+def _heldout_images(cfg: RunConfig, n_train: int) -> int:
+    """How many training images a ``heldout`` calibration can use: those after ``train_subset``
+    in the fixed permutation, less the evaluation images when the run is evaluated on its
+    training split (as :func:`xai_utils.stages.calibrate.calibration_indices` picks them)."""
+    rest = n_train - cfg.train_subset
+    if resolve_split(cfg.dataset, cfg.eval_split) == "train":
+        later = train_permutation(n_train, seed=0)[cfg.train_subset:]
+        rest -= int(np.isin(later, eval_indices(n_train, cfg.eval_samples, seed=0)).sum())
+    return rest
+
+
+def _pair_bound(cfg: RunConfig, d: DataSize) -> Optional[tuple[int, str]]:
+    """Pairs of each kind come from the evaluation subset (``eval_samples`` images, at most the
+    split): one view pair per image, distinct pairs of two images for the other kinds. Checked
+    with the counted split only, like the other image counts: ``load_profile`` checks a study
+    before ``--rehearse`` shrinks ``pair_samples`` with the evaluation subset."""
+    if not cfg.pair_methods or d.eval is None:
+        return None
+    n = min(cfg.eval_samples, d.eval)
+    if "view" in cfg.pair_kinds:
+        return n, f"one 'view' pair per evaluation image, {n} images"
+    return math.comb(n, 2), f"the distinct pairs of the {n} evaluation images"
+
+
+# Every setting bounded by the data's size, checked in this order (a bound may assume the
+# earlier ones hold). Unbounded on purpose: batch_size_eval and eval_chunk (the evaluation
+# batches are slices of the images, so a batch larger than the images holds them all and
+# changes no result), and the attribution batch sizes of method options (same slicing).
+SIZE_BOUNDS: dict[str, Bound] = {
+    # first train_subset of a fixed permutation of the training split: more would be cut silently
+    "train_subset": lambda cfg, d: None if d.train is None or cfg.train_subset is None else (
+        d.train, f"the training images of {d.label}"),
+    # a batch larger than the training images would be cut to all of them, silently (with
+    # train_subset set, check_training already asks for train_subset >= batch_size)
+    "batch_size": lambda cfg, d: None if d.train is None or cfg.train_subset is not None else (
+        d.train, f"the training images of {d.label}, all in one batch"),
+    # a fixed subset of the evaluation split: more would be cut silently
+    "eval_samples": lambda cfg, d: None if d.eval is None else (
+        d.eval, f"the images of {d.label} split '{cfg.eval_split}'"),
+    # held-out training images after train_subset (xai_utils.stages.calibrate): fewer are used silently
+    "calibration_samples": lambda cfg, d: None if (
+        d.train is None or cfg.train_subset is None or not _uses_calibration(cfg)
+        or resolve_calibration(cfg) != "heldout") else (
+        _heldout_images(cfg, d.train), f"the {d.label} training images that train_subset ({cfg.train_subset}) "
+                                       f"leaves out, held out for calibration; or set calibration: crossfit"),
+    "pair_samples": _pair_bound,
+    # pixel flipping and faithfulness correlation count features: the map broadcast over the channels
+    "features_in_step": lambda cfg, d: (d.features, f"the {d.channels}x{d.side}x{d.side} features of an image"),
+    "faithfulness_correlation_subset": lambda cfg, d: (
+        d.features, f"the {d.channels}x{d.side}x{d.side} features of an image"),
+    # insertion and deletion count pixels (all channels at once)
+    "pair_pixels_per_step": lambda cfg, d: (d.pixels, f"the {d.side}x{d.side} pixels of an image"),
+    # the blur's reflect padding (kernel // 2) must be smaller than the image side
+    "pair_blur_kernel": lambda cfg, d: (2 * d.side - 1, f"twice the image side ({d.side} px) less one"),
+    # occluding windows larger than the image: Captum's occlusion and conditional_occlusion raise
+    "method_options.occlusion.window": lambda cfg, d: (d.side, f"the image side ({d.side} px)"),
+    "pair_method_options.conditional_occlusion.window": lambda cfg, d: (d.side, f"the image side ({d.side} px)"),
+}
+
+
+def _setting(cfg: RunConfig, key: str) -> Any:
+    """The value of a (dotted) key, e.g. ``method_options.occlusion.window``; None when unset."""
+    first, *rest = key.split(".")
+    value = getattr(cfg, first)
+    for part in rest:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def data_size(cfg: RunConfig, sizes: Optional[Mapping[str, int]]) -> DataSize:
+    """The :class:`DataSize` of a run from the images per split (:func:`~xai_utils.study.data.split_sizes`)."""
+    spec, sizes = DATASETS[cfg.dataset], sizes or {}
+    return DataSize(dataset_label(cfg.dataset), sizes.get("train"),
+                    sizes.get(resolve_split(cfg.dataset, cfg.eval_split)), spec.image_size, spec.channels)
+
+
+def check_sizes(cfg: RunConfig, sizes: Optional[Mapping[str, int]]) -> None:
+    """Every value of :data:`SIZE_BOUNDS` against the run's data: ``sizes`` (images per split,
+    :func:`~xai_utils.study.data.split_sizes`) bounds the numbers of images, the image size
+    the numbers of pixels. A split not in ``sizes`` (None: none counted) is not checked, so
+    a dry run without the data still works; the data check reports missing files."""
+    data = data_size(cfg, sizes)
+    for key, bound in SIZE_BOUNDS.items():
+        value, limit = _setting(cfg, key), bound(cfg, data)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)   # None: unset
+        if number and limit is not None and value > limit[0]:
+            raise _fail(cfg, key, f"must be at most {limit[0]} ({limit[1]}), got {value}")
+
+
 def check_data(cfg: RunConfig, stages: Sequence[str]) -> None:
     """The dataset's files of the splits the stages read (raises DatasetNotFoundError)."""
     if "train" in stages:
@@ -224,15 +348,19 @@ def check_run(cfg: RunConfig, stages: Sequence[str] = STAGES, data: bool = False
     check_attribution(cfg)
     check_evaluation(cfg, data_masks=data)
     check_pairs(cfg)
+    check_sizes(cfg, None)                        # the image size's bounds, known without the data
     if data:
         check_device(cfg)
         check_data(cfg, stages)
+        check_sizes(cfg, split_sizes(cfg.dataset, cfg.data_root))
 
 
 def check_runs(runs: Iterable[RunConfig], stages: Sequence[str] = STAGES, data: bool = False) -> None:
     """:func:`check_run` for every run of a study (``profile.runs()``, or the runs whose
-    stages will run); data files are looked for once per (dataset, root, split)."""
+    stages will run); data files are looked for once per (dataset, root, split), the
+    splits counted once per (dataset, root)."""
     seen: set[tuple] = set()
+    sizes: dict[tuple, Optional[dict[str, int]]] = {}
     for cfg in runs:
         check_run(cfg, stages, data=False)
         if data:
@@ -242,3 +370,7 @@ def check_runs(runs: Iterable[RunConfig], stages: Sequence[str] = STAGES, data: 
             if key not in seen:
                 seen.add(key)
                 check_data(cfg, stages)
+            where = (cfg.dataset, cfg.data_root)
+            if where not in sizes:
+                sizes[where] = split_sizes(cfg.dataset, cfg.data_root)
+            check_sizes(cfg, sizes[where])

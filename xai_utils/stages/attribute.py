@@ -23,6 +23,7 @@ from ..ops.attribution import (TARGET_KINDS, attribute, check_method_options, ch
 from ..ops.devices import ieee_float32, resolve_device
 from ..study.data import eval_indices, load_dataset, resolve_split
 from . import layout as runs
+from .artefacts import load_npz
 from .layout import load_run_config
 from .model_io import load_model
 from .pairs import attribute_pairs
@@ -59,8 +60,7 @@ def load_attributions(path: Union[str, Path]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the attribution stage first (notebook 02_attribute)")
-    with np.load(path, allow_pickle=False) as z:
-        out: dict[str, Any] = {k: z[k] for k in z.files}
+    out: dict[str, Any] = load_npz(path)
     out["maps"] = out["maps"].astype(np.float32)
     out["options"] = json.loads(str(out["options"]))
     return out
@@ -75,8 +75,8 @@ def stored_predictions(run_dir: Union[str, Path], cfg: Any, idx: np.ndarray, lab
     if (resolve_split(cfg.dataset, cfg.eval_split) != resolve_split(cfg.dataset, "test") or not path.is_file()
             or cfg.explain_features != "trained"):
         return None
-    with np.load(path) as z:
-        preds, stored_labels = z["preds"], z["labels"]
+    stored = load_npz(path, ["preds", "labels"])
+    preds, stored_labels = stored["preds"], stored["labels"]
     if len(preds) <= int(idx.max(initial=0)) or not np.array_equal(stored_labels[idx], labels.numpy()):
         raise ValueError(f"{path} does not match the evaluation split of {cfg.dataset}: retrain the run")
     return torch.from_numpy(preds[idx].astype(np.int64))

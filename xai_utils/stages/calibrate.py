@@ -34,6 +34,7 @@ from ..settings.run_config import resolve_calibration
 from ..study.data import eval_indices, load_dataset, resolve_split, train_permutation
 from . import layout as runs
 from .layout import load_run_config
+from .artefacts import load_json, load_npz
 from .model_io import load_model
 
 CALIBRATION = "calibration.json"
@@ -72,7 +73,7 @@ def calibrate_run(run_dir: Union[str, Path], device: str = "auto", batch_size: i
     if method == "crossfit":
         key.update(method=method, eval_split=cfg.eval_split, eval_samples=cfg.eval_samples)
     if path.is_file():
-        saved = runs.load_json(path)
+        saved = load_json(path)
         if all(saved.get(k) == v for k, v in key.items()) and saved.get("method", "heldout") == method:
             return saved
     dev = resolve_device(device)
@@ -149,8 +150,8 @@ def _test_logits(run_dir: Path, model, cfg, dev, batch_size: int):
     the trained one, else recomputed."""
     pred = Path(run_dir) / runs.PREDICTIONS
     if cfg.explain_features == "trained" and pred.is_file():
-        with np.load(pred) as zf:
-            return torch.from_numpy(zf["logits"]).float(), torch.from_numpy(zf["labels"]).long()
+        zf = load_npz(pred, ["logits", "labels"])
+        return torch.from_numpy(zf["logits"]).float(), torch.from_numpy(zf["labels"]).long()
     test = load_dataset(cfg.dataset, "test", cfg.data_root)
     with ieee_float32(dev):
         zs = [model(test.batch(slice(s, min(s + batch_size, len(test))), device=dev)[0]).float().cpu()
@@ -161,5 +162,5 @@ def _test_logits(run_dir: Path, model, cfg, dev, batch_size: int):
 def temperature_of(run_dir: Union[str, Path]) -> float:
     """The temperature in ``calibration.json`` (1.0, i.e. no scaling, if it is absent)."""
     path = Path(run_dir) / CALIBRATION
-    t = runs.load_json(path).get("temperature") if path.is_file() else None
+    t = load_json(path).get("temperature") if path.is_file() else None
     return float(t) if t is not None and math.isfinite(t) else 1.0

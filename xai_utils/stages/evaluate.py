@@ -44,6 +44,7 @@ from ..ops.metrics import METRICS, SETTINGS, MetricInputs, MetricResult, check_m
 from ..settings.run_config import RunConfig
 from ..study.data import load_dataset
 from . import layout as runs
+from .artefacts import load_npz, read_csv
 from .attribute import load_attributions
 from .calibrate import calibrate_run, image_temperatures
 from .layout import load_run_config
@@ -189,8 +190,7 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
 
 
 def _n_stored(path: Path) -> int:
-    with np.load(path, allow_pickle=False) as f:          # reads the indices only
-        return len(f["indices"])
+    return len(load_npz(path, ["indices"])["indices"])   # reads the indices only
 
 
 def _n_evaluated(method: str, n_stored: int, n_samples: int) -> int:
@@ -252,7 +252,7 @@ def load_results(run_dir: Union[str, Path]) -> pd.DataFrame:
     p = Path(run_dir) / runs.RESULTS
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found: run the evaluation stage first (notebook 03_evaluate)")
-    df = pd.read_csv(p, dtype={"pair": str}, keep_default_na=False, na_values={"value": ["nan", "NaN", ""]})
+    df = read_csv(p, dtype={"pair": str}, keep_default_na=False, na_values={"value": ["nan", "NaN", ""]})
     df["correct"] = df["correct"].astype(str).str.lower().eq("true")
     if "pair" not in df:
         df.insert(5, "pair", "")

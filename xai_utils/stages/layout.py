@@ -5,6 +5,7 @@ One folder per run (``results/<profile>/<dataset>/<objective>/seed<k>/``)::
     config.json                 resolved RunConfig (written by training)
     train_log.jsonl             one JSON object per epoch (and probe summary)
     checkpoint.pt               latest training state, for resuming
+    checkpoint.prev.pt          the one before it (read when checkpoint.pt is unreadable)
     model.pt                    final explained model: {"config": ..., "state_dict": ...}
     train_summary.json          test accuracy, wall time, epochs
     predictions.npz             fp32 logits, predicted classes and labels of every test image
@@ -30,6 +31,7 @@ from typing import Any, Callable, Union
 import numpy as np
 import torch
 
+from ..errors import ArtefactError
 from ..settings.run_config import RunConfig
 
 PathLike = Union[str, Path]
@@ -37,6 +39,7 @@ PathLike = Union[str, Path]
 CONFIG = "config.json"
 TRAIN_LOG = "train_log.jsonl"
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 MODEL = "model.pt"
 TRAIN_SUMMARY = "train_summary.json"
 EMBEDDINGS = "embeddings.npz"
@@ -117,10 +120,33 @@ def append_jsonl(path: PathLike, obj: Any) -> None:
 
 
 def read_jsonl(path: PathLike) -> list[dict]:
+    """The records of a ``.jsonl`` log; a last line cut by a kill during its append (no newline,
+    not JSON) is dropped, the record is written again when that epoch is trained again."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError as e:
+            if i == len(lines) - 1:           # the unfinished last append
+                break
+            raise ArtefactError(path, f"line {i + 1} is not JSON: {e}", "train") from e
+    return out
+
+
+def remove_partial_writes(folder: PathLike) -> list[Path]:
+    """Delete the temporaries of writes a killed process left (``.<name>.*.tmp`` of
+    :func:`_atomic`) in ``folder`` and below; call it only while holding the run's lock."""
+    gone = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
 
 
 def load_run_config(run_dir: Union[str, Path]) -> RunConfig:
@@ -129,4 +155,8 @@ def load_run_config(run_dir: Union[str, Path]) -> RunConfig:
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found: train the run first (notebook 01_train or "
                                 f"`python -m xai_utils.pipeline --stage train`)")
-    return RunConfig.from_dict(json.loads(p.read_text()))
+    try:
+        stored = json.loads(p.read_text())
+    except ValueError as e:
+        raise ArtefactError(p, f"{type(e).__name__}: {e}", "train") from e
+    return RunConfig.from_dict(stored)

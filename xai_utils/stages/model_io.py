@@ -10,6 +10,7 @@ import torch.nn as nn
 from ..settings.run_config import RunConfig
 from ..study.models import EXPLAIN_FEATURES, ExplainedModel, ProjectionHead
 from ..study.objectives import explained_model
+from .artefacts import load_torch
 from .layout import trained_model_path
 
 
@@ -41,7 +42,7 @@ def load_model(run_dir_or_file: Union[str, Path], device: Union[str, torch.devic
         p = trained_model_path(p)
     if not p.is_file():
         raise FileNotFoundError(f"{p} not found: train the run first (notebook 01_train)")
-    state = torch.load(p, map_location="cpu", weights_only=False)
+    state = load_torch(p)
     cfg = RunConfig.from_dict(state["config"])
     model = explained_model(cfg, state["num_classes"], state["mean"], state["std"])
     model.load_state_dict(state["state_dict"])

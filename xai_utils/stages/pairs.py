@@ -33,6 +33,7 @@ from ..ops.pairs.metrics import PAIR_METRICS, PAIR_SETTINGS, PairInputs, check_p
 from ..ops.pairs.sets import make_pairs, pair_ids, second_views
 from ..ops.pairs.similarity import similarity
 from . import layout as runs
+from .artefacts import load_npz
 
 PAIRS_DIR = "pairs"
 
@@ -50,8 +51,7 @@ def load_pairs(path: Union[str, Path]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the attribution stage with pair_methods (02_attribute)")
-    with np.load(path, allow_pickle=False) as z:
-        out: dict[str, Any] = {k: z[k] for k in z.files}
+    out: dict[str, Any] = load_npz(path)
     out["options"] = json.loads(str(out["options"]))
     return out
 

@@ -16,12 +16,12 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from ..errors import ArtefactError, ConfigError
 from ..ops.augment import get_augmentation
 from ..ops.devices import deterministic_algorithms, resolve_device
 from ..ops.seeds import epoch_generator, seed_everything
@@ -32,6 +32,7 @@ from ..study.objectives import OBJECTIVES, TrainBatch, explained_model
 from ..study.training import (OPTIMIZERS, Engine, EpochTotals, TrainData, build_scheduler, evaluate_test,
                               resolve_augmentation, train_probe, train_step)
 from . import layout as runs
+from .artefacts import load_json, load_torch
 from .model_io import model_state
 
 PathLike = Union[str, Path]
@@ -56,7 +57,7 @@ def _refresh_configs(run_dir: Path, cfg: RunConfig) -> None:
     config_path = run_dir / runs.CONFIG
     if not config_path.is_file() or runs.load_json(config_path) != cfg.to_dict():
         runs.save_json(config_path, cfg.to_dict())
-        state = torch.load(run_dir / runs.MODEL, map_location="cpu", weights_only=False)
+        state = load_torch(run_dir / runs.MODEL)
         state["config"] = cfg.to_dict()
         runs.save_torch(run_dir / runs.MODEL, state)
 
@@ -67,6 +68,30 @@ def _truncate_log(run_dir: Path, last_epoch: int) -> None:
     keep = [r for r in runs.read_jsonl(log)
             if "event" in r or ("stage" not in r and r.get("epoch", 0) <= last_epoch)]
     runs.save_text(log, "".join(json.dumps(r, default=str) + "\n" for r in keep))
+
+
+def _last_good_checkpoint(run_dir: Path) -> tuple[Optional[dict[str, Any]], list[str]]:
+    """The newest readable checkpoint (``checkpoint.pt``, else ``checkpoint.prev.pt``) or None,
+    and one line for each unreadable one. An unreadable ``checkpoint.pt`` is deleted, so that
+    the next checkpoint does not push it into the place of the good one."""
+    recovered: list[str] = []
+    for name in (runs.CHECKPOINT, runs.PREVIOUS_CHECKPOINT):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            ckpt = load_torch(path)                  # states move to the device on load
+        except ArtefactError as e:
+            recovered.append(f"{e.path} is truncated or unreadable ({e.reason})")
+            if name == runs.CHECKPOINT:
+                path.unlink()
+            continue
+        if recovered:
+            recovered[-1] += f"; resumed from {name} (epoch {int(ckpt['epoch'])})"
+        return ckpt, recovered
+    if recovered:
+        recovered[-1] += "; no readable checkpoint left: training from the start"
+    return None, recovered
 
 
 def _rng_state() -> dict[str, Any]:
@@ -101,24 +126,35 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
 
     A finished run is not retrained (its summary is returned); an interrupted one resumes from
     its checkpoint. Both require the same training settings (a :class:`ConfigError` otherwise).
+    A checkpoint replaces the one before only after moving it to ``checkpoint.prev.pt``; an
+    unreadable ``checkpoint.pt`` gives way to that one, and an unreadable ``model.pt`` of a
+    finished run is rebuilt from the last checkpoint. Each such repair is one line, printed
+    and kept in the summary (``recovered``).
     """
     check_run(cfg, stages=("train",), data=False)       # the loader says itself if data is missing
     run_dir = Path(run_dir)
     summary_path = run_dir / runs.TRAIN_SUMMARY
+    notes: list[str] = []                                # files found damaged and what was done
     if summary_path.is_file() and (run_dir / runs.MODEL).is_file():
-        saved = (runs.load_json(run_dir / runs.CONFIG) if (run_dir / runs.CONFIG).is_file() else
-                 torch.load(run_dir / runs.MODEL, map_location="cpu", weights_only=False)["config"])
-        diff = _training_differences(saved, cfg)
-        if diff:
-            raise _mismatch_error(run_dir, "finished run", diff, saved, cfg)
-        _refresh_configs(run_dir, cfg)
-        return runs.load_json(summary_path)
+        try:
+            state = load_torch(run_dir / runs.MODEL)         # verified: a damaged one is rebuilt below
+        except ArtefactError as e:
+            notes.append(f"{e.path} is truncated or unreadable ({e.reason}); rebuilt from the last checkpoint")
+            print(f"{cfg.run_id}: {notes[-1]}")
+        else:
+            saved = load_json(run_dir / runs.CONFIG) if (run_dir / runs.CONFIG).is_file() else state["config"]
+            diff = _training_differences(saved, cfg)
+            if diff:
+                raise _mismatch_error(run_dir, "finished run", diff, saved, cfg)
+            _refresh_configs(run_dir, cfg)
+            return load_json(summary_path)
     with deterministic_algorithms(cfg.deterministic):     # bit-exact GPU kernels, if asked
-        return _train(cfg, run_dir, summary_path, progress)
+        return _train(cfg, run_dir, summary_path, progress, notes)
 
 
-def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool) -> dict[str, Any]:
-    """Train (or resume) the run; write its files (see :func:`train_run`)."""
+def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool, notes: list[str]) -> dict[str, Any]:
+    """Train (or resume) the run; write its files (see :func:`train_run`). ``notes``: damaged
+    files found so far, reported with those found here in the summary's ``recovered``."""
     device = resolve_device(cfg.device)
     data = TrainData(cfg, device)
     seed_everything(cfg.seed)
@@ -133,8 +169,11 @@ def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool) ->
 
     start_epoch, train_seconds, resumed_from = 0, 0.0, None
     ckpt_path = run_dir / runs.CHECKPOINT
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)   # states move on load
+    ckpt, recovered = _last_good_checkpoint(run_dir)
+    for line in recovered:
+        print(f"{cfg.run_id}: {line}")
+    recovered = notes + recovered
+    if ckpt is not None:
         diff = _training_differences(ckpt["config"], cfg)
         if diff:
             raise _mismatch_error(run_dir, "checkpoint", diff, ckpt["config"], cfg)
@@ -147,7 +186,7 @@ def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool) ->
         resumed_from = start_epoch
         _truncate_log(run_dir, start_epoch)
         runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "resumed", "from_epoch": start_epoch})
-    elif (run_dir / runs.TRAIN_LOG).is_file():
+    if ckpt is None and (run_dir / runs.TRAIN_LOG).is_file():
         runs.save_text(run_dir / runs.TRAIN_LOG, "")       # killed before its first checkpoint
     runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
     if cfg.compile and eager:
@@ -155,6 +194,8 @@ def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool) ->
         runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "not compiled", "reason": eager})
 
     def save_checkpoint(epoch: int) -> None:
+        if ckpt_path.is_file():                  # keep the one before: a write killed or cut costs one interval
+            os.replace(ckpt_path, run_dir / runs.PREVIOUS_CHECKPOINT)
         runs.save_torch(ckpt_path, {
             "config": cfg.to_dict(), "epoch": epoch, "train_seconds": train_seconds,
             "model": model.state_dict(), "objective": objective.state_dict(),
@@ -220,6 +261,6 @@ def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool) ->
                "probe_train_accuracy": probe_acc, "wall_time_s": round(train_seconds, 3),
                "eval_time_s": round(time.perf_counter() - t0, 3), "device": str(device),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),   # --devices: this run's GPU
-               "resumed_from": resumed_from}
+               "resumed_from": resumed_from, "recovered": recovered}
     runs.save_json(summary_path, summary)
     return summary

@@ -8,7 +8,9 @@ workers, the streamed ImageNet-S50 train split), :mod:`.generated` (stand-in fil
 dataset's real format, for rehearsals and tests).
 
 ``load_dataset(name, split, root=None)`` looks the name up in :data:`DATASETS` (a registry,
-name -> :class:`DatasetSpec`: loader, splits, masks, file check):
+name -> :class:`DatasetSpec`: loader, splits, split sizes, masks, file check);
+``split_sizes(name, root=None)`` counts each split's images without loading them (for the
+size checks of :mod:`xai_utils.settings.validation`; stand-in files are counted as they are):
 
 ===============  ===============================  ==========================================
 name             splits                           source
@@ -40,6 +42,6 @@ from ...errors import DatasetNotFoundError
 from .base import ImageDataset, Index, PathLike, eval_indices, train_indices, train_permutation
 from .imagenet import IMAGENET_S50_INDICES, imagenet_s50_classes
 from .registry import (DATASETS, DatasetSpec, check_available, dataset_label, files_present, has_masks,
-                       load_dataset, resolve_split, write_stand_in_data)
+                       load_dataset, resolve_split, split_sizes, write_stand_in_data)
 from .shapes import SHAPE_CLASSES, SHAPES_MEAN, SHAPES_SPLITS, SHAPES_STD, make_shapes, shapes_params
 from .streaming import StreamingImageDataset

@@ -1,6 +1,8 @@
 """CIFAR-10 (Krizhevsky 2009): torchvision's pickled ``cifar-10-batches-py`` format."""
 from __future__ import annotations
 
+import functools
+import os
 import pickle
 from pathlib import Path
 from typing import Optional
@@ -68,3 +70,20 @@ def load_cifar10(split: str, root: Optional[PathLike] = None) -> ImageDataset:
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
     return ImageDataset("cifar10", split, images, torch.from_numpy(labels), None,
                         CIFAR10_MEAN, CIFAR10_STD, len(names), names)
+
+
+def count_cifar10(split: str, root: Optional[PathLike]) -> Optional[int]:
+    """The labels of the pickled batches the loader reads (official: 50,000 / 10,000; the
+    rehearsal's stand-ins, :func:`~.generated.write_cifar10`, hold fewer); None when absent."""
+    folder = locate_cifar10(split, root, False)
+    if folder is None:
+        return None
+    files = _cifar_batch_files(folder, split)
+    return sum(_batch_labels(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in files)
+
+
+@functools.lru_cache(maxsize=16)
+def _batch_labels(path: str, size: int, mtime_ns: int) -> int:
+    """Labels in one CIFAR batch file; cached per (path, size, mtime), so rewritten files are
+    read again and the official 30 MB batches are unpickled once per process."""
+    return len(_unpickle(Path(path))[b"labels"])

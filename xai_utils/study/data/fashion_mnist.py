@@ -100,3 +100,18 @@ def load_fashion_mnist(split: str, root: Optional[PathLike] = None) -> ImageData
     return ImageDataset("fashion_mnist", split, torch.from_numpy(pad_to_32(images)),
                         torch.from_numpy(labels.astype(np.int64)), None,
                         FASHION_MNIST_MEAN, FASHION_MNIST_STD, 10, list(FASHION_MNIST_CLASSES))
+
+
+def count_fashion_mnist(split: str, root: Optional[PathLike]) -> Optional[int]:
+    """The first dimension in the IDX header of the split's label file (8 bytes read), so
+    the official files (60,000 / 10,000) and any other IDX files are counted alike; None
+    when the files are absent or the header is not an IDX one (the loader then says why)."""
+    files = locate_fashion_mnist(split, root, False)
+    if files is None:
+        return None
+    path = Path(files[1])
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        head = f.read(8)
+    if len(head) < 8 or head[:3] != b"\x00\x00\x08" or head[3] < 1:
+        return None
+    return int.from_bytes(head[4:8], "big")

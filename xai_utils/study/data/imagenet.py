@@ -131,3 +131,9 @@ def _decode_all(ds: ImageFiles, batch_size: int = 64) -> tuple[torch.Tensor, tor
             masks[i:i + k] = b[2]
         i += k
     return images, labels, masks
+
+
+def count_imagenet_s50(split: str, root: Optional[PathLike]) -> int:
+    """The image files of the 50 classes the loader would read (names only, nothing decoded);
+    raises :class:`DatasetNotFoundError` when there are none."""
+    return len(locate_imagenet_s50(split, root)[0])

@@ -1,5 +1,5 @@
-"""The dataset registry (:data:`DATASETS`): the single source of dataset names, splits and
-masks, and :func:`load_dataset`, the one entry point."""
+"""The dataset registry (:data:`DATASETS`): the single source of dataset names, splits,
+split sizes and masks, and :func:`load_dataset`, the one entry point."""
 from __future__ import annotations
 
 import functools
@@ -9,35 +9,51 @@ from typing import Any, Callable, Optional, Union
 
 from ...errors import DatasetNotFoundError
 from .base import ImageDataset, PathLike
-from .cifar10 import locate_cifar10, load_cifar10
-from .fashion_mnist import locate_fashion_mnist, load_fashion_mnist
+from .cifar10 import count_cifar10, locate_cifar10, load_cifar10
+from .fashion_mnist import count_fashion_mnist, locate_fashion_mnist, load_fashion_mnist
 from .generated import write_cifar10, write_imagenet_s50
-from .imagenet import imagenet_mask_dir, locate_imagenet_s50, load_imagenet_s50
-from .shapes import load_shapes
+from .imagenet import count_imagenet_s50, imagenet_mask_dir, locate_imagenet_s50, load_imagenet_s50
+from .shapes import SHAPES_SPLITS, load_shapes
 from .streaming import StreamingImageDataset
+
+
+# the number of images of a split, counted without decoding one; None when it cannot be known yet
+SplitCount = Callable[[str, Optional[PathLike]], Optional[int]]
+
+
+def _count_shapes(split: str, root: Optional[PathLike]) -> int:
+    """Shapes are generated: the size is the split's entry of :data:`~.shapes.SHAPES_SPLITS`."""
+    return SHAPES_SPLITS[split][0]
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One dataset: how to load a split, which splits exist, the side of its (square) images,
-    whether a split has object masks, how to check that its files are there without loading
-    them, and how to write stand-in files in its real format (:mod:`.generated`)."""
+    """One dataset: how to load a split, which splits exist, how many images a split holds
+    (``count``, from the files' headers, labels or names, never by loading it: the
+    validation bounds sizes with it before any work), the side of its (square) images and
+    their channels, whether a split has object masks, how to check that its files are there
+    without loading them, and how to write stand-in files in its real format (:mod:`.generated`)."""
 
     label: str
     load: Callable[[str, Optional[PathLike]], Any]
     splits: tuple[str, ...]
+    count: SplitCount
     image_size: int
+    channels: int = 3                                          # every dataset is stored as RGB
     locate: Optional[Callable[[str, Optional[PathLike], bool], Any]] = None   # None: generated in memory
     masks: Callable[[str, Optional[PathLike]], bool] = lambda split, root: False
     generate: Optional[Callable[[PathLike], Path]] = None    # writes stand-in files under a root
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "shapes": DatasetSpec("Shapes", load_shapes, ("train", "test"), 32, masks=lambda split, root: True),
-    "fashion_mnist": DatasetSpec("Fashion-MNIST", load_fashion_mnist, ("train", "test"), 32, locate_fashion_mnist),
-    "cifar10": DatasetSpec("CIFAR-10", load_cifar10, ("train", "test"), 32, locate_cifar10,
+    "shapes": DatasetSpec("Shapes", load_shapes, ("train", "test"), _count_shapes, 32,
+                          masks=lambda split, root: True),
+    "fashion_mnist": DatasetSpec("Fashion-MNIST", load_fashion_mnist, ("train", "test"), count_fashion_mnist, 32,
+                                 locate=locate_fashion_mnist),
+    "cifar10": DatasetSpec("CIFAR-10", load_cifar10, ("train", "test"), count_cifar10, 32, locate=locate_cifar10,
                            generate=write_cifar10),
-    "imagenet_s50": DatasetSpec("ImageNet-S50", load_imagenet_s50, ("train", "val"), 224, locate_imagenet_s50,
+    "imagenet_s50": DatasetSpec("ImageNet-S50", load_imagenet_s50, ("train", "val"), count_imagenet_s50, 224,
+                                locate=locate_imagenet_s50,
                                 masks=lambda split, root: split == "val" and imagenet_mask_dir(root) is not None,
                                 generate=write_imagenet_s50),
 }
@@ -67,6 +83,23 @@ def files_present(name: str, split: str, root: Optional[PathLike] = None) -> boo
         return spec.locate(resolve_split(name, split), root, False) is not None
     except DatasetNotFoundError:
         return False
+
+
+def split_sizes(name: str, root: Optional[PathLike] = None) -> Optional[dict[str, int]]:
+    """Images in each split of ``name`` whose files are where ``root`` (or the default places)
+    says, counted without loading any (:attr:`DatasetSpec.count`): the stand-in files of a
+    rehearsal are counted as they are. A split whose files are absent is left out (nothing is
+    downloaded); None when no split can be counted."""
+    spec = DATASETS[name]
+    sizes = {}
+    for split in spec.splits:
+        try:
+            n = spec.count(split, root)
+        except DatasetNotFoundError:
+            n = None
+        if n is not None:
+            sizes[split] = int(n)
+    return sizes or None
 
 
 def write_stand_in_data(roots: dict[str, PathLike]) -> list[str]:
