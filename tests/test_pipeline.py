@@ -84,7 +84,7 @@ def test_only_selects_runs():
     assert {j.run_id for j in p.jobs if j.group == "shapes/ce/seed0"} == {"shapes/ce/seed0", "shapes/ce/seed0@official"}
 
 
-def test_smoke_study_end_to_end(tmp_path):
+def test_smoke_study_end_to_end(tmp_path, capfd):
     """Train only (an 'interrupted' study), then the rest continues from attribution, then all skip."""
     common = ["--profile", "smoke", "--set", f"results_root={tmp_path / 'results'}",
               "--set", f"figures_root={tmp_path / 'figures'}"]
@@ -135,7 +135,7 @@ def test_smoke_study_end_to_end(tmp_path):
             assert (figs / f"{stem}.{ext}").is_file(), f"{stem}.{ext}"
 
     start = time.perf_counter()
-    third = _cli(*common)
+    third = _in_process(capfd, *common)
     assert third.returncode == 0 and "16 skipped" in third.stdout, third.stdout
     print(f"rerun with every stage done: {time.perf_counter() - start:.1f} s")
 
