@@ -229,7 +229,7 @@ def test_a_truncated_model_is_named_with_the_command_that_remakes_it(tmp_path, u
     # the command it gives rebuilds the model from the last checkpoint, and the stages go on
     status, out, err = _in_process(capfd, *shlex.split(command)[3:], "--executor", "inline")
     assert status == 0, out + err
-    assert f"{path} is truncated or unreadable" in out and "rebuilt from the last checkpoint" in out
+    assert f"{path} is truncated or unreadable" in out and "rebuilt from checkpoint.pt (epoch 3)" in out
     status, out, err = _in_process(capfd, *_args(tmp_path, "--executor", "inline", "--force", "--stage", "attribute",
                                                  "--stage", "evaluate"))
     assert status == 0, out + err

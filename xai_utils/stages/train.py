@@ -70,9 +70,9 @@ def _truncate_log(run_dir: Path, last_epoch: int) -> None:
     runs.save_text(log, "".join(json.dumps(r, default=str) + "\n" for r in keep))
 
 
-def _last_good_checkpoint(run_dir: Path) -> tuple[Optional[dict[str, Any]], list[str]]:
+def _last_good_checkpoint(run_dir: Path) -> tuple[Optional[dict[str, Any]], str, list[str]]:
     """The newest readable checkpoint (``checkpoint.pt``, else ``checkpoint.prev.pt``) or None,
-    and one line for each unreadable one. An unreadable ``checkpoint.pt`` is deleted, so that
+    its file name, and one line for each unreadable one. An unreadable ``checkpoint.pt`` is deleted, so that
     the next checkpoint does not push it into the place of the good one."""
     recovered: list[str] = []
     for name in (runs.CHECKPOINT, runs.PREVIOUS_CHECKPOINT):
@@ -88,10 +88,10 @@ def _last_good_checkpoint(run_dir: Path) -> tuple[Optional[dict[str, Any]], list
             continue
         if recovered:
             recovered[-1] += f"; resumed from {name} (epoch {int(ckpt['epoch'])})"
-        return ckpt, recovered
+        return ckpt, name, recovered
     if recovered:
         recovered[-1] += "; no readable checkpoint left: training from the start"
-    return None, recovered
+    return None, "", recovered
 
 
 def _rng_state() -> dict[str, Any]:
@@ -139,8 +139,7 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
         try:
             state = load_torch(run_dir / runs.MODEL)         # verified: a damaged one is rebuilt below
         except ArtefactError as e:
-            notes.append(f"{e.path} is truncated or unreadable ({e.reason}); rebuilt from the last checkpoint")
-            print(f"{cfg.run_id}: {notes[-1]}")
+            notes.append(f"{e.path} is truncated or unreadable ({e.reason})")    # completed by _train
         else:
             saved = load_json(run_dir / runs.CONFIG) if (run_dir / runs.CONFIG).is_file() else state["config"]
             diff = _training_differences(saved, cfg)
@@ -153,8 +152,9 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
 
 
 def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool, notes: list[str]) -> dict[str, Any]:
-    """Train (or resume) the run; write its files (see :func:`train_run`). ``notes``: damaged
-    files found so far, reported with those found here in the summary's ``recovered``."""
+    """Train (or resume) the run; write its files (see :func:`train_run`). ``notes``: a damaged
+    ``model.pt`` found by :func:`train_run`, reported with what was done about it and with the
+    damaged checkpoints found here, in the summary's ``recovered``."""
     device = resolve_device(cfg.device)
     data = TrainData(cfg, device)
     seed_everything(cfg.seed)
@@ -169,10 +169,11 @@ def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool, no
 
     start_epoch, train_seconds, resumed_from = 0, 0.0, None
     ckpt_path = run_dir / runs.CHECKPOINT
-    ckpt, recovered = _last_good_checkpoint(run_dir)
+    ckpt, source, recovered = _last_good_checkpoint(run_dir)
+    rebuilt = f"rebuilt from {source} (epoch {int(ckpt['epoch'])})" if ckpt else "no checkpoint: trained again"
+    recovered = [f"{note}; {rebuilt}" for note in notes] + recovered
     for line in recovered:
         print(f"{cfg.run_id}: {line}")
-    recovered = notes + recovered
     if ckpt is not None:
         diff = _training_differences(ckpt["config"], cfg)
         if diff:
