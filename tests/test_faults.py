@@ -65,11 +65,21 @@ def _finish(proc: subprocess.Popen, timeout: int = 600) -> tuple[int, str]:
     return proc.returncode, out
 
 
-def _in_process(capfd, *args: str) -> tuple[int, str, str]:
+def _cli_parts(capfd, *args: str) -> tuple[int, str, str]:
+    """:func:`_completed` as (exit status, stdout, stderr)."""
+    res = _completed(capfd, *args)
+    return res.returncode, res.stdout, res.stderr
+
+
+def _completed(capfd, *args) -> subprocess.CompletedProcess:
+    """The command line in this process: its exit status and output (argparse's own exits included)."""
     capfd.readouterr()
-    status = pipeline.main(["--no-progress", *args])
+    try:
+        status = pipeline.main(["--no-progress", *args])
+    except SystemExit as e:
+        status = e.code
     out, err = capfd.readouterr()
-    return status, out, err
+    return subprocess.CompletedProcess(list(args), status, out, err)
 
 
 def _epoch_lines(run_dir: Path) -> list[dict]:
@@ -165,7 +175,7 @@ def test_no_wait_skips_a_run_another_process_holds_and_says_so(tmp_path, capfd):
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        status, out, err = _in_process(capfd, *_args(tmp_path, "--executor", "inline", "--no-wait",
+        status, out, err = _cli_parts(capfd, *_args(tmp_path, "--executor", "inline", "--no-wait",
                                                      "--stage", "train"))
     finally:
         holder.kill()
@@ -227,10 +237,10 @@ def test_a_truncated_model_is_named_with_the_command_that_remakes_it(tmp_path, u
     command = line.split("remake it: ", 1)[1]
     assert "--stage train --force --only shapes/ce/0" in command
     # the command it gives rebuilds the model from the last checkpoint, and the stages go on
-    status, out, err = _in_process(capfd, *shlex.split(command)[3:], "--executor", "inline")
+    status, out, err = _cli_parts(capfd, *shlex.split(command)[3:], "--executor", "inline")
     assert status == 0, out + err
     assert f"{path} is truncated or unreadable" in out and "rebuilt from checkpoint.pt (epoch 3)" in out
-    status, out, err = _in_process(capfd, *_args(tmp_path, "--executor", "inline", "--force", "--stage", "attribute",
+    status, out, err = _cli_parts(capfd, *_args(tmp_path, "--executor", "inline", "--force", "--stage", "attribute",
                                                  "--stage", "evaluate"))
     assert status == 0, out + err
     reference = _run_dir(uninterrupted()) / layout.RESULTS
@@ -240,7 +250,7 @@ def test_a_truncated_model_is_named_with_the_command_that_remakes_it(tmp_path, u
 def test_a_truncated_checkpoint_gives_way_to_the_one_before(tmp_path, uninterrupted, capfd):
     path = _damaged_copy(uninterrupted(), tmp_path, layout.CHECKPOINT)
     (_run_dir(tmp_path) / layout.TRAIN_SUMMARY).unlink()          # an interrupted run: training resumes
-    status, out, err = _in_process(capfd, *_args(tmp_path, "--executor", "inline", "--stage", "train", "--force"))
+    status, out, err = _cli_parts(capfd, *_args(tmp_path, "--executor", "inline", "--stage", "train", "--force"))
     assert status == 0, out + err
     named = [li for li in out.splitlines() if str(path) in li]        # the stage's print and the pipeline's line
     assert any(li.startswith("shapes/ce/seed0:train: ") for li in named), out
@@ -259,7 +269,7 @@ def test_a_truncated_checkpoint_gives_way_to_the_one_before(tmp_path, uninterrup
 def test_a_truncated_file_of_an_earlier_stage_is_named_in_one_line(tmp_path, uninterrupted, capfd, relative, stage,
                                                                    remade_by):
     path = _damaged_copy(uninterrupted(), tmp_path, relative)
-    status, out, err = _in_process(capfd, *_args(tmp_path, "--executor", "inline", "--stage", stage, "--force"))
+    status, out, err = _cli_parts(capfd, *_args(tmp_path, "--executor", "inline", "--stage", stage, "--force"))
     assert status == 1
     line = _failed_line(out, "ArtefactError")
     assert f"{path} is truncated or unreadable" in line
@@ -322,17 +332,6 @@ def test_a_truncated_file_is_detected_by_each_reader(tmp_path):
 
 
 # ----------------------------------------------------------------------------- values beyond the data
-
-def _completed(capfd, *args) -> subprocess.CompletedProcess:
-    """The command line in this process: its exit status and output (argparse's own exits included)."""
-    capfd.readouterr()
-    try:
-        status = pipeline.main(["--no-progress", *args])
-    except SystemExit as e:
-        status = e.code
-    out, err = capfd.readouterr()
-    return subprocess.CompletedProcess(list(args), status, out, err)
-
 
 def _dry_run(capfd, tmp_path: Path, *sets: str) -> subprocess.CompletedProcess:
     args = ["--profile", "smoke", "--dry-run", "--set", f"results_root={tmp_path}"]

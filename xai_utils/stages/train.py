@@ -51,13 +51,12 @@ def _mismatch_error(run_dir: Path, what: str, keys: list[str], saved: dict, cfg:
         f"to retrain it, or give a new run_dir.")
 
 
-def _refresh_configs(run_dir: Path, cfg: RunConfig) -> None:
+def _refresh_configs(run_dir: Path, cfg: RunConfig, stored: Optional[dict[str, Any]], state: dict[str, Any]) -> None:
     """Settings that do not change the weights (evaluation, device, ...) may change between
-    calls: keep config.json and the config inside model.pt up to date with them."""
-    config_path = run_dir / runs.CONFIG
-    if not config_path.is_file() or runs.load_json(config_path) != cfg.to_dict():
-        runs.save_json(config_path, cfg.to_dict())
-        state = load_torch(run_dir / runs.MODEL)
+    calls: keep config.json and the config inside model.pt up to date with them. ``stored``:
+    config.json as read (None: absent); ``state``: model.pt as read."""
+    if stored != cfg.to_dict():
+        runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
         state["config"] = cfg.to_dict()
         runs.save_torch(run_dir / runs.MODEL, state)
 
@@ -141,11 +140,12 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
         except ArtefactError as e:
             notes.append(f"{e.path} is truncated or unreadable ({e.reason})")    # completed by _train
         else:
-            saved = load_json(run_dir / runs.CONFIG) if (run_dir / runs.CONFIG).is_file() else state["config"]
+            stored = load_json(run_dir / runs.CONFIG) if (run_dir / runs.CONFIG).is_file() else None
+            saved = stored if stored is not None else state["config"]
             diff = _training_differences(saved, cfg)
             if diff:
                 raise _mismatch_error(run_dir, "finished run", diff, saved, cfg)
-            _refresh_configs(run_dir, cfg)
+            _refresh_configs(run_dir, cfg, stored, state)    # model.pt and config.json read once
             return load_json(summary_path)
     with deterministic_algorithms(cfg.deterministic):     # bit-exact GPU kernels, if asked
         return _train(cfg, run_dir, summary_path, progress, notes)
