@@ -13,6 +13,7 @@ LOCK_TORCH ?= torch==2.14.1 torchvision==0.29.1
 PROFILE ?= quick
 ARGS    ?=
 JOBS    ?= auto
+TEST_WORKERS ?= auto
 FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
 .PHONY: setup lock test reproduce rehearse gpu-check figures lab data clean-results help
@@ -55,8 +56,10 @@ lock:
 	  --python-platform x86_64-manylinux_2_28 --constraint $(VENV)/lock-torch.txt \
 	  --custom-compile-command "make lock" --quiet -o $(LOCK)
 
+# Two pytest-xdist workers on two cores (one per core elsewhere), whole modules each, the longest
+# first (tests/conftest.py); `make test TEST_WORKERS=0` runs the suite in one process.
 test: setup data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Fashion-MNIST offline: Debian ships it. Installed when nothing else provides it and
 # apt-get is usable; otherwise say exactly what to do.

@@ -1,11 +1,29 @@
-"""Shared test settings: CPU only, headless matplotlib, no network."""
+"""Shared test settings: CPU only, headless matplotlib, no network; under pytest-xdist (as
+`make test` runs the suite), one thread per worker and the longest modules started first."""
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one worker per core: each, and every process it starts (a command line, a notebook's
+    # kernel), computes on one thread (torch reads this at import)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 import torch
+
+# Modules by the time they take (worker seconds, measured with two workers on two cores), longest
+# first: `make test` hands whole modules to the workers in this order (--dist loadfile
+# --no-loadscope-reorder), so that no long module starts last while the other worker idles.
+LONGEST_FIRST = ("test_rehearsal", "test_pipeline", "test_faults", "test_train", "test_excon",
+                 "test_executors", "test_cgc", "test_claim")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank))
+               if item.module is not None else len(rank))
 
 
 @pytest.fixture(scope="module")

@@ -142,8 +142,9 @@ def test_cgc_step_terms_and_gradient():
 
 
 def test_cgc_learns_on_shapes(tmp_path, one_thread):
+    """The smoke recipe on half its images (98.3 % measured; chance is 10 %)."""
     from xai_utils.stages.train import train_run
-    prof = load_profile("smoke", results_root=str(tmp_path), objectives=["cgc"], device="cpu")
+    prof = load_profile("smoke", results_root=str(tmp_path), objectives=["cgc"], device="cpu", train_subset=1024)
     cfg = prof.run_config("shapes", "cgc", 0)
     summary = train_run(cfg, prof.run_dir(cfg), progress=False)
     print(f"cgc: {summary['test_accuracy']:.1f} % in {summary['wall_time_s']:.0f} s")

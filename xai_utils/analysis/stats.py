@@ -468,7 +468,7 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
         else:
             pair_list = list(pairs) if pairs is not None else list(itertools.combinations(objs, 2))
         commons = {}
-        for method, metric in dsub[["method", "metric"]].drop_duplicates().itertuples(index=False):
+        for (method, metric), msub in dsub.groupby(["method", "metric"], sort=False):   # in order of appearance
             for a, b in pair_list:
                 if a not in objs or b not in objs:
                     continue
@@ -476,7 +476,7 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
                 ck = tuple(compared)
                 if ck not in commons:
                     commons[ck] = correct_for_all(dsub, compared)
-                pv = paired_values(dsub, ds, method, metric, a, b, common=commons[ck], nan_pairing=nan_pairing)
+                pv = paired_values(msub, ds, method, metric, a, b, common=commons[ck], nan_pairing=nan_pairing)
                 models = (_model_level(pv, a, b, metric, comparison_seed(ds, method, metric, a, b))
                           if seeds != "per_seed" else {})
                 for seed_label, x, y, n_obs in SEED_HANDLING[seeds](pv, a, b) or [("all", np.array([]), np.array([]), 0)]:

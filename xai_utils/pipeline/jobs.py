@@ -32,7 +32,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
-from ..analysis.report import build_all
 from ..errors import ArtefactError, ConfigError, DatasetNotFoundError
 from ..settings.hashing import STAGE_KEYS, stage_hash
 from ..settings.profiles import CONFIG_DIR, Profile
@@ -232,6 +231,13 @@ def failed_notebook(job: Job) -> Path:
     return job.output.with_name(job.output.stem + ".failed.ipynb")
 
 
+def _make_figures(job: Job) -> Any:
+    from ..analysis.report import build_all   # reason: scipy.stats and matplotlib (2 s) load only where figures are made in this process
+    return build_all(job.params["profile"], results_root=job.params["results_root"],
+                     output_dir=job.params["output_dir"], runs_expected=job.params["runs"],
+                     runs_missing=job.params["missing"], reference=job.params["reference"] or None)
+
+
 # What each notebook calls, for a job run in this process (``--executor inline``): the same
 # stage functions with the same parameters, without a kernel or an executed notebook.
 STAGE_CALLS: dict[str, Callable[[Job], Any]] = {
@@ -242,10 +248,7 @@ STAGE_CALLS: dict[str, Callable[[Job], Any]] = {
     "evaluate": lambda job: evaluate_run(
         job.params["run_dir"], methods=job.params["methods"], metrics=job.params["metrics"],
         n_samples=job.params["n_samples"], batch_size=job.params["batch_size"], device=job.params["device"]),
-    "figures": lambda job: build_all(
-        job.params["profile"], results_root=job.params["results_root"], output_dir=job.params["output_dir"],
-        runs_expected=job.params["runs"], runs_missing=job.params["missing"],
-        reference=job.params["reference"] or None),
+    "figures": _make_figures,
 }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -76,6 +75,7 @@ def _timm_resnet(name: str, widths: Optional[Sequence[int]]) -> nn.Module:
     if widths is not None and (len(widths) != 4 or any(int(w) < 1 for w in widths)):
         raise ValueError(f"widths must be 4 positive stage widths (e.g. [16, 32, 64, 128]), got {widths!r}")
     kw = {} if widths is None else {"channels": tuple(int(w) for w in widths)}
+    import timm   # reason: 2-3 s at import (torchvision.ops loads torch._dynamo); only a process that builds a network pays it
     return timm.create_model(name, pretrained=False, num_classes=0, **kw)
 
 
