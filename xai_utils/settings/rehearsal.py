@@ -6,7 +6,7 @@ objectives and their settings, optimisers, attribution methods and their options
 protocols, the pair analysis, calibration, the tables and figures. What shrinks is *how much*
 runs (:func:`shrink`): two epochs of one optimisation step each, two probe steps, small
 batches, at most two seeds, a few evaluation images and pairs, pixel-flipping and insertion
-curves of eight steps, ROAD at three fractions, two noise draws where a metric averages many. Where a profile's data
+curves of eight steps, ROAD at two fractions (the first and the last), two noise draws where a metric averages many. Where a profile's data
 are not on disk, the rehearsal reads stand-in files written in the dataset's real format
 (:func:`data_roots`, :mod:`xai_utils.study.data.generated`) with the real loaders.
 """
@@ -53,7 +53,7 @@ def shrink(cfg: RunConfig) -> RunConfig:
         "pair_samples": min(cfg.pair_samples, 2),
         "pair_max_sensitivity_samples": min(cfg.pair_max_sensitivity_samples, 2),
         "pair_pixels_per_step": max(cfg.pair_pixels_per_step, math.ceil(size * size / CURVE_STEPS)),
-        "road_fractions": _ends_and_middle(cfg.road_fractions),
+        "road_fractions": _ends(cfg.road_fractions),
         "method_options": _fewer(cfg.methods, cfg.method_options, resolve_options),
         "pair_method_options": _fewer(cfg.pair_methods, cfg.pair_method_options, resolve_pair_options),
         "kept_images": "all",             # near-chance models: the statistics keep every image
@@ -61,10 +61,10 @@ def shrink(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-def _ends_and_middle(values: list[float]) -> list[float]:
-    """At most three of ``values``: the first, the middle and the last (ROAD's fractions: each
-    one an imputation solve and a forward pass per image and order)."""
-    return list(values) if len(values) <= 3 else [values[0], values[len(values) // 2], values[-1]]
+def _ends(values: list[float]) -> list[float]:
+    """At most two of ``values``, the first and the last (ROAD's fractions: each one an
+    imputation solve and a forward pass per image and order; two make an area)."""
+    return list(values) if len(values) <= 2 else [values[0], values[-1]]
 
 
 # options of attribution methods that are amounts of work: at most this many in a rehearsal
