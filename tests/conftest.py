@@ -22,8 +22,8 @@ LONGEST_FIRST = ("test_rehearsal", "test_pipeline", "test_faults", "test_train",
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank))
-               if item.module is not None else len(rank))
+    module = lambda item: getattr(getattr(item, "module", None), "__name__", "").rpartition(".")[2]  # noqa: E731
+    items.sort(key=lambda item: rank.get(module(item), len(rank)))          # stable: the order within a module stays
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ objectives and their settings, optimisers, attribution methods and their options
 protocols, the pair analysis, calibration, the tables and figures. What shrinks is *how much*
 runs (:func:`shrink`): two epochs of one optimisation step each, two probe steps, small
 batches, at most two seeds, a few evaluation images and pairs, pixel-flipping and insertion
-curves of eight steps, ROAD at two fractions (the first and the last), two noise draws where a metric averages many. Where a profile's data
-are not on disk, the rehearsal reads stand-in files written in the dataset's real format
-(:func:`data_roots`, :mod:`xai_utils.study.data.generated`) with the real loaders.
+curves of eight steps, ROAD at two fractions (the first and the last), two noise draws where
+a metric averages many. Where a profile's data are not on disk, the rehearsal reads stand-in
+files written in the dataset's real format (:func:`data_roots`,
+:mod:`xai_utils.study.data.generated`) with the real loaders.
 """
 from __future__ import annotations
 
