@@ -22,8 +22,12 @@ LONGEST_FIRST = ("test_rehearsal", "test_pipeline", "test_faults", "test_train",
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    module = lambda item: getattr(getattr(item, "module", None), "__name__", "").rpartition(".")[2]  # noqa: E731
-    items.sort(key=lambda item: rank.get(module(item), len(rank)))          # stable: the order within a module stays
+
+    def order(item) -> int:
+        module = getattr(getattr(item, "module", None), "__name__", "")
+        return rank.get(module.rpartition(".")[2], len(rank))
+
+    items.sort(key=order)                     # stable: the order within a module stays
 
 
 @pytest.fixture(scope="module")

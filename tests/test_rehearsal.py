@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from xai_utils import pipeline
 from xai_utils.settings import load_profile
@@ -47,14 +46,14 @@ def test_a_rehearsal_shrinks_amounts_and_keeps_every_choice(profile, tmp_path):
 # claim question, Grad-CAM and the random floor, the corrected protocol; its TL, Eigen-CAM and the
 # official protocol run the code the cifar10 rehearsal runs. Four images, the fewest a cross-fitted
 # temperature takes. The cifar10 pair analysis: one pair of each kind.
-FEWER = {"imagenet_s50": {"objectives": "[ce, scl]", "methods": "[gradcam, random]", "protocols": "[corrected]"},
-         "cifar10": {"pair_samples": "1"}}
+FEWER = {"imagenet_s50": {"objectives": ["ce", "scl"], "methods": ["gradcam", "random"], "protocols": ["corrected"]},
+         "cifar10": {"pair_samples": 1}}
 
 
 def _rehearse(profile: str, root: Path) -> None:
-    settings = {"results_root": str(root), "seeds": "[0]", "eval_samples": "4", **FEWER.get(profile, {})}
+    settings = {"results_root": str(root), "seeds": [0], "eval_samples": 4, **FEWER.get(profile, {})}
     status = pipeline.main(["--profile", profile, "--rehearse", "--executor", "inline", "--no-progress",
-                            *(a for key, value in settings.items() for a in ("--set", f"{key}={value}"))])
+                            *(a for key, value in settings.items() for a in ("--set", f"{key}={json.dumps(value)}"))])
     assert status == 0
 
 
@@ -69,7 +68,7 @@ def test_the_paper_profiles_rehearse_end_to_end(profile, dataset, tmp_path, caps
     assert f"rehearsal of '{profile}'" in out and "wrote stand-in files in its real on-disk format" in out
     study = tmp_path / f"{profile}-rehearsal"
     assert files_present(dataset, "train", study / "data" / dataset)
-    fewer = {key: yaml.safe_load(value) for key, value in FEWER.get(profile, {}).items()}
+    fewer = FEWER.get(profile, {})
     prof = load_profile(profile, results_root=str(tmp_path), seeds=[0], **fewer).rehearsal()
     protocols = set()
     for run in prof.runs():
