@@ -17,4 +17,9 @@ class ArtefactError(RuntimeError):
 
     def __init__(self, path: object, reason: str, stage: str):
         self.path, self.reason, self.stage = path, reason, stage
-        super().__init__(f"{path} is truncated or unreadable ({reason}); remake it: --stage {stage} --force")
+        super().__init__(f"{self.damage}; remake it: --stage {stage} --force")
+
+    @property
+    def damage(self) -> str:
+        """What is wrong, without what to do: ``<path> is truncated or unreadable (<reason>)``."""
+        return f"{self.path} is truncated or unreadable ({self.reason})"

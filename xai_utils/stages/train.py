@@ -81,7 +81,7 @@ def _last_good_checkpoint(run_dir: Path) -> tuple[Optional[dict[str, Any]], str,
         try:
             ckpt = load_torch(path)                  # states move to the device on load
         except ArtefactError as e:
-            recovered.append(f"{e.path} is truncated or unreadable ({e.reason})")
+            recovered.append(e.damage)
             if name == runs.CHECKPOINT:
                 path.unlink()
             continue
@@ -138,7 +138,7 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
         try:
             state = load_torch(run_dir / runs.MODEL)         # verified: a damaged one is rebuilt below
         except ArtefactError as e:
-            notes.append(f"{e.path} is truncated or unreadable ({e.reason})")    # completed by _train
+            notes.append(e.damage)                           # completed by _train
         else:
             stored = load_json(run_dir / runs.CONFIG) if (run_dir / runs.CONFIG).is_file() else None
             saved = stored if stored is not None else state["config"]
