@@ -6,13 +6,16 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
 from xai_utils import pipeline
 from xai_utils.pipeline import executors
+from xai_utils.pipeline.notebooks import RunKernel
 from xai_utils.settings import ConfigError, RunConfig, load_profile, stage_hash
 from xai_utils.study.objectives import foreign_settings
+from xai_utils.stages.evaluate import evaluate_run
 from xai_utils.stages.layout import save_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +128,12 @@ def test_smoke_study_end_to_end(tmp_path, capfd):
             assert (run / "calibration.json").is_file()
             assert not (run / "protocols").exists()
     assert (study / "notebooks" / "04_figures.ipynb").is_file()
+    # a run's notebooks share its kernel (namespace cleared between them): the evaluation made
+    # there after the attribution equals one made alone, in this process
+    run = study / "shapes" / "ce" / "seed0"
+    shared = (run / "results.csv").read_bytes()
+    evaluate_run(run)
+    assert (run / "results.csv").read_bytes() == shared
     figs = tmp_path / "figures" / "smoke"
     for stem in ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced",
                  "table_claim_robustness", "table_pair_metrics", "table_pair_significance"):
@@ -139,6 +148,34 @@ def test_smoke_study_end_to_end(tmp_path, capfd):
     third = _in_process(capfd, *common)
     assert third.returncode == 0 and "7 skipped" in third.stdout, third.stdout
     print(f"rerun with every stage done: {time.perf_counter() - start:.1f} s")
+
+
+def _notebook(path: Path, source: str) -> Path:
+    cell = nbformat.v4.new_code_cell("tag = 'default'")
+    cell.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell(source)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_the_notebooks_of_a_run_share_one_kernel_with_a_cleared_namespace(tmp_path):
+    first = _notebook(tmp_path / "first.ipynb", f"import os\nx = 1\nopen({str(tmp_path / 'first.txt')!r}, 'w')"
+                                                f".write(f'{{os.getpid()}} {{tag}}')")
+    second = _notebook(tmp_path / "second.ipynb", f"import os\nopen({str(tmp_path / 'second.txt')!r}, 'w')"
+                                                  f".write(f'{{os.getpid()}} {{tag}} {{\"x\" in globals()}}')")
+    with RunKernel() as kernel:
+        kernel.execute(first, tmp_path / "first.out.ipynb", {"tag": "one"})
+        kernel.execute(second, tmp_path / "second.out.ipynb", {"tag": "two"})
+        pid = kernel.km.provisioner.process.pid
+    assert kernel.km is None                              # shut down on leaving the block
+    pid1, tag1 = (tmp_path / "first.txt").read_text().split()
+    pid2, tag2, x_seen = (tmp_path / "second.txt").read_text().split()
+    assert pid1 == pid2 == str(pid) and (tag1, tag2) == ("one", "two")
+    assert x_seen == "False"                              # the first notebook's variables are gone
+    assert (tmp_path / "second.out.ipynb").is_file()
+    with pytest.raises(ProcessLookupError):               # the kernel process has ended
+        os.kill(pid, 0)
 
 
 def _corrupt_imagenet(root: Path) -> Path:

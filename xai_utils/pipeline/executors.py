@@ -3,13 +3,14 @@
 The runs of a study are independent, so scaling out means running several at once.
 
 * **Local** (``--executor local``, the default). ``--jobs N`` runs N runs at once, each run's
-  stages in order in its own Jupyter kernel. A run takes a GPU from a pool (:class:`DevicePool`)
-  for all of its stages, and its kernels start with ``CUDA_VISIBLE_DEVICES`` set to that GPU
-  alone. The run then sees one GPU, as ``cuda``/``cuda:0``, so a profile's ``device: auto``
-  works unchanged. The GPUs are those of ``--devices cuda:0,cuda:1,...`` (or ``all``), and
-  every GPU of the machine when ``--devices`` is not given: one run per GPU, never two runs
-  on one. ``--jobs auto`` (the default) runs one run per GPU, or two at a time on a machine
-  without one; more jobs than GPUs is an error.
+  stages in order in its own Jupyter kernel (:class:`.notebooks.RunKernel`). A run takes a GPU
+  from a pool (:class:`DevicePool`) for all of its stages, and its kernel starts with
+  ``CUDA_VISIBLE_DEVICES`` set to that GPU alone. The run then sees one GPU, as
+  ``cuda``/``cuda:0``, so a profile's ``device: auto`` works unchanged. The GPUs are those of
+  ``--devices cuda:0,cuda:1,...`` (or ``all``), and every GPU of the machine when
+  ``--devices`` is not given: one run per GPU, never two runs on one. ``--jobs auto`` (the
+  default) runs one run per GPU, or two at a time on a machine without one; more jobs than
+  GPUs is an error.
 * **Inline** (``--executor inline``): the stage functions the notebooks call, in this process,
   one run after another, without kernels or executed notebooks (rehearsals, debugging, a
   machine without Jupyter).

@@ -20,6 +20,7 @@ that have results: into ``figures/<profile>/`` when every run of the study has t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -43,7 +44,7 @@ from ..stages.layout import (CONFIG, RESULTS, TRAIN_SUMMARY, load_json, remove_p
                              stage_marker, trained_run_dir)
 from ..stages.train import train_run
 from .locks import holding
-from .notebooks import KERNEL, NOTEBOOK_DIR, NOTEBOOKS, REPO_ROOT, kernel_manager_class, notebook_parameters, param_type, type_ok
+from .notebooks import NOTEBOOK_DIR, NOTEBOOKS, RunKernel, notebook_parameters, param_type, type_ok
 
 STAGES = ("train", "attribute", "evaluate", "figures")
 
@@ -252,13 +253,15 @@ STAGE_CALLS: dict[str, Callable[[Job], Any]] = {
 }
 
 
-def execute(job: Job, env: Optional[dict[str, str]] = None, inline: bool = False) -> None:
+def execute(job: Job, env: Optional[dict[str, str]] = None, inline: bool = False,
+            kernel: Optional[RunKernel] = None) -> None:
     """Run one notebook with Papermill (or, ``inline``, the stage function it calls, in this
     process), then write the stage's completion marker.
 
     The notebook executes into a temporary file renamed to ``job.output`` on success, or
     to :func:`failed_notebook` on failure: a failure never replaces a finished notebook.
-    ``env``: environment variables of this notebook's kernel (its GPU).
+    ``kernel``: the run's kernel (:class:`RunKernel`), shared with its other notebooks; without
+    one the notebook gets a kernel of its own, with the environment variables ``env`` (its GPU).
     """
     job.output.parent.mkdir(parents=True, exist_ok=True)
     if job.run is not None and job.stage != "train":
@@ -271,13 +274,12 @@ def execute(job: Job, env: Optional[dict[str, str]] = None, inline: bool = False
             job.seconds = time.perf_counter() - start
         _mark_finished(job, notebook=None)
         return
-    import papermill as pm   # reason: Jupyter's stack loads only when a notebook runs
     tmp = job.output.with_name(f".{job.output.stem}.running.ipynb")
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(NOTEBOOK_DIR / NOTEBOOKS[job.stage]), str(tmp),
-                            parameters=job.params, kernel_name=KERNEL, cwd=str(REPO_ROOT),
-                            progress_bar=False, log_output=False, kernel_manager_class=kernel_manager_class(env))
+        with contextlib.ExitStack() as own:
+            kernel = kernel or own.enter_context(RunKernel(env))
+            kernel.execute(NOTEBOOK_DIR / NOTEBOOKS[job.stage], tmp, job.params)
     except BaseException:
         if tmp.is_file():
             os.replace(tmp, failed_notebook(job))
@@ -340,10 +342,11 @@ def run_group(group: list[Job], profile: Optional[Profile] = None, force: bool =
             return
         if first.stage != "figures":
             remove_partial_writes(lock_dir)          # temporaries of writes a killed process left
-        _run_locked(group, profile, force, env, log, on_job, inline)
+        with RunKernel(env) as kernel:               # started by the first notebook that runs
+            _run_locked(group, profile, force, kernel, log, on_job, inline)
 
 
-def _run_locked(group: list[Job], profile: Optional[Profile], force: bool, env: Optional[dict[str, str]],
+def _run_locked(group: list[Job], profile: Optional[Profile], force: bool, kernel: RunKernel,
                 log: Callable[[str], None], on_job: Optional[Callable[[Job], None]], inline: bool) -> None:
     failed = False
     for job in group:
@@ -356,7 +359,7 @@ def _run_locked(group: list[Job], profile: Optional[Profile], force: bool, env: 
             job.status = "skipped"
         else:
             try:
-                execute(job, env, inline=inline)
+                execute(job, inline=inline, kernel=kernel)
                 job.status = "done"
                 log(f"done {job.label} in {job.seconds:.0f} s")
                 _report_repairs(job, log)

@@ -1,5 +1,5 @@
 """The notebooks of the pipeline: where they are, their tagged parameters, and the Jupyter
-kernel that executes them (Papermill)."""
+kernel that executes them (Papermill): one kernel for the notebooks of a run (:class:`RunKernel`)."""
 from __future__ import annotations
 
 import ast
@@ -7,6 +7,8 @@ import contextlib
 import os
 from pathlib import Path
 from typing import Any, Optional
+
+from jupyter_core.utils import run_sync
 
 from ..errors import ConfigError
 
@@ -64,6 +66,13 @@ def kernel_manager_class(env: Optional[dict[str, str]] = None):
     from traitlets import default
 
     class EnvKernelManager(AsyncKernelManager):
+        clients: list = []             # every client of this kernel, closed by RunKernel after each notebook
+
+        def client(self, **kw):
+            kc = super().client(**kw)
+            self.clients = [*self.clients, kc]
+            return kc
+
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             if env:
                 kw["env"] = {**(kw.get("env") or os.environ), **env}
@@ -88,6 +97,77 @@ def kernel_manager_class(env: Optional[dict[str, str]] = None):
             if not self.shutting_down:
                 await super()._async_interrupt_kernel()
     return IPCKernelManager
+
+
+# What clears a kernel between two notebooks of a run: the namespace (modules stay imported).
+RESET_NAMESPACE = "get_ipython().run_line_magic('reset', '-f'); __import__('gc').collect()"
+
+
+class RunKernel:
+    """One Jupyter kernel for the notebooks of one run, executed one after another.
+
+    A kernel's start and its imports (torch, timm, the package: about 7 s on a CPU) were paid
+    by every notebook when each had a kernel of its own, about a fifth of the quick study's
+    time. The notebooks of a run share one kernel instead. Before every notebook but the
+    first, the kernel's namespace is cleared (:data:`RESET_NAMESPACE`), so a notebook sees
+    its parameters and what it defines, as in a kernel of its own; the stage functions seed
+    every draw themselves, so their results do not depend on what ran before in the kernel
+    (tests/test_pipeline.py compares an evaluation made after attribution in the shared
+    kernel with one made alone). The kernel starts with the first notebook and is shut down
+    on leaving the ``with`` block; a notebook that fails ends the run's work (the later
+    stages are blocked), so a dead kernel is never reused. ``env``: variables set for this
+    kernel only (its GPU with ``--devices``).
+    """
+
+    def __init__(self, env: Optional[dict[str, str]] = None):
+        self.env = env
+        self.km: Any = None
+        self.notebooks = 0
+
+    def __enter__(self) -> "RunKernel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def execute(self, notebook: Path, output: Path, parameters: dict[str, Any]) -> None:
+        """Execute ``notebook`` with ``parameters`` into ``output`` (Papermill) in this kernel."""
+        import papermill as pm   # reason: Jupyter's stack loads only when a notebook runs
+        if self.km is None:
+            self.km = kernel_manager_class(self.env)(kernel_name=KERNEL)
+        elif self.km.has_kernel:
+            self._reset()
+        self.notebooks += 1
+        try:
+            pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
+                                cwd=str(REPO_ROOT), progress_bar=False, log_output=False, km=self.km)
+        finally:
+            self._close_clients()
+
+    def _reset(self) -> None:
+        async def reset() -> dict:
+            kc = self.km.client()
+            kc.start_channels()
+            await kc.wait_for_ready(timeout=60)
+            return await kc.execute_interactive(RESET_NAMESPACE, store_history=False, timeout=60,
+                                                output_hook=lambda msg: None)
+        try:
+            reply = run_sync(reset)()
+        finally:
+            self._close_clients()
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"could not clear the run's kernel between notebooks: {reply['content']}")
+
+    def _close_clients(self) -> None:
+        for kc in self.km.clients:
+            kc.stop_channels()
+        self.km.clients = []
+
+    def close(self) -> None:
+        """Shut the kernel down (its notebooks are finished)."""
+        if self.km is not None and self.km.has_kernel:
+            run_sync(self.km.shutdown_kernel)()     # graceful, as nbclient does
+        self.km = None
 
 
 @contextlib.contextmanager
