@@ -8,6 +8,7 @@ from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevant
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
 from xai_utils.ops import metrics as M
+from xai_utils.ops.metrics import road as ROAD
 from xai_utils.ops.attribution import attribute, is_class_agnostic
 from xai_utils.ops.metrics.faithfulness import curve_auc
 from xai_utils.settings import RunConfig
@@ -35,13 +36,14 @@ def _holes(n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
     return torch.stack(masks[:n])[:, None]
 
 
+@pytest.mark.parametrize("solver", ["direct", "cg"])
 @pytest.mark.parametrize("shape", [(6, 3, 32, 32), (4, 1, 17, 23), (4, 3, 48, 40)])
-def test_imputation_equals_pytorch_grad_cams_without_noise(shape):
+def test_imputation_equals_pytorch_grad_cams_without_noise(shape, solver):
     g = torch.Generator().manual_seed(0)
     n, c, h, w = shape
     x = torch.rand(n, c, h, w, generator=g)
     removed = _holes(n, h, w, g)
-    ours = M.noisy_linear_impute(x, removed, noise=0.0)
+    ours = M.noisy_linear_impute(x, removed, noise=0.0, solver=solver)
     assert (ours - _reference(x, removed)).abs().max() <= 1e-4
     kept = ~removed.expand_as(x)
     assert torch.equal(ours[kept], x[kept])                     # kept pixels untouched
@@ -59,6 +61,40 @@ def test_imputation_noise_is_seeded_per_image():
     resid = (noisy - clean)[removed.expand_as(x)]
     assert 0.007 < float(resid.std()) < 0.013 and abs(float(resid.mean())) < 0.002
     assert torch.equal(noisy[~removed.expand_as(x)], x[~removed.expand_as(x)])
+
+
+@pytest.mark.parametrize("width", [ROAD.DIRECT_MAX_WIDTH - 8, ROAD.DIRECT_MAX_WIDTH + 8])
+def test_direct_and_cg_solvers_agree_and_auto_picks_by_width(width):
+    """Exact solve and CG within 1e-5, noise included (the same draws); "auto" is the direct
+    solve up to DIRECT_MAX_WIDTH pixels wide, CG above."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(4, 3, 24, width, generator=g)
+    removed = torch.rand(4, 1, 24, width, generator=g) < torch.tensor([0.1, 0.4, 0.7, 0.9])[:, None, None, None]
+    gens = lambda: [torch.Generator().manual_seed(s) for s in range(4)]  # noqa: E731
+    out = {s: M.noisy_linear_impute(x, removed, 0.01, gens(), solver=s) for s in ("direct", "cg", "auto")}
+    assert (out["direct"] - out["cg"]).abs().max() <= 1e-5
+    assert torch.equal(out["auto"], out["direct" if width <= ROAD.DIRECT_MAX_WIDTH else "cg"])
+
+
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_an_image_with_every_pixel_removed_gets_zeros(solver):
+    """Nothing to impute from (a singular system): zeros plus the noise, as pytorch-grad-cam
+    gives; MoRF at f = 0.9 does this to many Grad-CAM maps. The other images are unaffected."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(3, 2, 12, 10, generator=g)
+    removed = torch.rand(3, 1, 12, 10, generator=g) < 0.5
+    removed[1] = True
+    out = M.noisy_linear_impute(x, removed, noise=0.0, solver=solver)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    assert torch.allclose(out[1], _reference(x[1:2], removed[1:2])[0])
+    assert torch.equal(out[[0, 2]], M.noisy_linear_impute(x[[0, 2]], removed[[0, 2]], noise=0.0, solver=solver))
+    with pytest.raises(ValueError, match="at least one kept pixel"):
+        ROAD._direct_solve(torch.zeros(3, 2, 12, 10, dtype=torch.float64), removed[:, 0])
+
+
+def test_imputation_rejects_an_unknown_solver():
+    with pytest.raises(ValueError, match="solver must be one of"):
+        M.noisy_linear_impute(torch.rand(1, 1, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool), solver="lu")
 
 
 @pytest.fixture(scope="module")
