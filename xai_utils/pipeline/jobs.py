@@ -253,15 +253,14 @@ STAGE_CALLS: dict[str, Callable[[Job], Any]] = {
 }
 
 
-def execute(job: Job, env: Optional[dict[str, str]] = None, inline: bool = False,
-            kernel: Optional[RunKernel] = None) -> None:
+def execute(job: Job, kernel: Optional[RunKernel] = None, inline: bool = False) -> None:
     """Run one notebook with Papermill (or, ``inline``, the stage function it calls, in this
     process), then write the stage's completion marker.
 
     The notebook executes into a temporary file renamed to ``job.output`` on success, or
     to :func:`failed_notebook` on failure: a failure never replaces a finished notebook.
     ``kernel``: the run's kernel (:class:`RunKernel`), shared with its other notebooks; without
-    one the notebook gets a kernel of its own, with the environment variables ``env`` (its GPU).
+    one the notebook gets a kernel of its own.
     """
     job.output.parent.mkdir(parents=True, exist_ok=True)
     if job.run is not None and job.stage != "train":
@@ -278,7 +277,7 @@ def execute(job: Job, env: Optional[dict[str, str]] = None, inline: bool = False
     start = time.perf_counter()
     try:
         with contextlib.ExitStack() as own:
-            kernel = kernel or own.enter_context(RunKernel(env))
+            kernel = kernel or own.enter_context(RunKernel())
             kernel.execute(NOTEBOOK_DIR / NOTEBOOKS[job.stage], tmp, job.params)
     except BaseException:
         if tmp.is_file():
@@ -359,7 +358,7 @@ def _run_locked(group: list[Job], profile: Optional[Profile], force: bool, kerne
             job.status = "skipped"
         else:
             try:
-                execute(job, inline=inline, kernel=kernel)
+                execute(job, kernel, inline=inline)
                 job.status = "done"
                 log(f"done {job.label} in {job.seconds:.0f} s")
                 _report_repairs(job, log)
