@@ -4,8 +4,9 @@ pytorch-grad-cam (the code ROAD's authors published, vendored there) imputes one
 time: it builds a SciPy sparse system per image and solves it with ``spsolve`` on the CPU,
 then runs the model on the batch, once per percentile and order. Ours
 (:func:`xai_utils.ops.metrics.road_logits`) imputes the whole batch at once on the device: an
-exact block Cholesky over image rows up to 128 px wide, conjugate gradients above. This script runs both for MoRF and LeRF at the nine fractions
-0.1 ... 0.9 (their percentiles 90 ... 10) with noise 0, checks that the true-class
+exact block Cholesky over image rows (on a GPU above 128 px, conjugate gradients). This script
+runs both for MoRF and LeRF at the nine fractions 0.1 ... 0.9 (their percentiles 90 ... 10)
+with noise 0, checks that the true-class
 probabilities agree, and prints the speed-up of the whole ROAD (imputation and forward passes),
 of the imputation alone, and of the model's forward passes alone (the floor under any ROAD that
 runs the model as often, so the most a faster imputation could gain):

@@ -64,16 +64,23 @@ def test_imputation_noise_is_seeded_per_image():
 
 
 @pytest.mark.parametrize("width", [ROAD.DIRECT_MAX_WIDTH - 8, ROAD.DIRECT_MAX_WIDTH + 8])
-def test_direct_and_cg_solvers_agree_and_auto_picks_by_width(width):
-    """Exact solve and CG within 1e-5, noise included (the same draws); "auto" is the direct
-    solve up to DIRECT_MAX_WIDTH pixels wide, CG above."""
+def test_direct_and_cg_solvers_agree_and_auto_is_direct_on_the_cpu(width):
+    """Exact solve and CG within 1e-5, noise included (the same draws); on a CPU "auto" is the
+    direct solve at every width."""
     g = torch.Generator().manual_seed(2)
     x = torch.rand(4, 3, 24, width, generator=g)
     removed = torch.rand(4, 1, 24, width, generator=g) < torch.tensor([0.1, 0.4, 0.7, 0.9])[:, None, None, None]
     gens = lambda: [torch.Generator().manual_seed(s) for s in range(4)]  # noqa: E731
     out = {s: M.noisy_linear_impute(x, removed, 0.01, gens(), solver=s) for s in ("direct", "cg", "auto")}
     assert (out["direct"] - out["cg"]).abs().max() <= 1e-5
-    assert torch.equal(out["auto"], out["direct" if width <= ROAD.DIRECT_MAX_WIDTH else "cg"])
+    assert torch.equal(out["auto"], out["direct"])
+
+
+def test_auto_solver_on_a_gpu_is_direct_up_to_the_width_limit():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert ROAD.auto_solver(ROAD.DIRECT_MAX_WIDTH, cuda) == "direct"
+    assert ROAD.auto_solver(ROAD.DIRECT_MAX_WIDTH + 1, cuda) == "cg"
+    assert ROAD.auto_solver(224, cpu) == "direct"
 
 
 @pytest.mark.parametrize("solver", ["direct", "cg"])

@@ -17,9 +17,9 @@ kept pixels as boundary). Two solvers, the same answer up to rounding:
   channels together (each step one neighbour sum, :func:`_neighbour_sum`), to a relative
   residual of :data:`CG_TOLERANCE`. Cost grows as (steps) H W, the steps with the image size.
 
-``"auto"`` picks the direct solver up to :data:`DIRECT_MAX_WIDTH` pixels wide, CG above. An
-image with every pixel removed has nothing to impute from (its system is singular): both give
-it zeros plus the noise, as pytorch-grad-cam does. pytorch-grad-cam's ``NoisyLinearImputer``
+``"auto"`` picks the direct solver on a CPU, and on a GPU up to :data:`DIRECT_MAX_WIDTH` pixels
+wide, CG above (:func:`auto_solver`). An image with every pixel removed has nothing to impute
+from (its system is singular): both give it zeros plus the noise, as pytorch-grad-cam does. pytorch-grad-cam's ``NoisyLinearImputer``
 (the authors' code) builds the same system per image and channel and solves it with SciPy's
 sparse direct solver on the CPU; with noise 0 ours agree with it to about 1e-7 (direct) and
 1e-6 (CG on small images; tested within 1e-4 for both).
@@ -48,12 +48,12 @@ FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CG_TOLERANCE = 1e-6                  # relative residual ||b - A x|| / ||b|| of the imputation's solve
 CHECK_EVERY = 16                     # conjugate-gradient steps between convergence checks (host reads)
 SOLVERS = ("auto", "direct", "cg")   # noisy_linear_impute's solve
-# "auto" solves directly up to this image width, by CG above. Measured on one CPU thread (CAM-like
-# MoRF masks at f = 0.5, min of interleaved runs), CG time / direct time: 3.5 at 32 px (64 images),
-# 2.6-4.1 at 96, 1.7-3.2 at 128, 2.7 at 160, 2.6-3.8 at 224 (8 images), 2.3 at 256, 1.7 at 320; with
-# 2 threads 1.9 at 32 and 2.4 at 224 (CG uses threads better). Capped at 128 nonetheless, so that
-# 224 px images (ImageNet-S50, likely run on a GPU: not measured) stay on CG: there its steps span the
-# whole batch, while the direct solve runs 224 sequential row steps on chunks of 2 images.
+# "auto" solves directly on a CPU at every width: measured on one CPU thread (CAM-like MoRF masks at
+# f = 0.5, min of interleaved runs), CG time / direct time: 3.5 at 32 px (64 images), 2.6-4.1 at 96,
+# 1.7-3.2 at 128, 2.7 at 160, 2.6-3.8 at 224 (8 images), 2.3 at 256, 1.7 at 320; with 2 threads 1.9
+# at 32 and 2.4 at 224. On a GPU (not measured) it solves directly up to DIRECT_MAX_WIDTH pixels wide
+# and by CG above: there CG's steps span the whole batch, while the direct solve runs one sequential
+# row step per image row on chunks of a few images.
 DIRECT_MAX_WIDTH = 128
 DIRECT_CHUNK_BYTES = 2 ** 28         # the direct solve's stored factors (H W x W float64 per image) per chunk
 
@@ -91,7 +91,7 @@ def _cg_solve(x: Tensor, uf: Tensor, tolerance: float, max_iter: Optional[int]) 
     """The unknowns of every image and channel (zero on kept pixels; ``uf`` float mask of the
     removed pixels, [N, C, H, W]) by Jacobi-preconditioned conjugate gradients in ``x``'s
     dtype, to a relative residual of ``tolerance`` or ``max_iter`` steps (default 4 x (H + W)).
-    Works on the whole batch at once on the grid (``"auto"`` uses it above :data:`DIRECT_MAX_WIDTH`)."""
+    Works on the whole batch at once on the grid (``"auto"`` uses it on a GPU above :data:`DIRECT_MAX_WIDTH`)."""
     h, w = x.shape[-2:]
     conv = _neighbour_sum
     d = conv(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device))          # in-image weight of each pixel
@@ -206,6 +206,13 @@ def _direct_impute(x: Tensor, u: Tensor) -> Tensor:
     return torch.cat([_direct_solve(b[s:s + step], u[s:s + step]) for s in range(0, len(b), step)]).to(x.dtype)
 
 
+def auto_solver(width: int, device: torch.device) -> str:
+    """The solve ``"auto"`` picks for images ``width`` pixels wide on ``device``: the exact one on a
+    CPU (faster there at every width measured), conjugate gradients on a GPU above
+    :data:`DIRECT_MAX_WIDTH` (the whole batch per step instead of one step per image row)."""
+    return "direct" if device.type == "cpu" or width <= DIRECT_MAX_WIDTH else "cg"
+
+
 @torch.no_grad()
 def noisy_linear_impute(images: Tensor, removed: Tensor, noise: float = 0.01, generator: Generators = None,
                         tolerance: float = CG_TOLERANCE, max_iter: Optional[int] = None,
@@ -215,8 +222,9 @@ def noisy_linear_impute(images: Tensor, removed: Tensor, noise: float = 0.01, ge
     N(0, ``noise``^2) noise drawn from ``generator`` (one, or one per image). Kept pixels are
     returned untouched; an image with every pixel removed gets the noise alone (zeros imputed).
     ``solver``: ``"direct"`` (exact, block Cholesky), ``"cg"`` (conjugate gradients) or
-    ``"auto"`` (direct up to :data:`DIRECT_MAX_WIDTH` pixels wide, CG above). ``tolerance`` and
-    ``max_iter`` (default 4 x (H + W) steps) bound CG; the direct solver ignores them."""
+    ``"auto"`` (:func:`auto_solver`: direct on a CPU, CG on a GPU above :data:`DIRECT_MAX_WIDTH`
+    pixels wide). ``tolerance`` and ``max_iter`` (default 4 x (H + W) steps) bound CG; the
+    direct solver ignores them."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     if images.dim() != 4 or removed.shape != (images.shape[0], 1, *images.shape[-2:]):
@@ -224,7 +232,9 @@ def noisy_linear_impute(images: Tensor, removed: Tensor, noise: float = 0.01, ge
                          f"{tuple(images.shape)} and {tuple(removed.shape)}")
     x = images.float()
     u = removed.to(torch.bool)
-    if solver == "direct" or (solver == "auto" and x.shape[-1] <= DIRECT_MAX_WIDTH):
+    if solver == "auto":
+        solver = auto_solver(x.shape[-1], x.device)
+    if solver == "direct":
         sol = _direct_impute(x, u[:, 0])
     else:
         sol = _cg_solve(x, u.expand_as(x).to(x.dtype), tolerance, max_iter)
