@@ -19,10 +19,10 @@ kept pixels as boundary). Two solvers, the same answer up to rounding:
 
 ``"auto"`` picks the direct solver on a CPU, and on a GPU up to :data:`DIRECT_MAX_WIDTH` pixels
 wide, CG above (:func:`auto_solver`). An image with every pixel removed has nothing to impute
-from (its system is singular): both give it zeros plus the noise, as pytorch-grad-cam does. pytorch-grad-cam's ``NoisyLinearImputer``
-(the authors' code) builds the same system per image and channel and solves it with SciPy's
-sparse direct solver on the CPU; with noise 0 ours agree with it to about 1e-7 (direct) and
-1e-6 (CG on small images; tested within 1e-4 for both).
+from (its system is singular): both give it zeros plus the noise, as pytorch-grad-cam does.
+pytorch-grad-cam's ``NoisyLinearImputer`` (the authors' code) builds the same system per image
+and channel and solves it with SciPy's sparse direct solver on the CPU; with noise 0 ours agree
+with it to about 1e-7 (direct) and 1e-6 (CG on small images; tested within 1e-4 for both).
 
 :func:`road_logits` removes, for each fraction f of ``fractions``, the top (``"morf"``, most
 relevant first) or bottom (``"lerf"``, least relevant first) fraction f of the pixels by the
