@@ -20,7 +20,6 @@ that have results: into ``figures/<profile>/`` when every run of the study has t
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -253,14 +252,13 @@ STAGE_CALLS: dict[str, Callable[[Job], Any]] = {
 }
 
 
-def execute(job: Job, kernel: Optional[RunKernel] = None, inline: bool = False) -> None:
-    """Run one notebook with Papermill (or, ``inline``, the stage function it calls, in this
-    process), then write the stage's completion marker.
+def execute(job: Job, kernel: RunKernel, inline: bool = False) -> None:
+    """Run one notebook with Papermill in the run's ``kernel`` (:class:`RunKernel`, shared with
+    its other notebooks), or, ``inline``, the stage function it calls in this process; then
+    write the stage's completion marker.
 
     The notebook executes into a temporary file renamed to ``job.output`` on success, or
     to :func:`failed_notebook` on failure: a failure never replaces a finished notebook.
-    ``kernel``: the run's kernel (:class:`RunKernel`), shared with its other notebooks; without
-    one the notebook gets a kernel of its own.
     """
     job.output.parent.mkdir(parents=True, exist_ok=True)
     if job.run is not None and job.stage != "train":
@@ -276,9 +274,7 @@ def execute(job: Job, kernel: Optional[RunKernel] = None, inline: bool = False) 
     tmp = job.output.with_name(f".{job.output.stem}.running.ipynb")
     start = time.perf_counter()
     try:
-        with contextlib.ExitStack() as own:
-            kernel = kernel or own.enter_context(RunKernel())
-            kernel.execute(NOTEBOOK_DIR / NOTEBOOKS[job.stage], tmp, job.params)
+        kernel.execute(NOTEBOOK_DIR / NOTEBOOKS[job.stage], tmp, job.params)
     except BaseException:
         if tmp.is_file():
             os.replace(tmp, failed_notebook(job))

@@ -71,6 +71,12 @@ def _neighbour_sum(v: Tensor) -> Tensor:
     return full * (1.0 / 12.0) - v * (4.0 / 12.0)
 
 
+def _in_image_weight(h: int, w: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[H, W]: each pixel's total weight of its neighbours inside the image (the diagonal D of
+    the imputation's system; 1 inside, less on the border)."""
+    return _neighbour_sum(torch.ones(1, 1, h, w, dtype=dtype, device=device))[0, 0]
+
+
 def _noise(shape: torch.Size, noise: float, generator: Generators, dtype: torch.dtype,
            device: torch.device) -> Tensor:
     """N(0, noise^2) of ``shape``: from one generator, or one generator per image (drawn on the
@@ -94,7 +100,7 @@ def _cg_solve(x: Tensor, uf: Tensor, tolerance: float, max_iter: Optional[int]) 
     Works on the whole batch at once on the grid (``"auto"`` uses it on a GPU above :data:`DIRECT_MAX_WIDTH`)."""
     h, w = x.shape[-2:]
     conv = _neighbour_sum
-    d = conv(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device))          # in-image weight of each pixel
+    d = _in_image_weight(h, w, x.dtype, x.device)
     b = uf * conv(x * (1.0 - uf))                                               # kept neighbours' contribution
     apply = lambda v: uf * (d * v - conv(uf * v))                              # noqa: E731 - (D - W_uu) v
     inv_d = uf / d
@@ -174,7 +180,7 @@ def _direct_solve(b: Tensor, u: Tensor) -> Tensor:
         raise ValueError("the direct solve needs at least one kept pixel in every image "
                          "(with every pixel removed the system is singular)")
     h, w = b.shape[-2:]
-    d = _neighbour_sum(torch.ones(1, 1, h, w, dtype=b.dtype, device=b.device))[0, 0]
+    d = _in_image_weight(h, w, b.dtype, b.device)
     m = u.to(b.dtype)                                                           # [N, H, W]
     rhs = b.permute(0, 2, 3, 1)                                                 # [N, H, W, C]
     tri = torch.linalg.solve_triangular
