@@ -22,6 +22,7 @@ help:
 	@echo "make reproduce [PROFILE=quick|smoke|cifar10|imagenet_s50] [JOBS=auto] [ARGS='--stage train ...']"
 	@echo "               JOBS=auto: one run per GPU (every GPU of the machine), or 2 at a time without one;"
 	@echo "               ARGS='--devices cuda:0,cuda:1' or ARGS='--executor slurm --slurm-partition gpu'"
+	@echo "               ends by comparing the new tables with the committed ones: figures/<profile>/reproduction.md"
 	@echo "make rehearse PROFILE=cifar10   the study shrunk to minutes, into results/<profile>-rehearsal/"
 	@echo "make gpu-check  the prepared GPU measurements (benchmarks/gpu_check.py), report in benchmarks/results/"
 	@echo "make test      run the test suite (CPU, offline)"
@@ -77,8 +78,13 @@ data:
 	  echo "or stay online: torchvision downloads it on first use."; \
 	fi
 
+# Keeps the committed tables of figures/$(PROFILE) before the run overwrites them, and ends by
+# comparing the new ones with them (figures/$(PROFILE)/reproduction.md; a moved number does not
+# fail the target: the comparison's own exit status is for `python -m xai_utils.reproduction`).
 reproduce: setup data
+	@$(PY) -m xai_utils.reproduction --keep $(PROFILE)
 	$(PY) -m xai_utils.pipeline --profile $(PROFILE) $(if $(filter --executor%,$(ARGS)),,--jobs $(JOBS)) $(ARGS)
+	@$(PY) -m xai_utils.reproduction --check $(PROFILE)
 
 rehearse: setup data
 	$(PY) -m xai_utils.pipeline --profile $(PROFILE) --rehearse $(if $(filter --executor%,$(ARGS)),,--jobs $(JOBS)) $(ARGS)

@@ -5,6 +5,7 @@ and the device-hours of a profile's grid computed from the measured rates.
     python benchmarks/train_throughput.py --device cpu --widths 8,16,32,64 --batch-size 64 --objectives scl,excon,exconb
     python benchmarks/train_throughput.py --device cuda --profile cifar10          # + GPU-hours of the grid
     python benchmarks/train_throughput.py --device cuda --profile imagenet_s50 --compile
+    python benchmarks/train_throughput.py --device cpu --profile quick --compare-compile --steps 40 --warmup 3
 
 With ``--profile`` each objective runs with that profile's network, batch size, optimiser,
 image size (32, or the 224 px ImageNet crops) and ``compile``/``amp`` settings, and the script
@@ -50,11 +51,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(step: Callable[[int], None], warmup: int, steps: int, device: torch.device) -> float:
-    """Seconds for ``steps`` calls of ``step`` after ``warmup`` untimed ones."""
+def _timed(step: Callable[[int], None], warmup: int, steps: int, device: torch.device,
+           warmup_seconds: Optional[list] = None) -> float:
+    """Seconds for ``steps`` calls of ``step`` after ``warmup`` untimed ones (their seconds,
+    compilation included, appended to ``warmup_seconds`` when given)."""
+    t0 = time.perf_counter()
     for i in range(warmup):
         step(i)
     _sync(device)
+    if warmup_seconds is not None:
+        warmup_seconds.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     for i in range(steps):
         step(warmup + i)
@@ -62,8 +68,11 @@ def _timed(step: Callable[[int], None], warmup: int, steps: int, device: torch.d
     return time.perf_counter() - t0
 
 
-def train_images_per_s(objective: str, args, device: torch.device, cfg: Optional[RunConfig] = None) -> float:
-    """Source images per second of ``objective``'s training step (``cfg``: a profile's run)."""
+def train_images_per_s(objective: str, args, device: torch.device, cfg: Optional[RunConfig] = None,
+                       warmup_seconds: Optional[list] = None) -> float:
+    """Source images per second of ``objective``'s training step (``cfg``: a profile's run;
+    ``warmup_seconds``: gets the seconds of the warm-up steps, torch.compile's compilation
+    included)."""
     if cfg is None:
         cfg = RunConfig(dataset="cifar10", objective=objective, arch=args.arch, widths=args.widths,
                         batch_size=args.batch_size, device=str(device), compile=args.compile)
@@ -87,7 +96,7 @@ def train_images_per_s(objective: str, args, device: torch.device, cfg: Optional
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen).to(device, non_blocking=True)
         train_step(obj, model, engine, opt, sched, TrainBatch(images[idx], labels[idx], 0, gen, aug, clean), totals)
 
-    seconds = _timed(step, args.warmup, args.steps, device)
+    seconds = _timed(step, args.warmup, args.steps, device, warmup_seconds)
     return args.steps * cfg.batch_size / seconds
 
 
@@ -106,7 +115,27 @@ def grid_hours(profile: str, rates: dict[str, float], train_images: Optional[int
     return rows
 
 
-# ----------------------------------------------------------------------------- input pipelines
+def compare_compile(prof, objectives: list[str], args, device: torch.device) -> None:
+    """Each objective's training step eager and under ``torch.compile`` (inductor), with the
+    profile's settings otherwise, in this one process, alternated ``--repeats`` times (a VM's
+    speed drifts): the median images/s of each, compiled / eager, and the warm-up seconds of
+    the first compiled measurement (the compilation; inductor's on-disk cache makes later
+    ones, and later runs on the same machine, cheaper)."""
+    for objective in objectives:
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        warm: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.repeats):
+            for compiled in (False, True):
+                cfg = prof.run_config(prof.datasets[0], objective, prof.seeds[0])
+                cfg.compile = compiled
+                torch._dynamo.reset()             # no compiled graph carried over from another measurement
+                rates[compiled].append(train_images_per_s(objective, args, device, cfg, warm[compiled]))
+        eager, comp = float(np.median(rates[False])), float(np.median(rates[True]))
+        print(f"compile {objective:>6}: eager {eager:8.1f} images/s, compiled {comp:8.1f} images/s, ratio "
+              f"{comp / eager:5.2f}x (medians of {args.repeats}); warm-up {warm[False][0]:.1f} s eager, "
+              f"{warm[True][0]:.1f} s compiled ({cfg.arch}, batch {cfg.batch_size}, channels_last={cfg.channels_last})")
+
+
 # ----------------------------------------------------------------------------- input pipelines
 
 def _torchvision_transform(recipe: str, size: int):
@@ -180,6 +209,10 @@ def main(argv=None) -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--objectives", default="ce,scl,tl,excon,exconb,cgc")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    p.add_argument("--compare-compile", action="store_true",
+                   help="with --profile: each objective eager and compiled (inductor) in one run, their ratio and "
+                        "the compilation's seconds")
+    p.add_argument("--repeats", type=int, default=3, help="--compare-compile: alternations of eager and compiled")
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers of the torchvision pipeline")
     p.add_argument("--compare-loader", action="store_true",
                    help="also compare the input pipelines on a CPU device (always done on CUDA)")
@@ -197,12 +230,17 @@ def main(argv=None) -> None:
         objectives = [o for o in args.objectives.split(",") if o in prof.objectives] or prof.objectives
         print(f"device={device} ({name}) profile={args.profile} steps={args.steps} (+{args.warmup} warm-up) "
               f"threads={torch.get_num_threads()}")
+        if args.compare_compile:
+            compare_compile(prof, objectives, args, device)
+            return
         for objective in objectives:
             cfg = prof.run_config(prof.datasets[0], objective, prof.seeds[0])
             cfg.compile = cfg.compile or args.compile
-            rates[objective] = train_images_per_s(objective, args, device, cfg)
+            warm: list[float] = []
+            rates[objective] = train_images_per_s(objective, args, device, cfg, warm)
             print(f"train {objective:>6}: {rates[objective]:9.1f} images/s  ({cfg.arch}, batch {cfg.batch_size}, "
-                  f"{cfg.optimizer}, amp={cfg.amp and device.type == 'cuda'}, compile={cfg.compile})")
+                  f"{cfg.optimizer}, amp={cfg.amp and device.type == 'cuda'}, compile={cfg.compile}; "
+                  f"{args.warmup} warm-up steps {warm[0]:.1f} s)")
         rows = grid_hours(args.profile, rates, args.train_images)
         for objective, hours in rows:
             print(f"grid {objective:>6}: {hours:8.2f} device-hours on {name} ({len(prof.seeds)} seeds, training only)")

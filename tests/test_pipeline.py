@@ -16,6 +16,7 @@ from xai_utils.pipeline.notebooks import RunKernel
 from xai_utils.settings import ConfigError, RunConfig, load_profile, stage_hash
 from xai_utils.study.objectives import foreign_settings
 from xai_utils.stages.evaluate import evaluate_run
+from xai_utils.stages.fingerprint import cpu_model
 from xai_utils.stages.layout import save_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +144,14 @@ def test_smoke_study_end_to_end(tmp_path, capfd):
                  "fig_claim_robustness", "fig_pair_grid"):
         for ext in ("pdf", "png"):
             assert (figs / f"{stem}.{ext}").is_file(), f"{stem}.{ext}"
+    # where the numbers were made: each stage's fingerprint in the run folder, the machines in coverage.json
+    coverage = json.loads((figs / "coverage.json").read_text())
+    for objective in ("ce", "scl"):
+        entries = json.loads((study / "shapes" / objective / "seed0" / "fingerprint.json").read_text())
+        assert set(entries) == {"train", "attribute", "evaluate"}
+        assert {e["cpu"] for e in entries.values()} == {cpu_model()}
+        made_on = coverage["made_on"][f"shapes/{objective}/seed0"]
+        assert {s: coverage["fingerprints"][k] for s, k in made_on.items()} == entries
 
     start = time.perf_counter()
     third = _in_process(capfd, *common)

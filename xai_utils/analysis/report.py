@@ -17,6 +17,8 @@
 ``table_pair_metrics``         pair analysis: pair method x metric x pair kind (:mod:`.pair_figures`)
 ``table_pair_significance``    paired t-tests of the pair metrics, keyed by (seed, pair)
 ``fig_pair_grid``              example pairs and each objective's two maps per pair method
+``coverage.json``              the runs covered and missing, and the machines that made them
+                               (:func:`run_fingerprints`)
 =============================  ==========================================================
 
 Tables are written as CSV (numbers, for machines), Markdown and LaTeX (:mod:`.tables`);
@@ -33,6 +35,7 @@ from typing import Callable, Optional, Sequence, Union
 import pandas as pd
 
 from ..stages import layout as runs
+from ..stages.fingerprint import fingerprint_id, read_fingerprints
 from . import stats
 from .claim import plot_claim, table_claim_robustness
 from .names import dataset_label, objective_label, order_objectives
@@ -163,11 +166,32 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
     text = f"# Report notes ({profile})\n\nRuns covered: {cover}.\n"
     text += "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "\nNothing was skipped.\n")
     written.append(runs.save_text(out / "report_notes.md", text))
+    machines, made_on = run_fingerprints([rd for rd in run_dirs if _run_id(rd) in set(covered)])
     written.append(runs.save_json(out / "coverage.json", {
         "profile": profile, "expected": list(runs_expected or []), "covered": covered,
-        "missing": [r for r in (runs_expected or []) if r not in set(covered)]}))
+        "missing": [r for r in (runs_expected or []) if r not in set(covered)],
+        "fingerprints": machines, "made_on": made_on}))
     log.info("report of '%s' written to %s", profile, out)
     return written
+
+
+def run_fingerprints(run_dirs: Sequence[Path]) -> tuple[dict[str, dict], dict[str, dict[str, str]]]:
+    """The machines that made the runs' numbers, for ``coverage.json``: ({fingerprint id:
+    fingerprint}, {run id: {stage: fingerprint id}}), the stages of an evaluation under
+    another protocol named ``<protocol>/<stage>``; a run made before fingerprints were
+    recorded has no stages."""
+    machines: dict[str, dict] = {}
+    made_on: dict[str, dict[str, str]] = {}
+    for rd in run_dirs:
+        stages: dict[str, str] = {}
+        for folder in stats.evaluation_dirs([rd]):
+            prefix = "" if folder == rd else f"{folder.name}/"
+            for stage, fp in read_fingerprints(folder).items():
+                key = fingerprint_id(fp)
+                machines[key] = fp
+                stages[prefix + stage] = key
+        made_on[_run_id(rd)] = stages
+    return dict(sorted(machines.items())), made_on
 
 
 def _renamed(table: Table, name: str, note: str = "") -> Table:

@@ -24,6 +24,7 @@ from ..ops.devices import ieee_float32, resolve_device
 from ..study.data import eval_indices, load_dataset, resolve_split
 from . import layout as runs
 from .artefacts import load_npz
+from .fingerprint import record_fingerprint
 from .layout import load_run_config
 from .model_io import load_model
 from .pairs import attribute_pairs
@@ -144,6 +145,7 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
         with ieee_float32(dev):                  # no autocast, no TF32
             pair_paths = attribute_pairs(Path(run_dir), cfg, model, ds, idx, labels_t, preds_t, dev, batch_size)
         paths.update({f"pairs/{m}": p for m, p in pair_paths.items()})
+    record_fingerprint(run_dir, "attribute", dev)
     return paths
 
 

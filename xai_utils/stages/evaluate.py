@@ -45,6 +45,7 @@ from ..settings.run_config import RunConfig
 from ..study.data import load_dataset
 from . import layout as runs
 from .artefacts import load_npz, read_csv
+from .fingerprint import record_fingerprint
 from .attribute import load_attributions
 from .calibrate import calibrate_run, image_temperatures
 from .layout import load_run_config
@@ -186,6 +187,7 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
             tables.append(pair_rows)
     df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
     runs.save_text(run_dir / runs.RESULTS, df.to_csv(index=False, na_rep="nan"))
+    record_fingerprint(run_dir, "evaluate", dev)
     return df
 
 

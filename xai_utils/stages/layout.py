@@ -14,6 +14,7 @@ One folder per run (``results/<profile>/<dataset>/<objective>/seed<k>/``)::
     results.csv                 per-sample metric values (long format)
     curves/<method>.npz         pixel-flipping curves per sample
     stages/<stage>.json         completion marker with the config hash of that stage
+    fingerprint.json            the machine and software of each stage that computed here (stages.fingerprint)
     notebooks/NN_<stage>.ipynb  executed notebooks (pipeline)
     calibration.json            temperature of the explained model, ECE before/after (if a metric needs it)
     protocols/<name>/           the same run explained and scored under another evaluation protocol:

@@ -33,6 +33,7 @@ from ..study.training import (OPTIMIZERS, Engine, EpochTotals, TrainData, build_
                               resolve_augmentation, train_probe, train_step)
 from . import layout as runs
 from .artefacts import load_json, load_torch
+from .fingerprint import record_fingerprint
 from .model_io import model_state
 
 PathLike = Union[str, Path]
@@ -263,5 +264,6 @@ def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool, no
                "eval_time_s": round(time.perf_counter() - t0, 3), "device": str(device),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),   # --devices: this run's GPU
                "resumed_from": resumed_from, "recovered": recovered}
+    record_fingerprint(run_dir, "train", device)        # where these weights were made
     runs.save_json(summary_path, summary)
     return summary
