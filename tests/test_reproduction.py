@@ -73,6 +73,24 @@ def test_the_committed_quick_study_against_a_copy_of_itself_is_identical(tmp_pat
     assert "## Tables" in (copy / "reproduction.md").read_text()
 
 
+def test_the_quick_study_made_on_another_cpu_kind_names_the_verdicts_that_changed(tmp_path, capsys):
+    """figures/reproductions/quick-amd-epyc: the quick study's tables made on an AMD EPYC (the
+    committed ones: an Intel Xeon). The changed claim verdicts, counted here by a merge of the
+    two tables, are the ones the comparison names."""
+    other = tmp_path / "quick-amd-epyc"
+    shutil.copytree(ROOT / "figures" / "reproductions" / "quick-amd-epyc", other)
+    assert cli.main([str(ROOT / "figures" / "quick"), str(other)]) == 1
+    keys = ["dataset", "method", "metric", "protocol"]
+    both = pd.read_csv(ROOT / "figures" / "quick" / "table_claim_robustness.csv").merge(
+        pd.read_csv(other / "table_claim_robustness.csv"), on=keys, suffixes=("_ref", "_rep"))
+    flipped = {"/".join(r) for r in both.loc[both["holds_ref"] != both["holds_rep"], keys].itertuples(index=False)}
+    cells = _cells(other)
+    named = cells[(cells["table"] == "table_claim_robustness") & (cells["status"] == "changed")]
+    assert set(named["row"]) == flipped and len(flipped) == 12
+    assert "fashion_mnist/eigencam/road[calibrated]/corrected" in flipped
+    assert "Verdicts that changed" in (other / "reproduction.md").read_text()
+
+
 def test_a_number_beyond_its_tolerance_and_a_flipped_verdict_are_named_and_exit_1(tmp_path, capsys):
     ref = _folder(tmp_path / "ref")
     rep = _folder(tmp_path / "rep", metrics=_metrics(ce=0.25, scl=0.305), claim=_claim(holds="no (n.s.)", p=0.4))

@@ -3,7 +3,8 @@
 The package is built in layers; each imports only from the layers below it (an import-linter
 contract in ``pyproject.toml`` says so, and ``make test`` checks it):
 
-6. :mod:`.pipeline`  — orchestration: a study as notebook jobs, executors, the command line
+6. :mod:`.pipeline`  — orchestration: a study as notebook jobs, executors, the command line;
+   :mod:`.reproduction` — a reproduction's tables and verdicts compared with the committed ones
 5. :mod:`.analysis`  — statistics, the claim, tables and figures, from saved results
 4. :mod:`.stages`    — train, attribute, calibrate, evaluate: each reads and writes a run folder
 3. :mod:`.settings`  — RunConfig, profiles, stage hashes, validation against the registries

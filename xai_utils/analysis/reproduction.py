@@ -182,6 +182,7 @@ class Comparison:
     only_reproduced: list[str] = field(default_factory=list)
     rows_missing: dict[str, list[str]] = field(default_factory=dict)   # reference rows absent from the reproduction
     rows_added: dict[str, list[str]] = field(default_factory=dict)
+    identical_counts: tuple[int, int] = (0, 0)    # numbers and verdicts of the identical tables
 
     def _count(self, mask: pd.Series) -> int:
         return int(mask.sum()) if len(self.cells) else 0
@@ -189,7 +190,7 @@ class Comparison:
     @property
     def numbers(self) -> int:
         """Numeric cells compared (every kind; identical tables included)."""
-        return self._count(self.cells["numeric"]) + self._identical_counts()[0]
+        return self._count(self.cells["numeric"]) + self.identical_counts[0]
 
     @property
     def outside(self) -> int:
@@ -201,7 +202,7 @@ class Comparison:
 
     @property
     def verdicts(self) -> int:
-        return self._count(self.cells["kind"] == "verdict") + self._identical_counts()[1]
+        return self._count(self.cells["kind"] == "verdict") + self.identical_counts[1]
 
     @property
     def changed(self) -> pd.DataFrame:
@@ -216,20 +217,6 @@ class Comparison:
     def is_identical(self) -> bool:
         return (not self.only_reference and not self.only_reproduced
                 and set(self.identical) == set(self.reference.tables))
-
-    def _identical_counts(self) -> tuple[int, int]:
-        numbers = verdicts = 0
-        for name in self.identical:
-            df = self.reference.read(name)
-            keys = _keys(name, df)
-            for c in df.columns:
-                kind = column_kind(c, keys)
-                if kind == "verdict":
-                    verdicts += int(df[c].map(_is_verdict).sum())
-                elif kind not in ("key",) and pd.api.types.is_numeric_dtype(df[c]) \
-                        and not pd.api.types.is_bool_dtype(df[c]):
-                    numbers += len(df)
-        return numbers, verdicts
 
     def summary(self) -> str:
         """The one line: numbers compared and outside, verdicts compared and changed."""
@@ -269,7 +256,22 @@ def compare_folders(reference: PathLike, reproduced: PathLike) -> Comparison:
     frames = [f for f in frames if len(f)]
     if frames:
         out.cells = pd.concat(frames, ignore_index=True)
+    counts = [_table_counts(name, ref.read(name)) for name in out.identical]
+    out.identical_counts = (sum(n for n, _ in counts), sum(v for _, v in counts))
     return out
+
+
+def _numeric_columns(df: pd.DataFrame) -> set[str]:
+    """Columns of numbers (True/False columns are not)."""
+    return {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}
+
+
+def _table_counts(name: str, df: pd.DataFrame) -> tuple[int, int]:
+    """(numbers, verdicts) of a table, as :func:`compare_table` counts them."""
+    keys = _keys(name, df)
+    numbers = sum(len(df) for c in _numeric_columns(df) if column_kind(c, keys) != "key")
+    verdicts = sum(int(df[c].map(_is_verdict).sum()) for c in df.columns if column_kind(c, keys) == "verdict")
+    return numbers, verdicts
 
 
 CELL_COLUMNS = ["table", "row", "column", "kind", "numeric", "reference", "reproduced", "difference", "tolerance",
@@ -309,17 +311,18 @@ def compare_table(name: str, ref: Folder, rep: Folder) -> tuple[pd.DataFrame, li
     spreads = (_Spreads(ref.read(spec.spreads)), _Spreads(rep.read(spec.spreads))) if spec and spec.spreads \
         else (_Spreads(None), _Spreads(None))
     accuracy = tuple(_Spreads(f.read("table_accuracy"), accuracy=True) for f in (ref, rep))
-    columns = [c for c in a.columns if c in b.columns]
+    kinds = {c: column_kind(c, keys) for c in a.columns if c in b.columns}
+    kinds = {c: kind for c, kind in kinds.items() if kind != "key"}
+    columns = sorted(kinds, key=lambda c: kinds[c] == "scaled")          # a scaled effect after its difference
+    numeric_columns = _numeric_columns(a) & _numeric_columns(b)
     rows = []
     for key in common:
         ra, rb = a.loc[key], b.loc[key]
         tolerance: dict[str, float] = {}
-        for c in sorted(columns, key=lambda c: column_kind(c, keys) == "scaled"):   # scaled after their effect
-            kind = column_kind(c, keys)
-            if kind == "key":
-                continue
+        for c in columns:
+            kind = kinds[c]
             va, vb = ra[c], rb[c]
-            numeric = _is_number(va) and _is_number(vb)
+            numeric = c in numeric_columns
             cell = {"table": name, "row": key, "column": c, "kind": kind, "numeric": numeric, "reference": va,
                     "reproduced": vb, "difference": np.nan, "tolerance": np.nan, "status": "equal", "level": "",
                     "fragile": False, "detail": ""}
@@ -486,10 +489,6 @@ def as_float(v) -> float:
         return float(v)
     except (TypeError, ValueError):
         return np.nan
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
 def _text(v) -> str:
