@@ -75,37 +75,36 @@ TABLES: dict[str, TableSpec] = {                    # in the order the report li
     "table_pair_significance": TableSpec(_TESTS, "table_pair_metrics"),
 }
 
-# column -> kind (see the module docstring); patterns for per-objective columns in column_kind
+# What each column of the study's tables holds (the module docstring says how each kind is
+# judged): exact names, then the per-objective patterns; anything else is an estimate.
 VERDICT_LEVEL = {"holds": "images", "verdict": "images", "model_holds": "models", "model_verdict": "models"}
-P_VALUES = ("p", "p_holm")
-SCALED = {"t": "t", "d_z": "d_z", "d_pooled": "d_pooled"}
-SPREADS = ("model_ci_low", "model_ci_high")
-COUNTS = ("n_pairs", "n_obs", "n_seeds", "seeds_favouring", "seeds_a_better", "seeds_b_better")
-DERIVED = ("order", "best", "reproduced_order", "ordering_agrees", "pairs_agreeing", "significant", "better",
-           "direction")
+COLUMN_KINDS: dict[str, str] = {
+    **{c: "verdict" for c in VERDICT_LEVEL},
+    **{c: "p" for c in ("p", "p_holm")},
+    **{c: "scaled" for c in ("t", "d_z", "d_pooled")},
+    **{c: "spread" for c in ("model_ci_low", "model_ci_high")},
+    **{c: "count" for c in ("n_pairs", "n_obs", "n_seeds", "seeds_favouring", "seeds_a_better", "seeds_b_better")},
+    **{c: "derived" for c in ("order", "best", "reproduced_order", "ordering_agrees", "pairs_agreeing",
+                              "significant", "better", "direction")},
+    **{c: "label" for c in ("profile", "stand_in", "note", "facet", "kind", "mode", "seed_handling",
+                            "direction_of_better", "quantity")},
+}
+COLUMN_PATTERNS: tuple[tuple[str, str], ...] = (     # (prefix or suffix with its "_", kind)
+    ("*_std", "spread"), ("*_n_seeds", "count"), ("paper_*", "label"))
 EFFECTS = ("diff", "mean_diff", "model_diff")       # a difference of two objectives
 NO_VERDICT = ("too few seeds",)                     # not a verdict: nothing was decided
+OUTSIDE = ("outside", "no tolerance")               # the statuses of a number that does not agree
 
 
 def column_kind(column: str, keys: Iterable[str] = ()) -> str:
-    """What a column holds: key, verdict, p, scaled, spread, count, label, derived or estimate."""
+    """What a column holds: key, verdict, p, scaled, spread, count, derived, label or estimate."""
     if column in keys:
         return "key"
-    if column in VERDICT_LEVEL:
-        return "verdict"
-    if column in P_VALUES:
-        return "p"
-    if column in SCALED:
-        return "scaled"
-    if column in SPREADS or column.endswith("_std"):
-        return "spread"
-    if column in COUNTS or column.endswith("_n_seeds"):
-        return "count"
-    if column in DERIVED:
-        return "derived"
-    if column.startswith("paper_") or column in ("profile", "stand_in", "note", "facet", "kind", "mode",
-                                                    "seed_handling", "direction_of_better", "quantity"):
-        return "label"
+    if column in COLUMN_KINDS:
+        return COLUMN_KINDS[column]
+    for pattern, kind in COLUMN_PATTERNS:
+        if column.endswith(pattern[1:]) if pattern.startswith("*") else column.startswith(pattern[:-1]):
+            return kind
     return "estimate"
 
 
@@ -194,7 +193,7 @@ class Comparison:
 
     @property
     def outside(self) -> int:
-        return self._count(self.cells["status"].isin(["outside", "no tolerance"]))
+        return self._count(self.cells["status"].isin(OUTSIDE))
 
     @property
     def without_tolerance(self) -> int:

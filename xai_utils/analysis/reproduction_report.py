@@ -10,7 +10,8 @@ import numpy as np
 
 from ..stages.fingerprint import describe
 from ..stages.layout import save_text
-from .reproduction import REPORT, Comparison, Folder, as_float, fmt_value
+from .reproduction import (ALPHA, FRAGILE_CI, FRAGILE_P, LEVEL, OUTSIDE, REPORT, Comparison, Folder, as_float,
+                           fmt_value)
 
 PathLike = Union[str, Path]
 LISTED = 60              # numbers outside their tolerance (and rows on one side only) listed in reproduction.md
@@ -31,66 +32,79 @@ def _machines(folder: Folder) -> str:
 
 def report_markdown(c: Comparison) -> str:
     """reproduction.md: the summary, where each side was made, a line per table, the verdicts
-    that changed and the numbers outside their tolerance."""
+    that changed, the numbers outside their tolerance and the rows on one side only."""
     lines = [f"# Reproduction of '{c.reference.profile or c.reproduced.profile or '?'}'", "",
              f"Reference: `{c.reference.path}`; made on: {_machines(c.reference)}.", "",
              f"Reproduction: `{c.reproduced.path}`; made on: {_machines(c.reproduced)}.", "",
              f"**{c.summary()}**", "",
-             "A number agrees when the two sides differ by less than their seed variation allows (a Welch 95 % "
-             "interval from the std over seeds, or the model-level intervals of a difference of objectives); "
-             "a verdict is *fragile* where either side is near its threshold (Holm p within a factor of 5 of "
-             "0.05; a model-level interval whose end nearer to 0 is within a quarter of its half-width from 0). "
-             "How: `xai_utils/analysis/reproduction.py`; every compared cell: `reproduction.csv`.", "",
-             "## Tables", "", "| table | status | numbers compared | outside tolerance | verdicts compared | changed |",
+             "A number agrees when the two sides differ by less than their seed variation allows (a Welch "
+             f"{LEVEL:.0%} interval from the std over seeds, or the model-level intervals of a difference of "
+             "objectives); a verdict is *fragile* where either side is near its threshold (Holm p within a factor "
+             f"of {FRAGILE_P:g} of {ALPHA:g}; a model-level interval whose end nearer to 0 is within "
+             f"{FRAGILE_CI:g} of its half-width from 0). How: `xai_utils/analysis/reproduction.py`; every compared "
+             "cell: `reproduction.csv`."]
+    return "\n".join(lines + _tables(c) + _changed(c) + _outside(c) + _one_side(c)) + "\n"
+
+
+def _tables(c: Comparison) -> list[str]:
+    lines = ["", "## Tables", "",
+             "| table | status | numbers compared | outside tolerance | verdicts compared | changed |",
              "|:---|:---|---:|---:|---:|---:|"]
     for name in c.reference.tables:
-        if name in c.only_reference:
-            lines.append(f"| {name} | only in the reference | | | | |")
-        elif name in c.identical:
-            lines.append(f"| {name} | identical | | | | |")
-        else:
-            t = c.cells[c.cells["table"] == name]
-            out = int(t["status"].isin(["outside", "no tolerance"]).sum())
-            ch = int((t["status"] == "changed").sum())
-            extra = len(c.rows_missing.get(name, []))
-            status = "agrees" if not (out or ch or extra) else "differs"
-            if extra:
-                status += f"; {extra} rows only in the reference"
-            if c.rows_added.get(name):
-                status += f"; {len(c.rows_added[name])} rows only in the reproduction"
-            verdicts = int((t["kind"] == "verdict").sum())
-            lines.append(f"| {name} | {status} | {int(t['numeric'].sum())} | {out} | {verdicts} | {ch} |")
-    for name in c.only_reproduced:
-        lines.append(f"| {name} | only in the reproduction | | | | |")
-    changed = c.changed
-    if len(changed):
-        lines += ["", "## Verdicts that changed", "",
-                  "| table | comparison | level | reference | reproduction | fragile |",
-                  "|:---|:---|:---|:---|:---|:---|"]
-        for r in changed.itertuples():
-            ref_text, rep_text = r.detail.split(" -> ", 1)
-            fragile = "fragile" if r.fragile else ""
-            lines.append(f"| {r.table} | {r.row} | {r.level} | {ref_text} | {rep_text} | {fragile} |")
-    out = c.cells[c.cells["status"].isin(["outside", "no tolerance"])] if len(c.cells) else c.cells
-    if len(out):
-        out = out.assign(_excess=(out["difference"].abs() / out["tolerance"]).fillna(np.inf)) \
-                 .sort_values("_excess", ascending=False, kind="stable")
-        lines += ["", "## Numbers outside their tolerance", "",
-                  f"{len(out)} numbers; the {min(len(out), LISTED)} furthest out (difference / tolerance):", "",
-                  "| table | row | column | reference | reproduction | difference | tolerance |",
-                  "|:---|:---|:---|---:|---:|---:|---:|"]
-        for r in out.head(LISTED).itertuples():
-            lines.append(f"| {r.table} | {r.row} | {r.column} | {fmt_value(as_float(r.reference), 4)} | "
-                         f"{fmt_value(as_float(r.reproduced), 4)} | {fmt_value(as_float(r.difference), 3)} | "
-                         f"{'none (no seed spread)' if r.status == 'no tolerance' else fmt_value(as_float(r.tolerance), 3)} |")
+        if name in c.only_reference or name in c.identical:
+            lines.append(f"| {name} | {'only in the reference' if name in c.only_reference else 'identical'} "
+                         "| | | | |")
+            continue
+        t = c.cells[c.cells["table"] == name]
+        out = int(t["status"].isin(OUTSIDE).sum())
+        changed = int((t["status"] == "changed").sum())
+        missing, added = len(c.rows_missing.get(name, [])), len(c.rows_added.get(name, []))
+        status = "agrees" if not (out or changed or missing) else "differs"
+        status += f"; {missing} rows only in the reference" if missing else ""
+        status += f"; {added} rows only in the reproduction" if added else ""
+        verdicts = int((t["kind"] == "verdict").sum())
+        lines.append(f"| {name} | {status} | {int(t['numeric'].sum())} | {out} | {verdicts} | {changed} |")
+    return lines + [f"| {name} | only in the reproduction | | | | |" for name in c.only_reproduced]
+
+
+def _changed(c: Comparison) -> list[str]:
+    if c.changed.empty:
+        return []
+    lines = ["", "## Verdicts that changed", "", "| table | comparison | level | reference | reproduction | fragile |",
+             "|:---|:---|:---|:---|:---|:---|"]
+    for r in c.changed.itertuples():
+        reference, reproduction = r.detail.split(" -> ", 1)
+        lines.append(f"| {r.table} | {r.row} | {r.level} | {reference} | {reproduction} | "
+                     f"{'fragile' if r.fragile else ''} |")
+    return lines
+
+
+def _outside(c: Comparison) -> list[str]:
+    out = c.cells[c.cells["status"].isin(OUTSIDE)] if len(c.cells) else c.cells
+    if out.empty:
+        return []
+    out = out.assign(_excess=(out["difference"].abs() / out["tolerance"]).fillna(np.inf)) \
+             .sort_values("_excess", ascending=False, kind="stable")
+    lines = ["", "## Numbers outside their tolerance", "",
+             f"{len(out)} numbers; the {min(len(out), LISTED)} furthest out (difference / tolerance):", "",
+             "| table | row | column | reference | reproduction | difference | tolerance |",
+             "|:---|:---|:---|---:|---:|---:|---:|"]
+    for r in out.head(LISTED).itertuples():
+        tolerance = "none (no seed spread)" if r.status == "no tolerance" else fmt_value(as_float(r.tolerance), 3)
+        lines.append(f"| {r.table} | {r.row} | {r.column} | {fmt_value(as_float(r.reference), 4)} | "
+                     f"{fmt_value(as_float(r.reproduced), 4)} | {fmt_value(as_float(r.difference), 3)} | {tolerance} |")
+    return lines
+
+
+def _one_side(c: Comparison) -> list[str]:
+    lines: list[str] = []
     for title, rows in (("Rows of the reference missing from the reproduction", c.rows_missing),
                         ("Rows only in the reproduction", c.rows_added)):
-        listed = [(n, k) for n, ks in rows.items() for k in ks]
+        listed = [f"- {name}: {key}" for name, keys in rows.items() for key in keys]
         if listed:
-            lines += ["", f"## {title}", ""] + [f"- {n}: {k}" for n, k in listed[:LISTED]]
-            if len(listed) > LISTED:
-                lines.append(f"- … {len(listed) - LISTED} more")
-    return "\n".join(lines) + "\n"
+            more = [f"- … {len(listed) - LISTED} more"] if len(listed) > LISTED else []
+            lines += ["", f"## {title}", ""] + listed[:LISTED] + more
+    return lines
 
 
 def write_report(c: Comparison, folder: Optional[PathLike] = None) -> list[Path]:
