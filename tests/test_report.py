@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 import zlib
 from pathlib import Path
 
@@ -265,7 +266,8 @@ def test_missing_parts_are_skipped_not_fatal(tmp_path):
     for f in ("fig_pixel_flipping_curves", "fig_embeddings"):
         assert not (out / f"{f}.png").exists()
     notes = (out / "report_notes.md").read_text()
-    assert "fig_pixel_flipping_curves skipped" in notes and "fig_embeddings skipped" in notes
+    assert "- fig_pixel_flipping_curves skipped: no curves/<method>.npz in any run" in notes
+    assert "- fig_embeddings skipped: no embeddings.npz in any run" in notes
     md = (out / "table_attribution_metrics.md").read_text()
     assert "± –" in md                                              # one seed: no std
     assert "Runs covered: 3 of 3 runs (Shapes × CE, SCL, TL × seed 0)." in notes
@@ -273,6 +275,25 @@ def test_missing_parts_are_skipped_not_fatal(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to report"):
         report.build_all("nothing", results_root=root, output_dir=tmp_path / "none")
     assert not (tmp_path / "none").exists()
+
+
+def test_a_bug_in_a_table_fails_the_report_with_its_traceback(tmp_path, monkeypatch):
+    """Only a missing input is skipped: any other error in a table or figure fails the report
+    (and with it the figures stage), named on its traceback, and nothing says 'skipped'."""
+    root = tmp_path / "results"
+    write_fake_study(root, "bug", seeds=(0,), methods=("gradcam",), curves=False, embeddings=False,
+                     metrics=("complexity",), n=6)
+
+    def broken(inputs):
+        return inputs.summaries["test_accuracy"] + "%"        # a TypeError, as a bug in table code would be
+
+    parts = tuple(report.Part(p.name, broken) if p.name == "table_accuracy" else p for p in report.TABLE_PARTS)
+    monkeypatch.setattr(report, "TABLE_PARTS", parts)
+    with pytest.raises(TypeError) as e:
+        report.build_all("bug", results_root=root, output_dir=tmp_path / "figs")
+    text = "".join(traceback.format_exception(e.value))
+    assert "in broken" in text and "while making table_accuracy of study 'bug'" in text
+    assert not (tmp_path / "figs" / "report_notes.md").exists()
 
 
 def test_metric_table_lists_only_measured_combinations(tmp_path):

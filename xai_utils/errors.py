@@ -11,6 +11,12 @@ class DatasetNotFoundError(FileNotFoundError):
     to get them."""
 
 
+class MissingInputError(ValueError):
+    """A table or figure cannot be made because what it shows was not produced (no results, no
+    curves, one objective only...): the report skips it and says so; the message names what is
+    missing. Any other exception in a table or figure is a bug and fails the report."""
+
+
 class ArtefactError(RuntimeError):
     """A file written by an earlier stage is truncated or unreadable; the message names the file
     and the stage to re-run (``--stage <stage> --force``)."""

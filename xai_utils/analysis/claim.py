@@ -36,6 +36,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from ..errors import MissingInputError
 from ..settings.run_config import RunConfig
 from . import stats
 from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_order, objective_color,
@@ -154,7 +155,7 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
     from matplotlib.patches import Patch
 
     if table.empty:
-        raise ValueError("no comparison of SCL and CE to plot")
+        raise MissingInputError("no comparison of SCL and CE to plot")
     rows = ordered_metrics(table["metric"].unique())
     cols = list(dict.fromkeys(zip(table["dataset"], table["method"], table["protocol"])))
     colors = {"yes": objective_color(challenger), "no (n.s.)": "#DDDDDD",
@@ -236,7 +237,7 @@ def table_claim_robustness(results_all: pd.DataFrame, seeds: str = "image_mean")
     """:func:`claim_table` as a table (``results_all``: every protocol)."""
     t = claim_table(results_all, seeds=seeds)
     if t.empty:
-        raise ValueError("no SCL and CE results to compare")
+        raise MissingInputError("no SCL and CE results to compare")
     disp = pd.DataFrame({
         "Dataset": t["dataset"].map(dataset_label), "Method": t["method"].map(method_label),
         "Facet": t["facet"], "Score": [metric_label(m, arrow=True) for m in t["metric"]],

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..errors import MissingInputError
 from ..ops.pairs.metrics import PAIR_METRICS
 from ..ops.pairs.sets import PAIR_KINDS
 from ..ops.pairs.similarity import SPACES
@@ -72,7 +73,7 @@ def table_pair_metrics(results: pd.DataFrame, run_dirs: Sequence[Path] = (), dec
     """The pair metrics of a study as a :class:`~xai_utils.analysis.tables.Table`."""
     pairs = results[is_pair_row(results)]
     if pairs.empty:
-        raise ValueError("no pair metric in results.csv (the profile lists no pair_methods/pair_metrics)")
+        raise MissingInputError("no pair metric in results.csv (the profile lists no pair_methods/pair_metrics)")
     summ = stats.summarize(pairs)
     sim = _similarity_rows(run_dirs)
     if not sim.empty:
@@ -120,7 +121,7 @@ def fig_pair_grid(run_dirs: Sequence[Path], per_kind: int = 1):
     map of image 1 and of image 2 (seed of lowest number per objective)."""
     refs = reference_runs([Path(r) for r in run_dirs], lambda rd: bool(pair_methods_of(rd)))
     if not refs:
-        raise FileNotFoundError("no pairs/<method>.npz in any run")
+        raise MissingInputError("no pairs/<method>.npz in any run")
     dataset = sorted({d for d, _ in refs})[0]
     objectives = ordered_objectives(o for d, o in refs if d == dataset)
     methods = ordered_methods({m for (d, _), rd in refs.items() if d == dataset for m in pair_methods_of(rd)})

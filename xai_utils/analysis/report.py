@@ -22,18 +22,23 @@
 =============================  ==========================================================
 
 Tables are written as CSV (numbers, for machines), Markdown and LaTeX (:mod:`.tables`);
-figures as PDF and PNG (:mod:`.study_figures`, :mod:`.plotting`). Anything that cannot be
-made (no masks metrics, one seed, no curves...) is skipped with a logged note (also listed in
-``report_notes.md``); nothing here raises for missing parts. Statistics: :mod:`.stats`.
+figures as PDF and PNG (:mod:`.study_figures`, :mod:`.plotting`). Each is declared once
+(:data:`TABLE_PARTS`, :data:`FIGURE_PARTS`: its name, what it needs, the function that makes
+it). One whose input was not produced (no curves, no masks metrics, one objective...) is
+skipped with its reason, logged and listed in ``report_notes.md``: the functions say so by
+raising :class:`~xai_utils.errors.MissingInputError`. Any other exception is a bug and fails
+the report, with the part and the study named on its traceback. Statistics: :mod:`.stats`.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import pandas as pd
 
+from ..errors import MissingInputError
 from ..stages import layout as runs
 from ..stages.fingerprint import fingerprint_id, read_fingerprints
 from . import stats
@@ -47,10 +52,86 @@ from .tables import (Table, study_summary, table_accuracy, table_attribution_met
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
-TABLES = ("table_accuracy", "table_attribution_metrics", "table_significance", "paper_vs_reproduced",
-          "table_claim_robustness", "table_pair_metrics", "table_pair_significance")
-FIGURES = ("fig_saliency_grid", "fig_metric_distributions", "fig_pixel_flipping_curves", "fig_embeddings",
-           "fig_claim_robustness", "fig_pair_grid")
+
+
+@dataclass
+class StudyInputs:
+    """What a study's tables and figures are made from: its saved results, read once."""
+    run_dirs: list[Path]
+    results: pd.DataFrame            # single-image rows of each run's own protocol
+    pair_results: pd.DataFrame       # the pair analysis's rows
+    results_all: pd.DataFrame        # single-image rows of every protocol
+    summaries: pd.DataFrame          # train_summary.json of every run
+    profile: str = ""
+    n_images: Optional[int] = None
+    seeds: str = "image_mean"
+    reference: Optional[str] = None
+    made: dict[str, pd.DataFrame] = field(default_factory=dict)   # the data of the tables made so far
+
+    def require(self, *names: str) -> None:
+        """MissingInputError naming the first of ``names`` that is empty."""
+        for name in names:
+            if getattr(self, name).empty:
+                raise MissingInputError(MISSING[name])
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The data of a table made before (MissingInputError when it was skipped)."""
+        if name not in self.made or self.made[name].empty:
+            raise MissingInputError(f"no {name} (skipped above)")
+        return self.made[name]
+
+
+MISSING = {"results": "no results.csv (run the evaluation stage)",
+           "summaries": "no train_summary.json (run the training stage)"}
+
+
+@dataclass(frozen=True)
+class Part:
+    """A table or figure of a study: its name, the inputs that must not be empty, the function
+    that makes it, and whether it belongs to the pair analysis (then a study without one does
+    not make it, and says nothing)."""
+    name: str
+    make: Callable[[StudyInputs], Any]
+    needs: tuple[str, ...] = ()
+    pairs: bool = False
+
+
+def _paper_vs_reproduced(s: StudyInputs) -> Table:
+    if s.results.empty and s.summaries.empty:
+        raise MissingInputError("neither results.csv nor train_summary.json")
+    return table_paper_vs_reproduced(study_summary(s.results, s.summaries), s.profile)
+
+
+def _pair_significance(s: StudyInputs) -> Table:
+    table = table_significance(s.pair_results, seeds=s.seeds, reference=s.reference)
+    table.name = "table_pair_significance"
+    table.notes.append("Pair analysis: the unit is a pair of images, keyed by (seed, pair id); it is kept when "
+                       "every compared model classifies both of its images correctly; the pair's kind is in the "
+                       "metric's name.")
+    return table
+
+
+TABLE_PARTS: tuple[Part, ...] = (
+    Part("table_accuracy", lambda s: table_accuracy(s.summaries), needs=("summaries",)),
+    Part("table_attribution_metrics", lambda s: table_attribution_metrics(s.results), needs=("results",)),
+    Part("table_significance", lambda s: table_significance(s.results, seeds=s.seeds, reference=s.reference),
+         needs=("results",)),
+    Part("paper_vs_reproduced", _paper_vs_reproduced),
+    Part("table_claim_robustness", lambda s: table_claim_robustness(s.results_all, seeds=s.seeds)),
+    Part("table_pair_metrics", lambda s: table_pair_metrics(s.pair_results, s.run_dirs), pairs=True),
+    Part("table_pair_significance", _pair_significance, pairs=True),
+)
+FIGURE_PARTS: tuple[Part, ...] = (
+    Part("fig_saliency_grid", lambda s: fig_saliency_grid(s.run_dirs, s.n_images)),
+    Part("fig_metric_distributions", lambda s: metric_distributions(s.results, s.made.get("table_significance")),
+         needs=("results",)),
+    Part("fig_pixel_flipping_curves", lambda s: fig_pixel_flipping_curves(s.run_dirs, s.results)),
+    Part("fig_embeddings", lambda s: fig_embeddings(s.run_dirs)),
+    Part("fig_claim_robustness", lambda s: plot_claim(s.table("table_claim_robustness"))),
+    Part("fig_pair_grid", lambda s: fig_pair_grid(s.run_dirs), pairs=True),
+)
+TABLES = tuple(p.name for p in TABLE_PARTS)
+FIGURES = tuple(p.name for p in FIGURE_PARTS)
 
 
 def coverage(expected: Sequence[str], covered: Sequence[str]) -> str:
@@ -78,9 +159,10 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
     runs whose files, if any, hold results of other settings); writes into ``output_dir``
     (``reference``: test every objective against this one only, instead of every pair)
     (default ``figures/<profile>``). Every figure and ``report_notes.md`` say which runs
-    they cover and which expected runs are missing (:func:`coverage`). Parts that cannot be
-    made are skipped with a note (log + ``report_notes.md``). Raises FileNotFoundError,
-    writing nothing, when no run has a result. Returns the written paths.
+    they cover and which expected runs are missing (:func:`coverage`). A part whose input is
+    missing is skipped with its reason (log + ``report_notes.md``); any other error in a part
+    propagates. Raises FileNotFoundError, writing nothing, when no run has a result. Returns
+    the written paths.
     """
     out = Path(output_dir) if output_dir else Path("figures") / profile
     run_dirs = stats.find_run_dirs(results_root, profile)
@@ -95,73 +177,27 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
     covered = [_run_id(rd) for rd in run_dirs if (rd / runs.RESULTS).is_file()]
     cover = coverage(list(runs_expected or []), covered or [_run_id(rd) for rd in with_results])
     out.mkdir(parents=True, exist_ok=True)
+    everything = stats.load_results(results_root, profile, run_dirs=run_dirs)
+    results_all = stats.load_results(results_root, profile, run_dirs=run_dirs, all_protocols=True)
+    inputs = StudyInputs(run_dirs, everything[~is_pair_row(everything)], everything[is_pair_row(everything)],
+                         results_all[~is_pair_row(results_all)],
+                         stats.load_summaries(results_root, profile, run_dirs=run_dirs), profile=profile,
+                         n_images=n_images, seeds=seeds, reference=reference or None)
     notes: list[str] = []
     written: list[Path] = []
-
-    def skip(what: str, e: BaseException) -> None:
-        msg = f"{what} skipped: {e}"
-        log.warning(msg)
-        notes.append(msg)
-
-    everything = stats.load_results(results_root, profile, run_dirs=run_dirs)
-    results, pair_results = everything[~is_pair_row(everything)], everything[is_pair_row(everything)]
-    results_all = stats.load_results(results_root, profile, run_dirs=run_dirs, all_protocols=True)
-    results_all = results_all[~is_pair_row(results_all)]
-    summaries = stats.load_summaries(results_root, profile, run_dirs=run_dirs)
-    sig = None
-    claims = None
-
-    tables: dict[str, Callable[[], Table]] = {
-        "table_accuracy": lambda: table_accuracy(summaries),
-        "table_attribution_metrics": lambda: table_attribution_metrics(results),
-        "table_significance": lambda: table_significance(results, seeds=seeds, reference=reference or None),
-        "paper_vs_reproduced": lambda: table_paper_vs_reproduced(study_summary(results, summaries), profile),
-        "table_claim_robustness": lambda: table_claim_robustness(results_all, seeds=seeds),
-        "table_pair_metrics": lambda: table_pair_metrics(pair_results, run_dirs),
-        "table_pair_significance": lambda: _renamed(
-            table_significance(pair_results, seeds=seeds, reference=reference or None), "table_pair_significance",
-            "Pair analysis: the unit is a pair of images, keyed by (seed, pair id); it is kept when every compared "
-            "model classifies both of its images correctly; the pair's kind is in the metric's name."),
-    }
-    for name, make in tables.items():
-        try:
-            if name in ("table_attribution_metrics", "table_significance") and results.empty:
-                raise ValueError("no results.csv (run the evaluation stage)")
-            if name in ("table_pair_metrics", "table_pair_significance") and pair_results.empty:
-                continue                       # no pair analysis in this study: nothing to say
-            if name == "paper_vs_reproduced" and results.empty and summaries.empty:
-                raise ValueError("neither results.csv nor train_summary.json")
-            if name == "table_accuracy" and summaries.empty:
-                raise ValueError("no train_summary.json (run the training stage)")
-            t = make()
-            t.notes.append(f"Covers {cover}.")
-            if name == "table_significance":
-                sig = t.data
-            if name == "table_claim_robustness":
-                claims = t.data
-            written += write_table(t, out)
-        except Exception as e:  # noqa: BLE001 - a missing part never stops the report
-            skip(name, e)
-
-    figures: dict[str, Callable] = {
-        "fig_saliency_grid": lambda: fig_saliency_grid(run_dirs, n_images),
-        "fig_metric_distributions": lambda: metric_distributions(results, sig),
-        "fig_pixel_flipping_curves": lambda: fig_pixel_flipping_curves(run_dirs, results),
-        "fig_embeddings": lambda: fig_embeddings(run_dirs),
-        "fig_claim_robustness": lambda: _claim_figure(claims),
-        "fig_pair_grid": lambda: fig_pair_grid(run_dirs),
-    }
-    for name, make in figures.items():
-        try:
-            if name == "fig_metric_distributions" and results.empty:
-                raise ValueError("no results.csv (run the evaluation stage)")
-            if name == "fig_pair_grid" and pair_results.empty:
-                continue
-            fig = make()
-            add_footer(fig, f"Covers {cover}.")
-            written += save_figure(fig, out / name)
-        except Exception as e:  # noqa: BLE001
-            skip(name, e)
+    for part in TABLE_PARTS + FIGURE_PARTS:
+        if part.pairs and inputs.pair_results.empty:
+            continue                                   # no pair analysis in this study: nothing to say
+        made = _make(part, inputs, profile, notes)
+        if made is None:
+            continue
+        if isinstance(made, Table):
+            made.notes.append(f"Covers {cover}.")
+            inputs.made[part.name] = made.data
+            written += write_table(made, out)
+        else:
+            add_footer(made, f"Covers {cover}.")
+            written += save_figure(made, out / part.name)
 
     text = f"# Report notes ({profile})\n\nRuns covered: {cover}.\n"
     text += "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "\nNothing was skipped.\n")
@@ -194,17 +230,21 @@ def run_fingerprints(run_dirs: Sequence[Path]) -> tuple[dict[str, dict], dict[st
     return dict(sorted(machines.items())), made_on
 
 
-def _renamed(table: Table, name: str, note: str = "") -> Table:
-    table.name = name
-    if note:
-        table.notes.append(note)
-    return table
-
-
-def _claim_figure(claims: Optional[pd.DataFrame]):
-    if claims is None or claims.empty:
-        raise ValueError("no table_claim_robustness")
-    return plot_claim(claims)
+def _make(part: Part, inputs: StudyInputs, profile: str, notes: list[str]) -> Any:
+    """The part's table or figure, or None when an input it needs is missing (said in
+    ``notes``). Any other error propagates, the part and the study named on it."""
+    try:
+        inputs.require(*part.needs)
+        return part.make(inputs)
+    except MissingInputError as e:
+        msg = f"{part.name} skipped: {e}"
+        log.warning(msg)
+        notes.append(msg)
+        return None
+    except Exception as e:
+        if hasattr(e, "add_note"):                    # Python 3.11+: the traceback says where
+            e.add_note(f"while making {part.name} of study '{profile}' (xai_utils.analysis.report)")
+        raise
 
 
 def _run_id(run_dir: Path) -> str:

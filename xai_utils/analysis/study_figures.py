@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from ..errors import MissingInputError
 from ..ops.metrics import METRICS
 from ..stages import layout as runs
 from ..stages.artefacts import load_npz
@@ -64,7 +65,7 @@ def fig_saliency_grid(run_dirs: Sequence[Path], n_images: Optional[int] = None):
     method's map of every objective."""
     refs = reference_runs(run_dirs, lambda rd: bool(available_methods(rd)))
     if not refs:
-        raise FileNotFoundError("no attributions/<method>.npz in any run")
+        raise MissingInputError("no attributions/<method>.npz in any run")
     datasets = sorted({d for d, _ in refs})
     n_images = n_images or (6 if len(datasets) == 1 else 4)
     objectives = ordered_objectives({o for _, o in refs})
@@ -106,7 +107,7 @@ def fig_saliency_grid(run_dirs: Sequence[Path], n_images: Optional[int] = None):
                 pos = np.flatnonzero(z["indices"] == i)
                 col_maps[c].append(np.squeeze(z["maps"][pos[0]]) if pos.size else None)
     if not labels:
-        raise ValueError("the reference models' attribution files share no image")
+        raise MissingInputError("the reference models' attribution files share no image")
     seeds = sorted({stats.run_key(rd)["seed"] for rd in refs.values()})
     note = ("images correctly classified by every model, so the predicted and the true class agree" if not any_wrong
             else "too few images right for every model; 'wrong:' names the models that misclassify it")
@@ -158,7 +159,7 @@ def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
                 warnings.simplefilter("ignore", RuntimeWarning)          # an all-NaN column (no p0 stored)
                 per.setdefault((k["dataset"], m, k["objective"]), []).append(np.nanmean(curves, axis=0))
     if not per:
-        raise FileNotFoundError("no curves/<method>.npz in any run")
+        raise MissingInputError("no curves/<method>.npz in any run")
     stacked = {}
     for key, lst in per.items():
         s = min(len(c) for c in lst)
@@ -169,7 +170,7 @@ def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
 def fig_embeddings(run_dirs: Sequence[Path]):
     refs = reference_runs(run_dirs, lambda rd: (rd / runs.EMBEDDINGS).is_file())
     if not refs:
-        raise FileNotFoundError("no embeddings.npz in any run")
+        raise MissingInputError("no embeddings.npz in any run")
     items = {}
     for key, rd in refs.items():
         coords, labels = load_embedding(rd)
@@ -212,7 +213,7 @@ def metric_distributions(df: pd.DataFrame, significance: Optional[pd.DataFrame] 
     datasets = sorted(d["dataset"].unique())
     panels = [(ds, m) for ds in datasets for m in ordered_metrics(d.loc[d["dataset"] == ds, "metric"].unique())]
     if not panels:
-        raise ValueError("no metric value of a correctly classified sample to plot")
+        raise MissingInputError("no metric value of a correctly classified sample to plot")
     ncols = min(ncols, max(sum(1 for p in panels if p[0] == ds) for ds in datasets))
     grid: list[list[tuple[str, str]]] = []
     for ds in datasets:
@@ -299,7 +300,7 @@ def pixel_flipping_curves(curves: Mapping[tuple[str, str, str], np.ndarray]) -> 
     unperturbed image (x = 0; NaN where it was not stored) and column s the probability
     after step s (x = s / S)."""
     if not curves:
-        raise ValueError("no pixel-flipping curve to plot")
+        raise MissingInputError("no pixel-flipping curve to plot")
     datasets = sorted({k[0] for k in curves})
     methods = ordered_methods({k[1] for k in curves})
     objectives = ordered_objectives({k[2] for k in curves})
@@ -349,7 +350,7 @@ def embedding_grid(items: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray,
     """Rows = datasets, columns = objectives: 2-D embeddings of test features coloured by
     class. ``items[(dataset, objective)] = (coords [N,2], labels [N], class_names)``."""
     if not items:
-        raise ValueError("no embedding to plot")
+        raise MissingInputError("no embedding to plot")
     datasets = sorted({k[0] for k in items})
     objectives = ordered_objectives({k[1] for k in items})
     n = max(len(v[1]) for v in items.values())

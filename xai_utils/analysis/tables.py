@@ -18,6 +18,7 @@ from typing import Optional, Union
 import numpy as np
 import pandas as pd
 
+from ..errors import MissingInputError
 from ..stages import layout as runs
 from . import stats
 from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_order, objective_label,
@@ -199,7 +200,7 @@ def table_accuracy(summaries: pd.DataFrame, decimals: int = 2) -> Table:
     error on the test split before and after scaling."""
     acc = stats.accuracy_summary(summaries)
     if acc.empty:
-        raise ValueError("no train_summary.json with a test_accuracy")
+        raise MissingInputError("no train_summary.json with a test_accuracy")
     objs = order_objectives(acc["objective"].unique())
     rows = [r for r in ACCURACY_ROWS if r[0] in summaries and summaries[r[0]].notna().any()]
     parts = []
@@ -258,7 +259,7 @@ def table_attribution_metrics(results: pd.DataFrame, decimals: int = 3) -> Table
     across seeds of the per-seed means over correctly classified samples."""
     summ = stats.summarize(results)
     if summ.empty:
-        raise ValueError("no metric value of a correctly classified sample")
+        raise MissingInputError("no metric value of a correctly classified sample")
     objs = order_objectives(summ["objective"].unique())
     data = wide(summ, ["method", "metric", "dataset"], objs)
     data.insert(1, "facet", data["metric"].map(facet))
@@ -284,7 +285,7 @@ def table_significance(results: pd.DataFrame, seeds: str = "image_mean", **kw) -
     """Paired t-tests between objectives (see :func:`stats.compare_objectives`)."""
     sig = stats.compare_objectives(results, seeds=seeds, **kw)
     if sig.empty:
-        raise ValueError("no pair of objectives to compare")
+        raise MissingInputError("no pair of objectives to compare")
     mo = {m: i for i, m in enumerate(ordered_methods(sig["method"].unique()))}
     sig = sig.assign(_a=sig["method"].map(mo), _b=sig["metric"].map(_metric_sort_key)) \
              .sort_values(["dataset", "_a", "_b", "metric"], kind="stable").drop(columns=["_a", "_b"]) \
@@ -419,7 +420,7 @@ def paper_vs_reproduced(summary: pd.DataFrame, profile: str = "") -> pd.DataFram
 def table_paper_vs_reproduced(summary: pd.DataFrame, profile: str = "") -> Table:
     cmp_ = paper_vs_reproduced(summary, profile)
     if cmp_.empty:
-        raise ValueError("none of this study's datasets / metrics has a reported value in the paper")
+        raise MissingInputError("none of this study's datasets / metrics has a reported value in the paper")
     objs = [o for o in order_objectives(load_paper_values()["objective"].unique())
             if cmp_[f"paper_{o}"].notna().any()]
 
