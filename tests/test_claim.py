@@ -16,6 +16,7 @@ from xai_utils.stages import layout as runs
 from xai_utils.settings import RunConfig, load_profile
 from xai_utils.settings.run_config import resolve_calibration
 from xai_utils.study.data import eval_indices, load_dataset, train_indices
+from xai_utils.study.data.cifar10 import STAND_IN
 
 
 # ----------------------------------------------------------------------------- faithfulness variants
@@ -160,6 +161,7 @@ def test_official_protocol_sets_every_quirk():
 def _fake_cifar(root, images: np.ndarray, labels: np.ndarray):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
+    (folder / STAND_IN).write_text("not CIFAR-10")
     batch = {b"data": images.reshape(len(images), -1), b"labels": labels.tolist()}
     for name in ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]:
         with open(folder / name, "wb") as f:

@@ -3,6 +3,7 @@ ImageNet-S50 (tiny files in the real formats), fixed index subsets, errors."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import pickle
 import struct
@@ -16,6 +17,8 @@ from PIL import Image
 from xai_utils.study import data as D
 from xai_utils.study.data import download, fashion_mnist, imagefiles, shapes
 from xai_utils.study.data import streaming as S
+from xai_utils.study.data import cifar10
+from xai_utils.study.data.cifar10 import STAND_IN
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -269,8 +272,11 @@ def test_fashion_mnist_download_disabled_touches_nothing(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- CIFAR-10
 
 
-def _write_cifar(folder: Path, rng: np.random.Generator):
+def _write_cifar(folder: Path, rng: np.random.Generator, stand_in: bool = True):
+    """CIFAR-10's format with random pixels; marked as stand-in files unless ``stand_in`` is False."""
     folder.mkdir(parents=True)
+    if stand_in:
+        (folder / STAND_IN).write_text("not CIFAR-10")
     expected = {}
     for name, n in [("data_batch_1", 4), ("data_batch_2", 3), ("test_batch", 5)]:
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
@@ -305,6 +311,40 @@ def test_cifar10_round_trip(tmp_path):
     # root may also be the batches folder itself
     again = D.load_dataset("cifar10", "test", root=tmp_path / "cifar-10-batches-py")
     assert torch.equal(again.images, te.images)
+
+
+def test_cifar10_files_are_checked_against_the_published_md5(tmp_path, monkeypatch):
+    """Unmarked files must be CIFAR-10's as published: another file is refused in one line,
+    before it is unpickled; the same files with their sums as the published ones are read."""
+    folder = tmp_path / "cifar-10-batches-py"
+    exp = _write_cifar(folder, np.random.default_rng(2), stand_in=False)
+    with pytest.raises(D.DatasetNotFoundError, match="is not CIFAR-10's published test_batch") as err:
+        D.load_dataset("cifar10", "test", root=tmp_path)
+    assert len(str(err.value).splitlines()) == 1 and "expected 40351d587109b95175f43aff81a1287e" in str(err.value)
+    sums = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", sums)
+    assert D.load_dataset("cifar10", "test", root=tmp_path).labels.tolist() == exp["test_batch"][1]
+
+
+class _RunsCode:
+    """Unpickling this calls ``Path.touch``: what a tampered batch file could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_cifar10_file_that_would_run_code_is_not_read(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder, np.random.default_rng(3))          # stand-ins: no MD5 to match
+    marker = tmp_path / "code_ran"
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0], b"x": _RunsCode(marker)}, f)
+    with pytest.raises(D.DatasetNotFoundError, match="pathlib.*Path.touch, which a CIFAR-10 batch never does"):
+        D.load_dataset("cifar10", "test", root=tmp_path)
+    assert not marker.exists()
 
 
 def test_cifar10_missing(tmp_path, monkeypatch):

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from xai_utils.errors import ArtefactError
 from xai_utils.stages import layout as runs
+from xai_utils.stages.artefacts import load_torch
 from xai_utils.settings import ConfigError, RunConfig, load_profile
 from xai_utils.study.data import eval_indices, load_dataset
 from xai_utils.stages.layout import read_jsonl
@@ -73,7 +75,7 @@ def test_smoke_run_files(smoke_runs, objective):
     assert ("train_acc" in epochs[-1]) == (objective == "ce")
     probes = [r for r in log if r.get("stage") == "probe"]
     assert len(probes) == (0 if objective == "ce" else 1)
-    ckpt = torch.load(run_dir / runs.CHECKPOINT, map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / runs.CHECKPOINT, map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == cfg.epochs
     assert summary["n_train"] == cfg.train_subset and summary["objective"] == objective
     assert summary["resumed_from"] is None
@@ -118,6 +120,35 @@ def test_finished_run_is_not_retrained(smoke_runs):
         train_run(changed, run_dir, progress=False)
 
 
+class _RunsCode:
+    """Unpickling this calls ``Path.touch``: what a tampered model file could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_model_and_checkpoint_load_safely(smoke_runs, tmp_path):
+    """model.pt and checkpoint.pt hold only tensors, numbers and strings: they round-trip
+    through torch.load(weights_only=True); a file that would run code is refused, and the code
+    does not run."""
+    out, _ = smoke_runs
+    _, run_dir, _ = out["scl"]
+    for name in (runs.MODEL, runs.CHECKPOINT):
+        loaded = load_torch(run_dir / name)
+        state = loaded["state_dict"] if name == runs.MODEL else loaded["model"]
+        assert loaded["config"]["objective"] == "scl" and all(torch.is_tensor(v) for v in state.values())
+    ckpt = load_torch(run_dir / runs.CHECKPOINT)
+    assert {"optimizer", "scheduler", "rng", "objective", "epoch"} <= set(ckpt)
+    tampered, marker = tmp_path / runs.MODEL, tmp_path / "code_ran"
+    torch.save({"config": {}, "state_dict": {}, "extra": _RunsCode(marker)}, tampered)
+    with pytest.raises(ArtefactError, match="truncated or unreadable"):
+        load_torch(tampered)
+    assert not marker.exists()
+
+
 # ----------------------------------------------------------------------------- kill and resume
 
 TINY = dict(train_subset=128, batch_size=32, epochs=3, warmup_epochs=1, probe_epochs=5,
@@ -147,7 +178,7 @@ def test_killed_run_resumes_exactly(tmp_path, objective):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / runs.MODEL).exists(), "the run finished before it could be killed"
-    done = torch.load(killed / runs.CHECKPOINT, weights_only=False)["epoch"]
+    done = torch.load(killed / runs.CHECKPOINT, weights_only=True)["epoch"]
     assert 1 <= done < cfg.epochs
 
     resumed = train_run(cfg, killed, progress=False)
@@ -157,13 +188,13 @@ def test_killed_run_resumes_exactly(tmp_path, objective):
     assert [r["epoch"] for r in log if "loss" in r and "stage" not in r] == list(range(1, cfg.epochs + 1))
 
     train_run(cfg, clean, progress=False)
-    a = torch.load(killed / runs.MODEL, weights_only=False)["state_dict"]
-    b = torch.load(clean / runs.MODEL, weights_only=False)["state_dict"]
+    a = torch.load(killed / runs.MODEL, weights_only=True)["state_dict"]
+    b = torch.load(clean / runs.MODEL, weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    pa = torch.load(killed / runs.CHECKPOINT, weights_only=False)["objective"]
-    pb = torch.load(clean / runs.CHECKPOINT, weights_only=False)["objective"]
+    pa = torch.load(killed / runs.CHECKPOINT, weights_only=True)["objective"]
+    pb = torch.load(clean / runs.CHECKPOINT, weights_only=True)["objective"]
     assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
 
 

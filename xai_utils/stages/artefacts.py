@@ -69,9 +69,11 @@ def reading(path: PathLike) -> Iterator[None]:
 
 
 def load_torch(path: PathLike) -> Any:
-    """A ``torch.save`` file (model, checkpoint), on the CPU."""
+    """A ``torch.save`` file (model, checkpoint), on the CPU. Loaded with ``weights_only``:
+    what the stages save is tensors, numbers, strings, lists and dicts, and a file holding
+    anything else (code that unpickling would run) is refused as unreadable."""
     with reading(path):
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_npz(path: PathLike, keys: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:

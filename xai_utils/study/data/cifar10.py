@@ -1,7 +1,16 @@
-"""CIFAR-10 (Krizhevsky 2009): torchvision's pickled ``cifar-10-batches-py`` format."""
+"""CIFAR-10 (Krizhevsky 2009): torchvision's pickled ``cifar-10-batches-py`` format.
+
+The batches are pickles, and unpickling a file can run code: every file is checked against
+CIFAR-10's published MD5 before it is read (:data:`CIFAR10_MD5`, the sums torchvision checks),
+and read with an unpickler that builds only dicts, lists, bytes, numbers and NumPy arrays.
+The stand-in files written for rehearsals and tests (:func:`~.generated.write_cifar10`) are
+not CIFAR-10: their folder holds :data:`STAND_IN` saying so, and only the second check
+applies to them.
+"""
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -10,6 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ...errors import DatasetNotFoundError
 from .base import ImageDataset, PathLike, not_found
 from .download import download_possible, roots, try_download
 
@@ -19,6 +29,15 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_MD5 = {                      # cifar-10-python.tar.gz as published (and as torchvision checks it)
+    "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"}
+STAND_IN = "STAND_IN.txt"            # in a folder of generated files: they are not CIFAR-10
+# what a CIFAR-10 batch is built from: NumPy arrays (numpy.core before NumPy 2, numpy._core after)
+_ARRAY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype")}
 
 
 def _cifar_batch_files(folder: Path, split: str) -> list[Path]:
@@ -28,9 +47,47 @@ def _cifar_batch_files(folder: Path, split: str) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len("data_batch_"):]))
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, bytes, numbers and NumPy arrays, nothing else."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ARRAY_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
+    """A batch file, verified (:func:`verify_cifar10_file`) and then unpickled safely."""
+    verify_cifar10_file(path)
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+        try:
+            return _BatchUnpickler(f, encoding="bytes").load()
+        except pickle.UnpicklingError as e:
+            raise DatasetNotFoundError(f"{path} holds {e}, which a CIFAR-10 batch never does: not read") from e
+
+
+def verify_cifar10_file(path: Path) -> None:
+    """DatasetNotFoundError (one line) unless ``path`` is the published CIFAR-10 file of its
+    name (its MD5); files in a folder marked as stand-ins (:data:`STAND_IN`) pass."""
+    if (path.parent / STAND_IN).is_file():
+        return
+    expected = CIFAR10_MD5.get(path.name)
+    got = _md5(str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns)
+    if got != expected:
+        what = f"CIFAR-10's published {path.name}" if expected else "a file of CIFAR-10's"
+        raise DatasetNotFoundError(f"{path} is not {what} (MD5 {got}, expected {expected or 'none: no such file'}): "
+                                   f"unpack cifar-10-python.tar.gz again into {path.parent.parent} (stand-in files "
+                                   f"of a rehearsal without {STAND_IN}: delete {path.parent} to have them rewritten)")
+
+
+@functools.lru_cache(maxsize=16)
+def _md5(path: str, size: int, mtime_ns: int) -> str:
+    """The file's MD5, once per (path, size, mtime) in a process."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def locate_cifar10(split: str, root: Optional[PathLike], download: bool) -> Optional[Path]:
