@@ -133,18 +133,6 @@ def _order(means: dict[str, float], direction: Optional[str]) -> str:
     return ordering(means, direction or "lower")
 
 
-def claim_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset x facet x protocol: how many of its scores (and methods) support the claim,
-    with the images and with the models as the unit."""
-    if table.empty:
-        return table
-    g = table.groupby(["dataset", "facet", "protocol"], sort=False)
-    return g.agg(scores=("holds", "size"), holds=("holds", lambda h: int((h == "yes").sum())),
-                 reversed=("holds", lambda h: int((h == "no (CE better)").sum())),
-                 holds_models=("model_holds", lambda h: int((h == "yes").sum())),
-                 reversed_models=("model_holds", lambda h: int((h == "no (CE better)").sum()))).reset_index()
-
-
 def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str = REFERENCE):
     """A grid: one row per score, one column per dataset x method x protocol. Each cell's upper
     half is coloured by the image-level verdict of the challenger against the reference

@@ -252,14 +252,6 @@ def _run_id(run_dir: Path) -> str:
     return f"{k['dataset']}/{k['objective']}/seed{k['seed']}"
 
 
-def load_table(output_dir: PathLike, name: str, kind: str = "md") -> Union[str, pd.DataFrame]:
-    """Read back a written table: the Markdown / LaTeX text, or the CSV as a DataFrame."""
-    p = Path(output_dir) / f"{name}.{kind}"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} not found: run report.build_all first (or it was skipped: see report_notes.md)")
-    return pd.read_csv(p) if kind == "csv" else p.read_text()
-
-
 def table_markdown(output_dir: PathLike, name: str) -> str:
     """The Markdown of a written table, or a one-line note saying it was skipped (for notebooks)."""
     p = Path(output_dir) / f"{name}.md"

@@ -460,36 +460,51 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
             "direction", "better", "verdict", "direction_of_better", *MODEL_COLUMNS]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    rows = []
-    for ds, dsub in df.groupby("dataset", sort=True):
-        objs = order_objectives(dsub["objective"].unique())
-        if reference:
-            pair_list = [(reference, o) for o in objs if o != reference]
-        else:
-            pair_list = list(pairs) if pairs is not None else list(itertools.combinations(objs, 2))
-        commons = {}
-        for (method, metric), msub in dsub.groupby(["method", "metric"], sort=False):   # in order of appearance
-            for a, b in pair_list:
-                if a not in objs or b not in objs:
-                    continue
-                compared = objs if common == "all" else [a, b]
-                ck = tuple(compared)
-                if ck not in commons:
-                    commons[ck] = correct_for_all(dsub, compared)
-                pv = paired_values(msub, ds, method, metric, a, b, common=commons[ck], nan_pairing=nan_pairing)
-                models = (_model_level(pv, a, b, metric, comparison_seed(ds, method, metric, a, b))
-                          if seeds != "per_seed" else {})
-                for seed_label, x, y, n_obs in SEED_HANDLING[seeds](pv, a, b) or [("all", np.array([]), np.array([]), 0)]:
-                    res = paired_test(x, y)
-                    rows.append({"dataset": ds, "method": method, "metric": metric, "objective_a": a,
-                                 "objective_b": b, "seed": seed_label, "seed_handling": seeds, "n_obs": n_obs, **res,
-                                 **models})
+    rows = [row for ds, dsub in df.groupby("dataset", sort=True)
+            for row in _dataset_tests(ds, dsub, pairs, reference, seeds, common, nan_pairing)]
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(columns=cols)
     for c in MODEL_COLUMNS:                    # per_seed tests have no model-level columns
         if c not in out:
             out[c] = np.nan
+    out = _decide(out, correction, family, seeds, alpha)[cols]
+    out = out.assign(_m=out["metric"].map(metric_order)).sort_values(
+        ["dataset", "method", "_m", "metric"], kind="stable").drop(columns="_m")
+    return out.reset_index(drop=True)
+
+
+def _dataset_tests(ds: str, dsub: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str]]],
+                   reference: Optional[str], seeds: str, common: str, nan_pairing: str) -> list[dict]:
+    """The rows of :func:`compare_objectives` for one dataset, before the correction."""
+    objs = order_objectives(dsub["objective"].unique())
+    if reference:
+        pair_list = [(reference, o) for o in objs if o != reference]
+    else:
+        pair_list = list(pairs) if pairs is not None else list(itertools.combinations(objs, 2))
+    commons: dict[tuple, object] = {}
+    rows = []
+    for (method, metric), msub in dsub.groupby(["method", "metric"], sort=False):   # in order of appearance
+        for a, b in pair_list:
+            if a not in objs or b not in objs:
+                continue
+            compared = tuple(objs if common == "all" else [a, b])
+            if compared not in commons:
+                commons[compared] = correct_for_all(dsub, list(compared))
+            pv = paired_values(msub, ds, method, metric, a, b, common=commons[compared], nan_pairing=nan_pairing)
+            models = (_model_level(pv, a, b, metric, comparison_seed(ds, method, metric, a, b))
+                      if seeds != "per_seed" else {})
+            for seed_label, x, y, n_obs in SEED_HANDLING[seeds](pv, a, b) or [("all", np.array([]), np.array([]), 0)]:
+                rows.append({"dataset": ds, "method": method, "metric": metric, "objective_a": a,
+                             "objective_b": b, "seed": seed_label, "seed_handling": seeds, "n_obs": n_obs,
+                             **paired_test(x, y), **models})
+    return rows
+
+
+def _decide(out: pd.DataFrame, correction: Optional[str], family: Sequence[str], seeds: str,
+            alpha: float) -> pd.DataFrame:
+    """Holm's correction within each family (or none), significance at ``alpha``, and the words
+    of each test's outcome (direction, better, verdict, direction_of_better)."""
     if correction == "holm":
         fam = list(family) + (["seed"] if seeds == "per_seed" and "seed" not in family else [])
         out["p_holm"] = np.nan
@@ -509,10 +524,7 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
     out["better"] = [w[1] for w in words]
     out["verdict"] = [w[2] for w in words]
     out["direction_of_better"] = out["metric"].map(lambda m: metric_direction(m) or "unknown")
-    out = out[cols]
-    out = out.assign(_m=out["metric"].map(metric_order)).sort_values(
-        ["dataset", "method", "_m", "metric"], kind="stable").drop(columns="_m")
-    return out.reset_index(drop=True)
+    return out
 
 
 def run_summary(df: pd.DataFrame) -> pd.DataFrame:

@@ -231,54 +231,8 @@ def metric_distributions(df: pd.DataFrame, significance: Optional[pd.DataFrame] 
                     ax.remove()
                     continue
                 ds, metric = row[c]
-                spec = METRICS.get(metric)
-                binary = bool(spec and spec.binary)
-                binary_any |= binary
-                sub = d[(d["dataset"] == ds) & (d["metric"] == metric)]
-                ax.set_title(metric_label(metric, arrow=True) + (" (hit rate)" if binary else ""))
-                if c == 0:
-                    ax.set_ylabel(dataset_label(ds), fontweight="bold")
-                methods = ordered_methods(sub["method"].unique())
-                lo, hi = np.inf, -np.inf
-                positions = {}
-                for g, meth in enumerate(methods):
-                    pos = {o: g + (j - (len(objectives) - 1) / 2) * width for j, o in enumerate(objectives)}
-                    positions[meth] = pos
-                    groups = [sub.loc[(sub["method"] == meth) & (sub["objective"] == o), "value"]
-                              .to_numpy(float) for o in objectives]
-                    colors = [objective_color(o) for o in objectives]
-                    if binary:
-                        glo, ghi = hit_rates(ax, groups, [pos[o] for o in objectives], colors)
-                    else:
-                        boxes(ax, groups, [pos[o] for o in objectives], colors, width * 0.85)
-                        vals = np.concatenate([g for g in groups if len(g)]) if any(len(g) for g in groups) else []
-                        glo, ghi = (float(np.min(vals)), float(np.max(vals))) if len(vals) else (np.inf, -np.inf)
-                    lo, hi = min(lo, glo), max(hi, ghi)
-                if not np.isfinite(lo):
-                    note(ax, "no values")
-                    continue
-                span = (hi - lo) or max(abs(hi), 1.0) * 0.1
-                top = hi
-                for meth in methods if significance is not None and not significance.empty else []:
-                    pos = positions[meth]
-                    sig = significance[(significance["dataset"] == ds) & (significance["method"] == meth)
-                                       & (significance["metric"] == metric)
-                                       & significance["objective_a"].isin(pos) & significance["objective_b"].isin(pos)]
-                    marks, spans = [], []
-                    for _, row_ in sig.iterrows():
-                        p = row_[p_column] if p_column in row_ and pd.notna(row_[p_column]) else row_.get("p")
-                        if stars(p):
-                            marks.append(stars(p))
-                            spans.append(tuple(sorted((pos[row_["objective_a"]], pos[row_["objective_b"]]))))
-                    for mark, (x0, x1), lv in zip(marks, spans, bracket_levels(spans)):
-                        y = hi + span * (0.07 + 0.085 * lv)
-                        ax.plot([x0, x0, x1, x1], [y - span * 0.02, y, y, y - span * 0.02], color="0.25", lw=0.7)
-                        ax.text((x0 + x1) / 2, y, mark, ha="center", va="bottom", fontsize=6, color="0.15")
-                        top = max(top, y + span * 0.075)
-                trim_value_axis(ax, lo, hi, spec.bounds if spec else (None, None), top)
-                ax.set_xticks(range(len(methods)))
-                ax.set_xticklabels([method_label(m) for m in methods])
-                ax.set_xlim(-0.6, len(methods) - 0.4)
+                binary_any |= _distribution_panel(ax, d[(d["dataset"] == ds) & (d["metric"] == metric)], ds, metric,
+                                                  objectives, width, significance, p_column, first=c == 0)
         handles = [Patch(facecolor=objective_color(o), alpha=0.75, edgecolor="0.2", label=objective_label(o))
                    for o in objectives]
         title = "correctly classified samples, pooled over seeds"
@@ -290,6 +244,65 @@ def metric_distributions(df: pd.DataFrame, significance: Optional[pd.DataFrame] 
         fig.legend(handles=handles, loc="outside upper center", ncols=len(objectives), title=title,
                    title_fontsize=7.5)
     return fig
+
+
+def _distribution_panel(ax, sub: pd.DataFrame, ds: str, metric: str, objectives: list[str], width: float,
+                        significance: Optional[pd.DataFrame], p_column: str, first: bool) -> bool:
+    """One panel of :func:`metric_distributions`; whether its metric is binary."""
+    spec = METRICS.get(metric)
+    binary = bool(spec and spec.binary)
+    ax.set_title(metric_label(metric, arrow=True) + (" (hit rate)" if binary else ""))
+    if first:
+        ax.set_ylabel(dataset_label(ds), fontweight="bold")
+    methods = ordered_methods(sub["method"].unique())
+    lo, hi = np.inf, -np.inf
+    positions = {}
+    for g, meth in enumerate(methods):
+        pos = {o: g + (j - (len(objectives) - 1) / 2) * width for j, o in enumerate(objectives)}
+        positions[meth] = pos
+        groups = [sub.loc[(sub["method"] == meth) & (sub["objective"] == o), "value"].to_numpy(float)
+                  for o in objectives]
+        colors = [objective_color(o) for o in objectives]
+        if binary:
+            glo, ghi = hit_rates(ax, groups, [pos[o] for o in objectives], colors)
+        else:
+            boxes(ax, groups, [pos[o] for o in objectives], colors, width * 0.85)
+            vals = np.concatenate([g for g in groups if len(g)]) if any(len(g) for g in groups) else []
+            glo, ghi = (float(np.min(vals)), float(np.max(vals))) if len(vals) else (np.inf, -np.inf)
+        lo, hi = min(lo, glo), max(hi, ghi)
+    if not np.isfinite(lo):
+        note(ax, "no values")
+        return binary
+    span = (hi - lo) or max(abs(hi), 1.0) * 0.1
+    top = hi
+    for meth in methods if significance is not None and not significance.empty else []:
+        top = max(top, _brackets(ax, significance, ds, meth, metric, positions[meth], hi, span, p_column))
+    trim_value_axis(ax, lo, hi, spec.bounds if spec else (None, None), top)
+    ax.set_xticks(range(len(methods)))
+    ax.set_xticklabels([method_label(m) for m in methods])
+    ax.set_xlim(-0.6, len(methods) - 0.4)
+    return binary
+
+
+def _brackets(ax, significance: pd.DataFrame, ds: str, meth: str, metric: str, pos: dict[str, float], hi: float,
+              span: float, p_column: str) -> float:
+    """The brackets of one method's significant paired tests above its group; the top they reach."""
+    sig = significance[(significance["dataset"] == ds) & (significance["method"] == meth)
+                       & (significance["metric"] == metric)
+                       & significance["objective_a"].isin(pos) & significance["objective_b"].isin(pos)]
+    marks, spans = [], []
+    for _, row_ in sig.iterrows():
+        p = row_[p_column] if p_column in row_ and pd.notna(row_[p_column]) else row_.get("p")
+        if stars(p):
+            marks.append(stars(p))
+            spans.append(tuple(sorted((pos[row_["objective_a"]], pos[row_["objective_b"]]))))
+    top = hi
+    for mark, (x0, x1), lv in zip(marks, spans, bracket_levels(spans)):
+        y = hi + span * (0.07 + 0.085 * lv)
+        ax.plot([x0, x0, x1, x1], [y - span * 0.02, y, y, y - span * 0.02], color="0.25", lw=0.7)
+        ax.text((x0 + x1) / 2, y, mark, ha="center", va="bottom", fontsize=6, color="0.15")
+        top = max(top, y + span * 0.075)
+    return top
 
 
 def pixel_flipping_curves(curves: Mapping[tuple[str, str, str], np.ndarray]) -> Figure:

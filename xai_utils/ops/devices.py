@@ -31,14 +31,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def device_kind(device: str) -> str:
-    """'cuda' or 'cpu' (or another torch device type) for a device setting, without failing
-    where the device is absent (hashes are computed before any check)."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device).split(":", 1)[0]
-
-
 # devices with an autocast implementation (elsewhere, e.g. on ``meta``, regions are no-ops)
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
 

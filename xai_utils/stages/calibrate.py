@@ -21,7 +21,6 @@ evaluation images).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Union
 
@@ -157,10 +156,3 @@ def _test_logits(run_dir: Path, model, cfg, dev, batch_size: int):
         zs = [model(test.batch(slice(s, min(s + batch_size, len(test))), device=dev)[0]).float().cpu()
               for s in range(0, len(test), batch_size)]
     return torch.cat(zs), test.labels.long()
-
-
-def temperature_of(run_dir: Union[str, Path]) -> float:
-    """The temperature in ``calibration.json`` (1.0, i.e. no scaling, if it is absent)."""
-    path = Path(run_dir) / CALIBRATION
-    t = load_json(path).get("temperature") if path.is_file() else None
-    return float(t) if t is not None and math.isfinite(t) else 1.0

@@ -29,8 +29,9 @@ true class"); the other metrics explain the class the stored maps explain.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -116,7 +117,6 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
     if any("calibration" in METRICS[m].needs for m in metrics):
         calibration = calibrate_run(run_dir, device=device, batch_size=batch_size)
 
-    tables: list[pd.DataFrame] = []
     chunk = _chunk_size(cfg.eval_chunk, batch_size)
     tie_break = resolve_tie_break(cfg.pixel_flipping_tie_break, dev)
     settings = {f: getattr(cfg, k) for k, f in SETTINGS.items()}
@@ -124,61 +124,11 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
     sizes = {m: _n_evaluated(m, _n_stored(runs.attribution_path(run_dir, m)), n_samples) for m in methods}
     bar = tqdm(total=sum(len(_chunks(sizes[m], chunk, batch_size)) * len(metrics) for m in methods),
                desc=f"{cfg.run_id} metrics", unit="metric")
+    ev = _Evaluation(cfg, run_dir, model, ds, dev, metrics, batch_size, chunk, calibration, settings, has_masks,
+                     tie_break, bar)
+    tables: list[pd.DataFrame] = []
     for method in methods:
-        stored, n = load_attributions(runs.attribution_path(run_dir, method)), sizes[method]
-        idx = np.asarray(stored["indices"][:n], dtype=np.int64)
-        x_host, y = ds.batch(idx, device="cpu")                # the evaluation set stays on the host
-        labels = torch.as_tensor(stored["labels"][:n], dtype=torch.long)
-        if not torch.equal(labels, y.long()):
-            raise ValueError(f"{method}: the stored labels differ from the evaluation split's labels at the "
-                             f"stored indices; the maps belong to another dataset/split: rerun 02_attribute")
-        options = stored.get("options") or {}
-        method_fn = resolve_method(method, **(options.get("options") or {}))
-        temperatures = torch.as_tensor(image_temperatures(calibration, idx) if calibration else np.ones(len(idx)))
-        host = {"x": x_host, "maps": torch.as_tensor(stored["maps"][:n]), "labels": labels,
-                "preds": torch.as_tensor(stored["preds"][:n], dtype=torch.long),
-                "targets": torch.as_tensor(stored["targets"][:n], dtype=torch.long),
-                "masks": ds.mask_batch(idx, device="cpu") if has_masks else None, "temperatures": temperatures}
-        runnable = []
-        for metric in metrics:
-            reason = _skip_reason(metric, method, has_masks)
-            if reason is None:
-                runnable.append(metric)
-            elif "masks" not in METRICS[metric].needs:
-                log.warning("skipping %s for %s: %s", metric, method, reason)
-        parts: dict[str, list[MetricResult]] = {m: [] for m in runnable}
-        for sl in _chunks(n, chunk, batch_size):               # device memory bounded by the chunk
-            dev_part = {k: _to_device(v[sl], dev) for k, v in host.items() if v is not None}
-            inputs = MetricInputs(
-                model=model, x=dev_part["x"], maps=dev_part["maps"], labels=dev_part["labels"],
-                preds=dev_part["preds"], targets=dev_part["targets"], sample_ids=torch.as_tensor(idx[sl]),
-                masks=dev_part.get("masks"), method=method_fn, method_name=method,
-                method_options=dict(options.get("options") or {}), batch_size=batch_size,
-                temperature=dev_part["temperatures"], calibrated=calibration is not None, **settings)
-            for metric in metrics:
-                bar.set_postfix_str(f"{method}/{metric}")
-                if metric in parts:
-                    with ieee_float32(dev):                    # no autocast, no TF32
-                        parts[metric].append(_to_host(METRICS[metric].compute(inputs)))
-                bar.update(1)
-            del inputs, dev_part
-        curves: dict[str, np.ndarray] = {}
-        true, pred = host["labels"].numpy(), host["preds"].numpy()
-        for metric in runnable:
-            out = _concat(parts[metric])
-            tables.append(_rows(cfg, idx, true, pred, method, metric, out.values))
-            for variant, values in out.variants.items():
-                tables.append(_rows(cfg, idx, true, pred, method, f"{metric}[{variant}]", values))
-            if out.curves is not None:
-                # the paper's curves keep the names "curves" / "unperturbed"; other scores theirs
-                key = "curves" if metric == "pixel_flipping" else f"curves_{metric}"
-                curves[key] = out.curves.float().numpy()
-                curves.update({(k if metric == "pixel_flipping" else f"{k}_{metric}"): v.float().numpy()
-                               for k, v in out.extras.items()})
-        if curves:
-            runs.save_npz(runs.curves_path(run_dir, method), indices=idx, labels=true,
-                          features_in_step=np.int64(cfg.features_in_step), temperature=temperatures.numpy(),
-                          tie_break=np.str_(tie_break), **curves)
+        tables += _evaluate_method(ev, method, sizes[method])
     bar.close()
     if cfg.pair_metrics:                       # the pair analysis (xai_utils.ops.pairs): rows with a pair id
         with ieee_float32(dev):                  # no autocast, no TF32
@@ -189,6 +139,94 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
     runs.save_text(run_dir / runs.RESULTS, df.to_csv(index=False, na_rep="nan"))
     record_fingerprint(run_dir, "evaluate", dev)
     return df
+
+
+@dataclass
+class _Evaluation:
+    """What scoring one run's stored maps works with (one per :func:`evaluate_run` call)."""
+    cfg: RunConfig
+    run_dir: Path
+    model: torch.nn.Module
+    ds: Any
+    dev: torch.device
+    metrics: list[str]
+    batch_size: int
+    chunk: int
+    calibration: Optional[dict]
+    settings: dict[str, Any]
+    has_masks: bool
+    tie_break: str
+    bar: Any
+
+
+def _evaluate_method(ev: _Evaluation, method: str, n: int) -> list[pd.DataFrame]:
+    """The rows of every metric of one method's first ``n`` stored maps; its curves written to
+    ``curves/<method>.npz``. The evaluation set stays on the host, a device-sized chunk at a
+    time goes to the device."""
+    cfg = ev.cfg
+    stored = load_attributions(runs.attribution_path(ev.run_dir, method))
+    idx = np.asarray(stored["indices"][:n], dtype=np.int64)
+    x_host, y = ev.ds.batch(idx, device="cpu")
+    labels = torch.as_tensor(stored["labels"][:n], dtype=torch.long)
+    if not torch.equal(labels, y.long()):
+        raise ValueError(f"{method}: the stored labels differ from the evaluation split's labels at the "
+                         f"stored indices; the maps belong to another dataset/split: rerun 02_attribute")
+    options = dict((stored.get("options") or {}).get("options") or {})
+    temperatures = torch.as_tensor(image_temperatures(ev.calibration, idx) if ev.calibration else np.ones(len(idx)))
+    host = {"x": x_host, "maps": torch.as_tensor(stored["maps"][:n]), "labels": labels,
+            "preds": torch.as_tensor(stored["preds"][:n], dtype=torch.long),
+            "targets": torch.as_tensor(stored["targets"][:n], dtype=torch.long),
+            "masks": ev.ds.mask_batch(idx, device="cpu") if ev.has_masks else None, "temperatures": temperatures}
+    runnable = []
+    for metric in ev.metrics:
+        reason = _skip_reason(metric, method, ev.has_masks)
+        if reason is None:
+            runnable.append(metric)
+        elif "masks" not in METRICS[metric].needs:
+            log.warning("skipping %s for %s: %s", metric, method, reason)
+    parts = _score_chunks(ev, method, options, idx, host, runnable)
+    tables: list[pd.DataFrame] = []
+    curves: dict[str, np.ndarray] = {}
+    true, pred = host["labels"].numpy(), host["preds"].numpy()
+    for metric in runnable:
+        out = _concat(parts[metric])
+        tables.append(_rows(cfg, idx, true, pred, method, metric, out.values))
+        for variant, values in out.variants.items():
+            tables.append(_rows(cfg, idx, true, pred, method, f"{metric}[{variant}]", values))
+        if out.curves is not None:
+            # the paper's curves keep the names "curves" / "unperturbed"; other scores theirs
+            key = "curves" if metric == "pixel_flipping" else f"curves_{metric}"
+            curves[key] = out.curves.float().numpy()
+            curves.update({(k if metric == "pixel_flipping" else f"{k}_{metric}"): v.float().numpy()
+                           for k, v in out.extras.items()})
+    if curves:
+        runs.save_npz(runs.curves_path(ev.run_dir, method), indices=idx, labels=true,
+                      features_in_step=np.int64(cfg.features_in_step), temperature=temperatures.numpy(),
+                      tie_break=np.str_(ev.tie_break), **curves)
+    return tables
+
+
+def _score_chunks(ev: _Evaluation, method: str, options: dict, idx: np.ndarray, host: dict[str, Any],
+                  runnable: list[str]) -> dict[str, list[MetricResult]]:
+    """Each runnable metric's results, chunk by chunk (device memory bounded by the chunk)."""
+    method_fn = resolve_method(method, **options)
+    parts: dict[str, list[MetricResult]] = {m: [] for m in runnable}
+    for sl in _chunks(len(idx), ev.chunk, ev.batch_size):
+        dev_part = {k: _to_device(v[sl], ev.dev) for k, v in host.items() if v is not None}
+        inputs = MetricInputs(
+            model=ev.model, x=dev_part["x"], maps=dev_part["maps"], labels=dev_part["labels"],
+            preds=dev_part["preds"], targets=dev_part["targets"], sample_ids=torch.as_tensor(idx[sl]),
+            masks=dev_part.get("masks"), method=method_fn, method_name=method,
+            method_options=dict(options), batch_size=ev.batch_size,
+            temperature=dev_part["temperatures"], calibrated=ev.calibration is not None, **ev.settings)
+        for metric in ev.metrics:
+            ev.bar.set_postfix_str(f"{method}/{metric}")
+            if metric in parts:
+                with ieee_float32(ev.dev):                     # no autocast, no TF32
+                    parts[metric].append(_to_host(METRICS[metric].compute(inputs)))
+            ev.bar.update(1)
+        del inputs, dev_part
+    return parts
 
 
 def _n_stored(path: Path) -> int:

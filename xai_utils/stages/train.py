@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -156,114 +157,161 @@ def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool, no
     """Train (or resume) the run; write its files (see :func:`train_run`). ``notes``: a damaged
     ``model.pt`` found by :func:`train_run`, reported with what was done about it and with the
     damaged checkpoints found here, in the summary's ``recovered``."""
-    device = resolve_device(cfg.device)
-    data = TrainData(cfg, device)
-    seed_everything(cfg.seed)
-    model = explained_model(cfg, data.num_classes, data.mean, data.std).to(device)
-    objective = OBJECTIVES[cfg.objective](cfg, model).to(device)
-    eager = OBJECTIVES[cfg.objective].uncompiled_reason
-    engine = Engine(cfg, model, device, compile=cfg.compile and not eager)
-    augment = get_augmentation(resolve_augmentation(cfg), cfg.dataset)
-    clean_view = get_augmentation("none", cfg.dataset)     # un-augmented (ImageNet: centre crop)
-    optimizer = OPTIMIZERS[cfg.optimizer](objective.trainable(model), cfg)
-    scheduler = build_scheduler(optimizer, cfg, data.steps)
+    run = _Run.build(cfg, run_dir)
+    start_epoch, resumed_from, recovered = _resume(run, notes)
+    runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
+    if cfg.compile and run.eager:
+        print(f"{cfg.run_id}: training without torch.compile: {run.eager}")
+        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "not compiled", "reason": run.eager})
+    run.model.train()
+    epochs_bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.run_id} train", unit="epoch",
+                      initial=start_epoch, total=cfg.epochs, disable=not progress)
+    for epoch in epochs_bar:
+        record = _train_epoch(run, epoch, progress)
+        epochs_bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            _save_checkpoint(run, epoch + 1)
+    probe_acc = _fit_probe(run) if run.objective.needs_probe else None
+    return _finish(run, summary_path, probe_acc, resumed_from, recovered)
 
-    start_epoch, train_seconds, resumed_from = 0, 0.0, None
-    ckpt_path = run_dir / runs.CHECKPOINT
+
+@dataclass
+class _Run:
+    """What a training run works with, built in :meth:`build`'s order (the seeds make it
+    bit-exact), and the seconds spent training so far."""
+    cfg: RunConfig
+    run_dir: Path
+    device: torch.device
+    data: TrainData
+    model: Any
+    objective: Any
+    engine: Engine
+    augment: Any
+    clean_view: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    eager: Optional[str]                 # why the objective trains without torch.compile, if it must
+    train_seconds: float = 0.0
+
+    @classmethod
+    def build(cls, cfg: RunConfig, run_dir: Path) -> "_Run":
+        device = resolve_device(cfg.device)
+        data = TrainData(cfg, device)
+        seed_everything(cfg.seed)
+        model = explained_model(cfg, data.num_classes, data.mean, data.std).to(device)
+        objective = OBJECTIVES[cfg.objective](cfg, model).to(device)
+        eager = OBJECTIVES[cfg.objective].uncompiled_reason
+        engine = Engine(cfg, model, device, compile=cfg.compile and not eager)
+        augment = get_augmentation(resolve_augmentation(cfg), cfg.dataset)
+        clean_view = get_augmentation("none", cfg.dataset)     # un-augmented (ImageNet: centre crop)
+        optimizer = OPTIMIZERS[cfg.optimizer](objective.trainable(model), cfg)
+        scheduler = build_scheduler(optimizer, cfg, data.steps)
+        return cls(cfg, Path(run_dir), device, data, model, objective, engine, augment, clean_view, optimizer,
+                   scheduler, eager)
+
+
+def _resume(run: _Run, notes: list[str]) -> tuple[int, Optional[int], list[str]]:
+    """Load the newest readable checkpoint, if any (its settings must be the run's): (the epoch
+    to start from, the epoch resumed from or None, one line for each damaged file found)."""
+    cfg, run_dir = run.cfg, run.run_dir
     ckpt, source, recovered = _last_good_checkpoint(run_dir)
     rebuilt = f"rebuilt from {source} (epoch {int(ckpt['epoch'])})" if ckpt else "no checkpoint: trained again"
     recovered = [f"{note}; {rebuilt}" for note in notes] + recovered
     for line in recovered:
         print(f"{cfg.run_id}: {line}")
-    if ckpt is not None:
-        diff = _training_differences(ckpt["config"], cfg)
-        if diff:
-            raise _mismatch_error(run_dir, "checkpoint", diff, ckpt["config"], cfg)
-        model.load_state_dict(ckpt["model"])
-        objective.load_state_dict(ckpt["objective"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
-        start_epoch, train_seconds = int(ckpt["epoch"]), float(ckpt["train_seconds"])
-        resumed_from = start_epoch
-        _truncate_log(run_dir, start_epoch)
-        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "resumed", "from_epoch": start_epoch})
-    if ckpt is None and (run_dir / runs.TRAIN_LOG).is_file():
-        runs.save_text(run_dir / runs.TRAIN_LOG, "")       # killed before its first checkpoint
-    runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
-    if cfg.compile and eager:
-        print(f"{cfg.run_id}: training without torch.compile: {eager}")
-        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "not compiled", "reason": eager})
+    if ckpt is None:
+        if (run_dir / runs.TRAIN_LOG).is_file():
+            runs.save_text(run_dir / runs.TRAIN_LOG, "")   # killed before its first checkpoint
+        return 0, None, recovered
+    diff = _training_differences(ckpt["config"], cfg)
+    if diff:
+        raise _mismatch_error(run_dir, "checkpoint", diff, ckpt["config"], cfg)
+    run.model.load_state_dict(ckpt["model"])
+    run.objective.load_state_dict(ckpt["objective"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    _set_rng_state(ckpt["rng"])
+    start_epoch, run.train_seconds = int(ckpt["epoch"]), float(ckpt["train_seconds"])
+    _truncate_log(run_dir, start_epoch)
+    runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "resumed", "from_epoch": start_epoch})
+    return start_epoch, start_epoch, recovered
 
-    def save_checkpoint(epoch: int) -> None:
-        if ckpt_path.is_file():                  # keep the one before: a write killed or cut costs one interval
-            os.replace(ckpt_path, run_dir / runs.PREVIOUS_CHECKPOINT)
-        runs.save_torch(ckpt_path, {
-            "config": cfg.to_dict(), "epoch": epoch, "train_seconds": train_seconds,
-            "model": model.state_dict(), "objective": objective.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": _rng_state()})
 
-    # ---- training epochs
-    model.train()
-    epochs_bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.run_id} train", unit="epoch",
-                      initial=start_epoch, total=cfg.epochs, disable=not progress)
-    for epoch in epochs_bar:
-        t0 = time.perf_counter()
-        gen = epoch_generator(cfg.seed, epoch)
-        totals = EpochTotals.zeros(device)
+def _save_checkpoint(run: _Run, epoch: int) -> None:
+    """``checkpoint.pt`` after ``epoch``; the one before it kept as ``checkpoint.prev.pt`` (a
+    write killed or cut costs one interval)."""
+    ckpt_path = run.run_dir / runs.CHECKPOINT
+    if ckpt_path.is_file():
+        os.replace(ckpt_path, run.run_dir / runs.PREVIOUS_CHECKPOINT)
+    runs.save_torch(ckpt_path, {
+        "config": run.cfg.to_dict(), "epoch": epoch, "train_seconds": run.train_seconds,
+        "model": run.model.state_dict(), "objective": run.objective.state_dict(),
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "rng": _rng_state()})
+
+
+def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
+    """One epoch of training; its record, appended to ``train_log.jsonl`` (the epoch's one host
+    read of the device's totals). FloatingPointError on a non-finite loss."""
+    cfg, optimizer = run.cfg, run.optimizer
+    t0 = time.perf_counter()
+    gen = epoch_generator(cfg.seed, epoch)
+    totals = EpochTotals.zeros(run.device)
+    lr = optimizer.param_groups[0]["lr"]
+    for xb, yb in tqdm(run.data.epoch(epoch, gen), total=run.data.steps, leave=False, unit="batch",
+                       desc=f"epoch {epoch + 1}", disable=not progress):
+        batch = TrainBatch(xb, yb, epoch, gen, run.augment, run.clean_view)
         lr = optimizer.param_groups[0]["lr"]
-        for xb, yb in tqdm(data.epoch(epoch, gen), total=data.steps, leave=False, unit="batch",
-                           desc=f"epoch {epoch + 1}", disable=not progress):
-            batch = TrainBatch(xb, yb, epoch, gen, augment, clean_view)
-            lr = optimizer.param_groups[0]["lr"]
-            train_step(objective, model, engine, optimizer, scheduler, batch, totals)
-        steps = max(data.steps, 1)
-        seconds = time.perf_counter() - t0
-        train_seconds += seconds
-        record = {"epoch": epoch + 1, "loss": float(totals.loss) / steps, "lr": lr,
-                  "seconds": round(seconds, 3)}                      # the epoch's one host read
-        record.update({k: float(v) / steps for k, v in totals.terms.items()})
-        if not objective.needs_probe:
-            record["train_acc"] = 100.0 * int(totals.correct) / max(totals.seen, 1)
-        if not math.isfinite(record["loss"]):
-            raise FloatingPointError(f"run {cfg.run_id}: training loss is {record['loss']} at epoch "
-                                     f"{epoch + 1}; lower lr (now {cfg.lr}) or check the data")
-        runs.append_jsonl(run_dir / runs.TRAIN_LOG, record)
-        epochs_bar.set_postfix(loss=f"{record['loss']:.4f}")
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-            save_checkpoint(epoch + 1)
+        train_step(run.objective, run.model, run.engine, optimizer, run.scheduler, batch, totals)
+    steps = max(run.data.steps, 1)
+    seconds = time.perf_counter() - t0
+    run.train_seconds += seconds
+    record = {"epoch": epoch + 1, "loss": float(totals.loss) / steps, "lr": lr, "seconds": round(seconds, 3)}
+    record.update({k: float(v) / steps for k, v in totals.terms.items()})
+    if not run.objective.needs_probe:
+        record["train_acc"] = 100.0 * int(totals.correct) / max(totals.seen, 1)
+    if not math.isfinite(record["loss"]):
+        raise FloatingPointError(f"run {cfg.run_id}: training loss is {record['loss']} at epoch "
+                                 f"{epoch + 1}; lower lr (now {cfg.lr}) or check the data")
+    runs.append_jsonl(run.run_dir / runs.TRAIN_LOG, record)
+    return record
 
-    # ---- linear probe of the contrastive models
-    probe_acc = None
-    if objective.needs_probe:
-        t0 = time.perf_counter()
-        feats, labels = engine.extract(data.plain_batches(cfg.batch_size_eval))
-        probe, final = train_probe(feats, labels, data.num_classes, cfg)
-        model.head.load_state_dict(probe.state_dict())
-        probe_acc = final["train_acc"]
-        seconds = time.perf_counter() - t0
-        train_seconds += seconds
-        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {
-            "stage": "probe", "epochs": cfg.probe_epochs, **final, "seconds": round(seconds, 3)})
 
-    # ---- evaluation, final files
+def _fit_probe(run: _Run) -> float:
+    """The linear probe of a contrastive model on its frozen features; its training accuracy."""
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    feats, labels = run.engine.extract(run.data.plain_batches(cfg.batch_size_eval))
+    probe, final = train_probe(feats, labels, run.data.num_classes, cfg)
+    run.model.head.load_state_dict(probe.state_dict())
+    seconds = time.perf_counter() - t0
+    run.train_seconds += seconds
+    runs.append_jsonl(run.run_dir / runs.TRAIN_LOG, {
+        "stage": "probe", "epochs": cfg.probe_epochs, **final, "seconds": round(seconds, 3)})
+    return final["train_acc"]
+
+
+def _finish(run: _Run, summary_path: Path, probe_acc: Optional[float], resumed_from: Optional[int],
+            recovered: list[str]) -> dict[str, Any]:
+    """The fp32 test pass and the run's final files: embeddings, predictions, model.pt, the
+    fingerprint and, last, train_summary.json (returned)."""
+    cfg, run_dir, model = run.cfg, run.run_dir, run.model
     model.eval()
     t0 = time.perf_counter()
-    acc, n_test, emb, predictions = evaluate_test(engine, cfg, device)
+    acc, n_test, emb, predictions = evaluate_test(run.engine, cfg, run.device)
     runs.save_npz(run_dir / runs.EMBEDDINGS, **emb)
     runs.save_npz(run_dir / runs.PREDICTIONS, **predictions)
-    if engine.channels_last:
+    if run.engine.channels_last:
         model.to(memory_format=torch.contiguous_format)
-    runs.save_torch(run_dir / runs.MODEL, model_state(model, cfg, data.num_classes,
-                                                      getattr(objective, "projection", None)))
+    runs.save_torch(run_dir / runs.MODEL, model_state(model, cfg, run.data.num_classes,
+                                                      getattr(run.objective, "projection", None)))
     summary = {"run_id": cfg.run_id, "dataset": cfg.dataset, "objective": cfg.objective,
                "seed": cfg.seed, "arch": cfg.arch, "widths": cfg.widths,
-               "test_accuracy": acc, "n_test": n_test, "n_train": data.n, "epochs": cfg.epochs,
-               "probe_train_accuracy": probe_acc, "wall_time_s": round(train_seconds, 3),
-               "eval_time_s": round(time.perf_counter() - t0, 3), "device": str(device),
+               "test_accuracy": acc, "n_test": n_test, "n_train": run.data.n, "epochs": cfg.epochs,
+               "probe_train_accuracy": probe_acc, "wall_time_s": round(run.train_seconds, 3),
+               "eval_time_s": round(time.perf_counter() - t0, 3), "device": str(run.device),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),   # --devices: this run's GPU
                "resumed_from": resumed_from, "recovered": recovered}
-    record_fingerprint(run_dir, "train", device)        # where these weights were made
+    record_fingerprint(run_dir, "train", run.device)        # where these weights were made
     runs.save_json(summary_path, summary)
     return summary
