@@ -11,7 +11,7 @@ contract in ``pyproject.toml`` says so, and ``make test`` checks it):
 2. :mod:`.study`     — the things a study is made of: datasets, models, objectives, training
 1. :mod:`.ops`       — computations on tensors: augmentations, losses, attribution methods,
    metrics, pair analysis, calibration (no files, no settings)
-0. :mod:`.errors`    — the errors every layer raises
+0. :mod:`.registry` — the one registry type; :mod:`.errors` — the errors every layer raises
 
 docs/architecture.md says where a new metric, method, objective, dataset, setting, stage or
 figure goes.

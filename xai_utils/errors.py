@@ -6,6 +6,14 @@ class ConfigError(ValueError):
     """A profile, override or setting is invalid; the message is one line saying what and how to fix it."""
 
 
+class UnknownNameError(ConfigError, KeyError):
+    """A name that no registry entry has (:class:`xai_utils.registry.Registry`); the message
+    says what is available and which name was probably meant."""
+
+    def __str__(self) -> str:                  # a KeyError would show its message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """The files of a dataset are nowhere to be found; the message says where we looked and how
     to get them."""

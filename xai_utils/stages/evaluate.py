@@ -39,7 +39,7 @@ import torch
 
 from tqdm.auto import tqdm
 
-from ..ops.attribution import METHODS, is_class_agnostic
+from ..ops.attribution import check_methods, is_class_agnostic
 from ..ops.devices import ieee_float32, resolve_device
 from ..ops.metrics import METRICS, SETTINGS, MetricInputs, MetricResult, check_metrics, resolve_method, resolve_tie_break
 from ..settings.run_config import RunConfig
@@ -66,9 +66,7 @@ def _load_eval_split(cfg: RunConfig):
 def _check_request(run_dir: Path, methods: list[str], metrics: list[str]) -> None:
     """All name and file checks, before any work: one clear error each."""
     check_metrics(metrics)
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown attribution method(s) {bad}; available: {', '.join(METHODS)}")
+    check_methods(methods)
     missing = [m for m in methods if not runs.attribution_path(run_dir, m).is_file()]
     if missing:
         raise FileNotFoundError(

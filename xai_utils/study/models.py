@@ -17,13 +17,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+from ..registry import Registry
+
+BACKBONES: Registry[Callable[..., nn.Module]] = Registry("arch")
 
 
-def register_backbone(name: str) -> Callable:
+def register_backbone(name: str, override: bool = False) -> Callable:
+    """Register ``fn(widths) -> backbone`` under ``name`` (an ``arch``); a name already
+    registered is refused unless ``override``."""
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        BACKBONES[name] = fn
-        return fn
+        return BACKBONES.register(name, fn, override)
     return wrap
 
 
@@ -104,8 +107,7 @@ def resnet50(widths: Optional[Sequence[int]] = None) -> nn.Module:
 
 
 def build_backbone(arch: str, widths: Optional[Sequence[int]] = None) -> nn.Module:
-    if arch not in BACKBONES:
-        raise ValueError(f"unknown arch '{arch}'; available: {', '.join(sorted(BACKBONES))}")
+    """The registered backbone ``arch`` (an unknown name: UnknownNameError) at ``widths``."""
     return BACKBONES[arch](widths)
 
 

@@ -10,28 +10,30 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ...registry import Registry
 from ..devices import ieee_float32
 
 Method = Callable[..., Tensor]
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("attribution method")
 
 
 def register_method(name: str, label: str, class_agnostic: bool = False,
-                    choices: Optional[dict[str, Sequence[str]]] = None) -> Callable[[Method], Method]:
+                    choices: Optional[dict[str, Sequence[str]]] = None,
+                    override: bool = False) -> Callable[[Method], Method]:
     """Register ``fn(model, x, target, *, **options) -> [N, 1, H, W]`` under ``name``.
 
     ``label``: the name tables and figures show. ``class_agnostic``: the map ignores
     ``target`` (e.g. contrastivity is undefined for such a method). ``choices``: the allowed
     values of options that take a name (checked with the run's configuration). All three
     are stored on the function (``fn.label``, ``fn.class_agnostic``, ``fn.choices``); the
-    options themselves are the function's keyword-only arguments and their defaults.
+    options themselves are the function's keyword-only arguments and their defaults. A name
+    already registered is refused unless ``override``.
     """
     def wrap(fn: Method) -> Method:
         fn.label = label  # type: ignore[attr-defined]
         fn.class_agnostic = class_agnostic  # type: ignore[attr-defined]
         fn.choices = {k: tuple(v) for k, v in (choices or {}).items()}  # type: ignore[attr-defined]
-        METHODS[name] = fn
-        return fn
+        return METHODS.register(name, fn, override)
     return wrap
 
 
@@ -75,18 +77,13 @@ def check_options(fn: Callable, what: str, options: dict[str, Any]) -> None:
 
 
 def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown attribution method '{name}'; available: {', '.join(sorted(METHODS))}")
+    """The registered method (an unknown name: :class:`~xai_utils.errors.UnknownNameError`)."""
     return METHODS[name]
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
     """Validate a list of method names at once (one error listing all unknown names)."""
-    methods = list(methods)
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown attribution method(s) {bad}; available: {', '.join(sorted(METHODS))}")
-    return methods
+    return METHODS.check(methods)
 
 
 def resolve_options(name: str, **options: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ...registry import Registry
 from ._common import AttributionFn
 from .complexity import complexity, sparseness
 from ._common import sample_seed
@@ -105,28 +106,25 @@ class MetricSpec:
         return "higher" if self.higher_is_better else "lower"
 
 
-METRICS: dict[str, MetricSpec] = {}
+METRICS: Registry[MetricSpec] = Registry("metric")
 
 
 def register_metric(name: str, label: str, facet: str, higher_is_better: bool = True,
                     needs: Sequence[str] = (), in_paper: bool = True, binary: bool = False,
                     bounds: tuple[Optional[float], Optional[float]] = (None, None),
-                    description: str = "") -> Callable:
-    """Register ``compute(MetricInputs) -> MetricResult`` under ``name`` (a results.csv name)."""
+                    description: str = "", override: bool = False) -> Callable:
+    """Register ``compute(MetricInputs) -> MetricResult`` under ``name`` (a results.csv name);
+    a name already registered is refused unless ``override``."""
     def wrap(fn: Callable[[MetricInputs], MetricResult]) -> Callable[[MetricInputs], MetricResult]:
-        METRICS[name] = MetricSpec(name, fn, label, frozenset(needs), higher_is_better, facet, in_paper,
-                                   binary, tuple(bounds), description)
+        METRICS.register(name, MetricSpec(name, fn, label, frozenset(needs), higher_is_better, facet, in_paper,
+                                          binary, tuple(bounds), description), override)
         return fn
     return wrap
 
 
 def check_metrics(names: Sequence[str]) -> list[str]:
     """Validate metric names at once: one error listing the unknown names and the valid ones."""
-    names = list(names)
-    bad = [m for m in names if m not in METRICS]
-    if bad:
-        raise ValueError(f"unknown metric(s) {bad}; available: {', '.join(METRICS)}")
-    return names
+    return METRICS.check(names)
 
 
 def base_metric(name: str) -> str:

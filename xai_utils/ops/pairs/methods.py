@@ -46,34 +46,35 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ...registry import Registry
 from ..augment import apply_color_jitter, sample_color_jitter_params
 from ..attribution import check_options, explaining, keyword_options, minmax_scale, module_at, upsample
 from .similarity import embed, get_space, score
 
 PairMethod = Callable[..., tuple[Tensor, Tensor]]
-PAIR_METHODS: dict[str, PairMethod] = {}
+PAIR_METHODS: Registry[PairMethod] = Registry("pair method")
 POSTPROCESS_CAM = ("scale", "upsample", "none")
 POSTPROCESS_PIXEL = ("scale", "none")
 
 
 def register_pair_method(name: str, label: str, symmetric: bool = True,
-                         choices: Optional[dict[str, Sequence[str]]] = None) -> Callable[[PairMethod], PairMethod]:
+                         choices: Optional[dict[str, Sequence[str]]] = None,
+                         override: bool = False) -> Callable[[PairMethod], PairMethod]:
     """Register ``fn(model, x1, x2, *, space, **options) -> (maps1, maps2)`` under ``name``.
 
     ``symmetric``: swapping the images swaps the maps (tested). ``choices``: the allowed
-    values of options that take a name. The options are the keyword-only arguments."""
+    values of options that take a name. The options are the keyword-only arguments. A name
+    already registered is refused unless ``override``."""
     def wrap(fn: PairMethod) -> PairMethod:
         fn.label = label  # type: ignore[attr-defined]
         fn.symmetric = symmetric  # type: ignore[attr-defined]
         fn.choices = {k: tuple(v) for k, v in (choices or {}).items()}  # type: ignore[attr-defined]
-        PAIR_METHODS[name] = fn
-        return fn
+        return PAIR_METHODS.register(name, fn, override)
     return wrap
 
 
 def get_pair_method(name: str) -> PairMethod:
-    if name not in PAIR_METHODS:
-        raise ValueError(f"unknown pair method '{name}'; available: {', '.join(PAIR_METHODS)}")
+    """The registered pair method (an unknown name: :class:`~xai_utils.errors.UnknownNameError`)."""
     return PAIR_METHODS[name]
 
 

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ...registry import Registry
 from ..attribution import minmax_scale
 from ..augment import apply_gaussian_blur
 from ..metrics._common import sample_seed
@@ -82,14 +83,16 @@ PAIR_SETTINGS: dict[str, str] = {"metric_seed": "seed", **{k: k for k in (
     "pair_space", "pair_pixels_per_step", "pair_blur_kernel", "pair_blur_sigma",
     "pair_max_sensitivity_samples", "pair_max_sensitivity_radius")}}
 
-PAIR_METRICS: dict[str, MetricSpec] = {}
+PAIR_METRICS: Registry[MetricSpec] = Registry("pair metric")
 
 
 def register_pair_metric(name: str, label: str, higher_is_better: bool, bounds=(None, None),
-                         description: str = "") -> Callable:
+                         description: str = "", override: bool = False) -> Callable:
+    """Register ``compute(PairInputs) -> MetricResult`` under ``name``; a name already
+    registered is refused unless ``override``."""
     def wrap(fn: Callable[[PairInputs], MetricResult]) -> Callable[[PairInputs], MetricResult]:
-        PAIR_METRICS[name] = MetricSpec(name, fn, label, frozenset({"model", "pairs"}), higher_is_better,
-                                        "pairs", False, False, tuple(bounds), description)
+        PAIR_METRICS.register(name, MetricSpec(name, fn, label, frozenset({"model", "pairs"}), higher_is_better,
+                                               "pairs", False, False, tuple(bounds), description), override)
         return fn
     return wrap
 

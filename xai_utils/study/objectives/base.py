@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
+from ...registry import Registry
 from ..models import ExplainedModel, build_model
 
 # A run's settings: an :class:`xai_utils.settings.RunConfig` (this layer sits below the settings
@@ -156,25 +157,24 @@ class Objective(nn.Module):
         raise NotImplementedError
 
 
-OBJECTIVES: dict[str, type[Objective]] = {}
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 
 
-def register_objective(name: str, label: str, color: str, in_paper: bool = False
+def register_objective(name: str, label: str, color: str, in_paper: bool = False, override: bool = False
                        ) -> Callable[[type[Objective]], type[Objective]]:
-    """Register an :class:`Objective` subclass under ``name`` with its display label and colour."""
+    """Register an :class:`Objective` subclass under ``name`` with its display label and colour
+    (a name already registered is refused unless ``override``)."""
     def wrap(cls: type[Objective]) -> type[Objective]:
         cls.name, cls.label, cls.color, cls.in_paper = name, label, color, in_paper
         if cls.needs_probe != cls.normalize_features:
             raise TypeError(f"objective {name!r}: the explained model normalises its features "
                             f"exactly when a linear probe (trained on normalised features) is its head")
-        OBJECTIVES[name] = cls
-        return cls
+        return OBJECTIVES.register(name, cls, override)
     return wrap
 
 
 def get_objective(name: str) -> type[Objective]:
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; available: {', '.join(OBJECTIVES)}")
+    """The registered objective (an unknown name: :class:`~xai_utils.errors.UnknownNameError`)."""
     return OBJECTIVES[name]
 
 
