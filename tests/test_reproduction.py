@@ -247,11 +247,15 @@ def test_keep_takes_the_committed_tables_and_check_compares_the_new_ones(tmp_pat
     kept = tmp_path / "results" / "mini" / "committed-figures"
     assert pd.read_csv(kept / "table_attribution_metrics.csv")["ce_mean"].iloc[0] == 0.20   # HEAD's, not the file's
     assert (kept / "coverage.json").is_file()
-    _metrics(ce=0.5).to_csv(committed / "table_attribution_metrics.csv", index=False)   # this run's
     capsys.readouterr()
+    assert cli.main(["--check", "mini.yaml"]) == 0                # the figures were not rewritten: said so
+    assert "this run did not rewrite" in capsys.readouterr().out
+    _metrics(ce=0.5).to_csv(committed / "table_attribution_metrics.csv", index=False)   # this run's
+    (committed / "coverage.json").write_text(json.dumps({"profile": "mini"}))
     assert cli.main(["--check", "mini.yaml"]) == 0                                     # moved, but make goes on
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("reproduction of 'mini':") and "1 outside" in out[-1], out
+    assert not any("did not rewrite" in line for line in out)
     assert (committed / "reproduction.md").is_file()
 
 
