@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 from xai_utils.ops import attribution as A
 from xai_utils.stages import attribute as stage
-from xai_utils.stages import layout as runs
+from xai_utils.settings import layout as runs
+from xai_utils.stages import files
 from xai_utils.settings import RunConfig
 from xai_utils.study.data import SHAPES_MEAN, SHAPES_STD, eval_indices, load_dataset, make_shapes
 from xai_utils.stages.model_io import model_state
@@ -397,9 +398,9 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def _make_run(model, run_dir):
-    runs.save_json(run_dir / runs.CONFIG, CFG.to_dict())
+    files.save_json(run_dir / runs.CONFIG, CFG.to_dict())
     stale = dataclasses.replace(CFG, eval_samples=1000, methods=["occlusion"], target="pred")
-    runs.save_torch(run_dir / runs.MODEL, model_state(model, stale, 10))   # config.json wins
+    files.save_torch(run_dir / runs.MODEL, model_state(model, stale, 10))   # config.json wins
 
 
 def test_attribute_run(model, tmp_path):
@@ -429,7 +430,7 @@ def test_attribute_run(model, tmp_path):
 
 def test_attribute_run_rejects_unknown_method_before_work(tmp_path):
     run_dir = tmp_path / "run"
-    runs.save_json(run_dir / runs.CONFIG, CFG.to_dict())                 # no model.pt: any work would fail
+    files.save_json(run_dir / runs.CONFIG, CFG.to_dict())                 # no model.pt: any work would fail
     with pytest.raises(ValueError, match=r"\['nope'\].*available: .*gradcam"):
         stage.attribute_run(run_dir, methods=["gradcam", "nope"])
     assert not (run_dir / "attributions").exists()

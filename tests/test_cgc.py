@@ -13,7 +13,7 @@ from xai_utils.ops.augment import apply_crop_flip, sample_crop_flip_params
 from xai_utils.settings import RunConfig, load_profile
 from xai_utils.study.objectives import OBJECTIVES
 from xai_utils.study.objectives.cgc import CGCLoss
-from xai_utils.stages.layout import read_jsonl
+from xai_utils.stages.artefacts import read_jsonl
 
 TOL = dict(rtol=1e-6, atol=1e-7)
 

@@ -12,7 +12,8 @@ import torch.nn as nn
 from xai_utils.ops import calibration as C
 from xai_utils.stages.calibrate import calibration_indices
 from xai_utils.ops import metrics as M
-from xai_utils.stages import layout as runs
+from xai_utils.settings import layout as runs
+from xai_utils.stages import files
 from xai_utils.settings import RunConfig, load_profile
 from xai_utils.settings.run_config import resolve_calibration
 from xai_utils.study.data import eval_indices, load_dataset, train_indices
@@ -196,8 +197,8 @@ def test_official_protocol_equals_the_authors_single_image_evaluation(tmp_path):
     with torch.no_grad():                     # a non-trivial head on unit-norm features
         model.head.weight.mul_(20.0)
     run_dir = tmp_path / "run"
-    runs.save_torch(run_dir / runs.MODEL, model_state(model, cfg, 10))
-    runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
+    files.save_torch(run_dir / runs.MODEL, model_state(model, cfg, 10))
+    files.save_json(run_dir / runs.CONFIG, cfg.to_dict())
     attribute_run(run_dir, device="cpu")
     ours = evaluate_run(run_dir, device="cpu")
 
@@ -289,8 +290,8 @@ def test_crossfit_calibration_of_a_run_trained_on_the_whole_split(tmp_path):
                     features_in_step=384, road_fractions=[0.3, 0.7], device="cpu")
     torch.manual_seed(0)
     model = explained_model(cfg, 10, (0.26,) * 3, (0.24,) * 3)
-    runs.save_torch(tmp_path / runs.MODEL, model_state(model, cfg, 10))
-    runs.save_json(tmp_path / runs.CONFIG, cfg.to_dict())
+    files.save_torch(tmp_path / runs.MODEL, model_state(model, cfg, 10))
+    files.save_json(tmp_path / runs.CONFIG, cfg.to_dict())
     from xai_utils.stages.attribute import attribute_run
     attribute_run(tmp_path, device="cpu")
     cal = calibrate_run(tmp_path, device="cpu")

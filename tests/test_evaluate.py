@@ -12,7 +12,9 @@ import torch.nn as nn
 from xai_utils.analysis.stats import run_summary
 from xai_utils.stages import evaluate as E
 from xai_utils.ops import metrics as M
-from xai_utils.stages import layout as runs
+from xai_utils.settings import layout as runs
+from xai_utils.stages import files
+from xai_utils.stages.artefacts import load_json, load_results
 from xai_utils.ops.attribution import attribute
 from xai_utils.stages.attribute import save_attributions
 from xai_utils.settings import RunConfig
@@ -47,8 +49,8 @@ def run_dir(tmp_path_factory):
         loss.backward()
         opt.step()
     model.eval()
-    runs.save_json(d / runs.CONFIG, cfg.to_dict())
-    runs.save_torch(d / runs.MODEL, model_state(model, cfg, 10))
+    files.save_json(d / runs.CONFIG, cfg.to_dict())
+    files.save_torch(d / runs.MODEL, model_state(model, cfg, 10))
     x, y = ds.batch(idx)
     with torch.no_grad():
         pred = model(x).argmax(1)
@@ -75,9 +77,9 @@ def _direct(run_dir, method):
 
 
 def test_schema_and_row_counts(results, run_dir):
-    assert list(results.columns) == E.COLUMNS
-    on_disk = E.load_results(run_dir)
-    assert list(on_disk.columns) == E.COLUMNS and len(on_disk) == len(results)
+    assert list(results.columns) == list(runs.RESULT_COLUMNS)
+    on_disk = load_results(run_dir)
+    assert list(on_disk.columns) == list(runs.RESULT_COLUMNS) and len(on_disk) == len(results)
     counts = results.groupby(["method", "metric"]).size()
     assert set(counts) == {N}
     # Eigen-CAM is class-agnostic: no contrastivity row; Grad-CAM has all seven metrics
@@ -165,8 +167,8 @@ def test_chunked_evaluation_equals_one_chunk(run_dir, tmp_path):
     for chunk in (2, 512):
         d = tmp_path / f"chunk{chunk}"
         shutil.copytree(run_dir, d)
-        cfg = runs.load_json(d / runs.CONFIG)
-        runs.save_json(d / runs.CONFIG, {**cfg, "eval_chunk": chunk})
+        cfg = load_json(d / runs.CONFIG)
+        files.save_json(d / runs.CONFIG, {**cfg, "eval_chunk": chunk})
         tables[chunk] = (E.evaluate_run(d, device="cpu", batch_size=2),
                          np.load(runs.curves_path(d, "gradcam")))
     (small, c_small), (one, c_one) = tables[2], tables[512]

@@ -14,7 +14,7 @@ from xai_utils.ops.losses import SupConLoss
 from xai_utils.study.objectives import explained_model
 from xai_utils.study.objectives import OBJECTIVES, TrainBatch
 from xai_utils.study.objectives.excon import frozen_bn_statistics, mask_images, saliency_mask
-from xai_utils.stages.layout import read_jsonl
+from xai_utils.stages.artefacts import read_jsonl
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

@@ -14,7 +14,8 @@ from xai_utils.pipeline import executors
 from xai_utils.settings import load_profile
 from xai_utils.settings import ConfigError
 from xai_utils.pipeline.jobs import run_groups, summary
-from xai_utils.stages.layout import load_json, save_json
+from xai_utils.stages.artefacts import load_json
+from xai_utils.stages.files import save_json
 
 # one small run: the smoke profile's CE run, fewer images, one method and two metrics
 SMALL = ["--profile", "smoke", "--no-progress", "--only", "shapes/ce/0", "--set", "protocols=[corrected]",

@@ -7,6 +7,7 @@ Every scenario runs one smoke run (shapes/ce/0) shrunk to seconds: 256 training 
 """
 import dataclasses
 import errno
+import json
 import gzip
 import os
 import shlex
@@ -28,7 +29,9 @@ from xai_utils.pipeline.locks import RunLock
 from xai_utils.settings import RunConfig
 from xai_utils.settings.profiles import load_profile
 from xai_utils.settings.validation import check_runs, check_sizes
-from xai_utils.stages import layout
+from xai_utils.settings import layout
+from xai_utils.stages import files
+from xai_utils.stages.artefacts import read_jsonl
 from xai_utils.stages.artefacts import load_npz, load_torch, read_csv
 from xai_utils.stages.calibrate import calibration_indices
 from xai_utils.study.data import SHAPES_SPLITS, download, load_dataset, split_sizes, write_stand_in_data
@@ -83,7 +86,7 @@ def _completed(capfd, *args) -> subprocess.CompletedProcess:
 
 
 def _epoch_lines(run_dir: Path) -> list[dict]:
-    return [r for r in layout.read_jsonl(run_dir / layout.TRAIN_LOG) if "epoch" in r and "stage" not in r]
+    return [r for r in read_jsonl(run_dir / layout.TRAIN_LOG) if "epoch" in r and "stage" not in r]
 
 
 @pytest.fixture(scope="module")
@@ -254,8 +257,8 @@ def test_a_truncated_checkpoint_gives_way_to_the_one_before(tmp_path, uninterrup
     assert status == 0, out + err
     named = [li for li in out.splitlines() if str(path) in li]        # the stage's print and the pipeline's line
     assert any(li.startswith("shapes/ce/seed0:train: ") for li in named), out
-    assert all(li.endswith("is truncated or unreadable (RuntimeError: PytorchStreamReader failed reading zip archive: "
-                           "failed finding central directory); resumed from checkpoint.prev.pt (epoch 2)")
+    assert all(li.endswith("is truncated or unreadable (BadZipFile: File is not a zip file); "
+                           "resumed from checkpoint.prev.pt (epoch 2)")
                for li in named), out
     assert "Traceback" not in out + err
     rebuilt = load_npz(_run_dir(tmp_path) / layout.PREDICTIONS)["logits"]
@@ -300,9 +303,9 @@ def _write_text_cut(real):
 
 
 @pytest.mark.parametrize("save, owner, name, cut, read", [
-    (lambda p, k: layout.save_torch(p, {"w": torch.arange(1000) * k}), torch, "save", _torch_save_cut, load_torch),
-    (lambda p, k: layout.save_npz(p, a=np.arange(1000) * k), np, "savez_compressed", _savez_cut, load_npz),
-    (lambda p, k: layout.save_text(p, "a,b\n" + f"{k},2\n" * 1000), Path, "write_text", _write_text_cut, read_csv),
+    (lambda p, k: files.save_torch(p, {"w": torch.arange(1000) * k}), torch, "save", _torch_save_cut, load_torch),
+    (lambda p, k: files.save_npz(p, a=np.arange(1000) * k), np, "savez_compressed", _savez_cut, load_npz),
+    (lambda p, k: files.save_text(p, "a,b\n" + f"{k},2\n" * 1000), Path, "write_text", _write_text_cut, read_csv),
 ])
 def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch, save, owner, name, cut, read):
     path = tmp_path / "file"
@@ -318,9 +321,9 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch, s
 
 
 def test_a_truncated_file_is_detected_by_each_reader(tmp_path):
-    layout.save_torch(tmp_path / layout.MODEL, {"w": torch.arange(10_000)})
-    layout.save_npz(tmp_path / "attributions" / "gradcam.npz", maps=np.random.rand(8, 1, 32, 32))
-    layout.save_text(tmp_path / layout.RESULTS, "a,b\n" + "1,2.5\n" * 100)
+    files.save_torch(tmp_path / layout.MODEL, {"w": torch.arange(10_000)})
+    files.save_npz(tmp_path / "attributions" / "gradcam.npz", maps=np.random.rand(8, 1, 32, 32))
+    files.save_text(tmp_path / layout.RESULTS, "a,b\n" + "1,2.5\n" * 100)
     for path, read, stage in [(tmp_path / layout.MODEL, load_torch, "train"),
                               (tmp_path / "attributions" / "gradcam.npz", load_npz, "attribute"),
                               (tmp_path / layout.RESULTS, read_csv, "evaluate")]:
@@ -329,6 +332,32 @@ def test_a_truncated_file_is_detected_by_each_reader(tmp_path):
         with pytest.raises(ArtefactError) as e:
             read(path)
         assert e.value.stage == stage and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_changed_byte_in_a_model_is_caught_by_its_crc(tmp_path):
+    path = files.save_torch(tmp_path / layout.MODEL, {"w": torch.arange(100_000)})
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF                                  # torch.load alone reads this file
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtefactError, match="CRC"):
+        load_torch(path)
+
+
+def test_only_what_damage_raises_is_called_damage(tmp_path):
+    path = files.save_npz(tmp_path / "attributions" / "gradcam.npz", maps=np.zeros(3))
+    with pytest.raises(KeyError):                                  # a missing array: a schema error, not damage
+        load_npz(path, keys=["targets"])
+
+
+def test_an_artefact_error_keeps_its_fields_across_a_process_and_a_record():
+    import pickle
+    from xai_utils.errors import error_from_record, error_record
+    e = ArtefactError("/r/model.pt", "BadZipFile: cut", "train")
+    for copy in (pickle.loads(pickle.dumps(e)), error_from_record(json.loads(json.dumps(error_record(e))))):
+        assert (copy.path, copy.reason, copy.stage, str(copy)) == (e.path, e.reason, e.stage, str(e))
+    assert str(e.remade_by("python -m xai_utils.pipeline --stage train --force")).endswith(
+        "remake it: python -m xai_utils.pipeline --stage train --force")
+    assert error_record(KeyError("x")) is None
 
 
 # ----------------------------------------------------------------------------- values beyond the data

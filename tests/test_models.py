@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from xai_utils.stages import layout as runs
+from xai_utils.settings import layout as runs
+from xai_utils.stages import files
 from xai_utils.settings import RunConfig
 from xai_utils.study.models import BACKBONES, ExplainedModel, ProjectionHead, build_backbone
 from xai_utils.stages.model_io import load_model, model_state
@@ -105,7 +106,7 @@ def test_load_model_round_trip(tmp_path, objective):
     nn.init.normal_(model.head.weight)
     model.train()(torch.rand(8, 3, 32, 32))                     # move the BN running statistics
     model.eval()
-    runs.save_torch(tmp_path / runs.MODEL, model_state(model, cfg, 10))
+    files.save_torch(tmp_path / runs.MODEL, model_state(model, cfg, 10))
     loaded, cfg2 = load_model(tmp_path)
     assert not loaded.training and cfg2 == cfg
     x = torch.rand(3, 3, 32, 32)

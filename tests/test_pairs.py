@@ -301,14 +301,15 @@ def test_windows_cover_the_image_for_the_32px_defaults():
 
 def test_the_projection_space_uses_the_saved_scl_head(tmp_path, images):
     """model.pt keeps an SCL run's projection head; the projection space is its cosine."""
-    from xai_utils.stages import layout as runs
+    from xai_utils.settings import layout as runs
+    from xai_utils.stages import files
     from xai_utils.study.models import ProjectionHead
     from xai_utils.stages.model_io import load_model, model_state
     cfg = RunConfig(**{**CFG.to_dict(), "objective": "scl", "proj_dim": 8})
     torch.manual_seed(1)
     m = explained_model(cfg, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     head = ProjectionHead(m.feature_dim, cfg.proj_dim)
-    runs.save_torch(tmp_path / "model.pt", model_state(m, cfg, 10, head))
+    files.save_torch(tmp_path / "model.pt", model_state(m, cfg, 10, head))
     loaded, _ = load_model(tmp_path / "model.pt")
     x1, x2 = images
     with torch.no_grad():

@@ -17,7 +17,7 @@ from xai_utils.settings import ConfigError, RunConfig, load_profile, stage_hash
 from xai_utils.study.objectives import foreign_settings
 from xai_utils.stages.evaluate import evaluate_run
 from xai_utils.stages.fingerprint import cpu_model
-from xai_utils.stages.layout import save_json
+from xai_utils.stages.files import save_json
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,11 +16,13 @@ import pytest
 import torch
 
 from xai_utils.errors import ArtefactError
-from xai_utils.stages import layout as runs
+from xai_utils.settings import layout as runs
+from xai_utils.stages import files
+from xai_utils.stages.artefacts import load_json, read_jsonl
 from xai_utils.stages.artefacts import load_torch
 from xai_utils.settings import ConfigError, RunConfig, load_profile
 from xai_utils.study.data import eval_indices, load_dataset
-from xai_utils.stages.layout import read_jsonl
+from xai_utils.stages.artefacts import read_jsonl
 from xai_utils.stages.model_io import load_model
 from xai_utils.stages.train import train_run
 from xai_utils.study.training import build_scheduler, pca_2d, train_probe
@@ -67,8 +69,8 @@ def test_smoke_runs_learn(smoke_runs):
 def test_smoke_run_files(smoke_runs, objective):
     out, _ = smoke_runs
     cfg, run_dir, summary = out[objective]
-    assert runs.load_json(run_dir / runs.CONFIG) == cfg.to_dict()
-    log = runs.read_jsonl(run_dir / runs.TRAIN_LOG)
+    assert load_json(run_dir / runs.CONFIG) == cfg.to_dict()
+    log = read_jsonl(run_dir / runs.TRAIN_LOG)
     epochs = [r for r in log if "stage" not in r and "event" not in r]
     assert [r["epoch"] for r in epochs] == list(range(1, cfg.epochs + 1))
     assert all(math.isfinite(r["loss"]) and r["lr"] > 0 and r["seconds"] > 0 for r in epochs)
@@ -182,7 +184,7 @@ def test_killed_run_resumes_exactly(tmp_path, objective):
     assert 1 <= done < cfg.epochs
 
     resumed = train_run(cfg, killed, progress=False)
-    log = runs.read_jsonl(killed / runs.TRAIN_LOG)
+    log = read_jsonl(killed / runs.TRAIN_LOG)
     assert {"event": "resumed", "from_epoch": done} in log
     assert resumed["resumed_from"] == done
     assert [r["epoch"] for r in log if "loss" in r and "stage" not in r] == list(range(1, cfg.epochs + 1))
@@ -200,7 +202,7 @@ def test_killed_run_resumes_exactly(tmp_path, objective):
 
 def test_checkpoint_with_other_settings_is_refused(tmp_path):
     cfg = _tiny_cfg("ce")
-    runs.save_torch(tmp_path / runs.CHECKPOINT, {"config": {**cfg.to_dict(), "epochs": 9}, "epoch": 1})
+    files.save_torch(tmp_path / runs.CHECKPOINT, {"config": {**cfg.to_dict(), "epochs": 9}, "epoch": 1})
     with pytest.raises(ConfigError, match=r"epochs: 9 -> 3.*Delete the folder"):
         train_run(cfg, tmp_path, progress=False)
 

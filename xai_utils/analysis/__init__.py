@@ -1,5 +1,5 @@
 """Layer 5 — analysis of saved results: statistics, the claim, tables and figures. Nothing here
-loads a model; everything reads the files of the stages (:mod:`xai_utils.stages.layout`).
+loads a model; everything reads the files of the stages (:mod:`xai_utils.settings.layout`), read through :mod:`xai_utils.stages.artefacts`.
 
 :mod:`.names` (labels, colours, order), :mod:`.stats` (aggregation, paired tests),
 :mod:`.tables`, :mod:`.claim` (does "SCL explains better than CE" hold), :mod:`.plotting`

@@ -69,7 +69,7 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
     (the mean score of the ``random`` control maps over the two objectives) and
     real_minus_random (the method's mean over the two objectives against it, signed so that
     > 0 means better than random; NaN without the control). ``results``:
-    :func:`stats.load_results` with ``all_protocols=True``. The control itself has no row."""
+    :func:`stats.study_results` with ``all_protocols=True``. The control itself has no row."""
     if results.empty:
         return pd.DataFrame()
     rows = []

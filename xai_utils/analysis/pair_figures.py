@@ -18,7 +18,8 @@ from ..errors import MissingInputError
 from ..ops.pairs.metrics import PAIR_METRICS
 from ..ops.pairs.sets import PAIR_KINDS
 from ..ops.pairs.similarity import SPACES
-from ..stages.pairs import PAIRS_DIR, load_pairs, pair_images, pairs_path
+from ..settings import layout as runs
+from ..stages.pairs import load_pairs, pair_images
 from . import stats
 from .names import (dataset_label, method_label, metric_direction, objective_color, objective_label, order_objectives,
                     ordered_methods, ordered_objectives)
@@ -34,7 +35,7 @@ MODES = {"": "", "conditional": ", one image at a time", "normalised": ", divide
 
 def pair_methods_of(run_dir: Path) -> list[str]:
     """Pair methods with stored maps in a run (registry order)."""
-    folder = Path(run_dir) / PAIRS_DIR
+    folder = Path(run_dir) / runs.PAIRS
     return ordered_methods(p.stem for p in folder.glob("*.npz") if not p.stem.startswith("curves_"))
 
 
@@ -59,12 +60,12 @@ def _similarity_rows(run_dirs: Sequence[Path]) -> pd.DataFrame:
         methods = pair_methods_of(rd)
         if not methods:
             continue
-        z = load_pairs(pairs_path(rd, methods[0]))
+        z = load_pairs(runs.pairs_path(rd, methods[0]))
         key = stats.run_key(rd)
         ok = (z["labels1"] == z["preds1"]) & (z["labels2"] == z["preds2"])
         for kind in dict.fromkeys(z["kind"].astype(str)):
             sel = ok & (z["kind"].astype(str) == kind)
-            rows.append({**key, "method": "", "metric": f"similarity[{kind}]",
+            rows.append({"dataset": key.dataset, "objective": key.objective, "seed": key.seed, "method": "", "metric": f"similarity[{kind}]",
                          "mean": float(np.mean(z["similarity"][sel])) if sel.any() else np.nan})
     return pd.DataFrame(rows)
 
@@ -125,8 +126,8 @@ def fig_pair_grid(run_dirs: Sequence[Path], per_kind: int = 1):
     dataset = sorted({d for d, _ in refs})[0]
     objectives = ordered_objectives(o for d, o in refs if d == dataset)
     methods = ordered_methods({m for (d, _), rd in refs.items() if d == dataset for m in pair_methods_of(rd)})
-    loaded = {(o, m): load_pairs(pairs_path(refs[(dataset, o)], m)) for o in objectives
-              for m in methods if pairs_path(refs[(dataset, o)], m).is_file()}
+    loaded = {(o, m): load_pairs(runs.pairs_path(refs[(dataset, o)], m)) for o in objectives
+              for m in methods if runs.pairs_path(refs[(dataset, o)], m).is_file()}
     z0 = next(iter(loaded.values()))
     ok = np.ones(len(z0["index1"]), dtype=bool)
     for z in loaded.values():
@@ -161,7 +162,7 @@ def fig_pair_grid(run_dirs: Sequence[Path], per_kind: int = 1):
             cells.append(row)
     titles = ["image 1", "image 2"] + [f"{objective_label(o)}\nmap {k}" for o in objectives for k in (1, 2)]
     colors = ["black", "black"] + [objective_color(o) for o in objectives for _ in (1, 2)]
-    seeds = sorted({stats.run_key(refs[(dataset, o)])["seed"] for o in objectives})
+    seeds = sorted({stats.run_key(refs[(dataset, o)]).seed for o in objectives})
     space = str(z0["options"].get("space", "cosine"))
     return image_grid(cells, labels, titles, colors, title=(
         f"Pair explanations ({dataset_label(dataset)}, seed {', '.join(map(str, seeds))} of each objective): "

@@ -39,7 +39,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import pandas as pd
 
 from ..errors import MissingInputError
-from ..stages import layout as runs
+from ..settings import layout as runs
+from ..stages import files
 from ..stages.fingerprint import fingerprint_id, read_fingerprints
 from . import stats
 from .claim import plot_claim, table_claim_robustness
@@ -177,8 +178,8 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
     covered = [_run_id(rd) for rd in run_dirs if (rd / runs.RESULTS).is_file()]
     cover = coverage(list(runs_expected or []), covered or [_run_id(rd) for rd in with_results])
     out.mkdir(parents=True, exist_ok=True)
-    everything = stats.load_results(results_root, profile, run_dirs=run_dirs)
-    results_all = stats.load_results(results_root, profile, run_dirs=run_dirs, all_protocols=True)
+    everything = stats.study_results(results_root, profile, run_dirs=run_dirs)
+    results_all = stats.study_results(results_root, profile, run_dirs=run_dirs, all_protocols=True)
     inputs = StudyInputs(run_dirs, everything[~is_pair_row(everything)], everything[is_pair_row(everything)],
                          results_all[~is_pair_row(results_all)],
                          stats.load_summaries(results_root, profile, run_dirs=run_dirs), profile=profile,
@@ -201,9 +202,9 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
 
     text = f"# Report notes ({profile})\n\nRuns covered: {cover}.\n"
     text += "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "\nNothing was skipped.\n")
-    written.append(runs.save_text(out / "report_notes.md", text))
+    written.append(files.save_text(out / "report_notes.md", text))
     machines, made_on = run_fingerprints([rd for rd in run_dirs if _run_id(rd) in set(covered)])
-    written.append(runs.save_json(out / "coverage.json", {
+    written.append(files.save_json(out / "coverage.json", {
         "profile": profile, "expected": list(runs_expected or []), "covered": covered,
         "missing": [r for r in (runs_expected or []) if r not in set(covered)],
         "fingerprints": machines, "made_on": made_on}))
@@ -248,8 +249,7 @@ def _make(part: Part, inputs: StudyInputs, profile: str, notes: list[str]) -> An
 
 
 def _run_id(run_dir: Path) -> str:
-    k = stats.run_key(run_dir)
-    return f"{k['dataset']}/{k['objective']}/seed{k['seed']}"
+    return stats.run_key(run_dir).id
 
 
 def table_markdown(output_dir: PathLike, name: str) -> str:

@@ -9,7 +9,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..stages.fingerprint import describe
-from ..stages.layout import save_text
+from ..stages.files import save_text
 from .reproduction import (ALPHA, FRAGILE_CI, FRAGILE_P, LEVEL, OUTSIDE, REPORT, Comparison, Folder, as_float,
                            fmt_value)
 

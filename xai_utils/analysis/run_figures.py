@@ -7,7 +7,6 @@ displays itself (``display(fig)`` or as the last expression of a cell).
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,9 +16,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..stages import layout as runs
-from ..stages.artefacts import load_npz
-from ..stages.layout import load_run_config
+from ..settings import layout as runs
+from ..stages.artefacts import load_json, load_npz, load_run_config, read_jsonl
+from ..stages.attribute import load_attributions
 from ..study.data import SHAPE_CLASSES, load_dataset
 from .names import (dataset_label, method_label, metric_label, objective_color, objective_label, ordered_methods,
                     ordered_metrics)
@@ -30,10 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    """A JSON file of a run, checked (:func:`~xai_utils.stages.artefacts.load_json`); {} without one."""
+    return load_json(path) if path.is_file() else {}
 
 
 def class_names_for_run(run_dir: PathLike, num_classes: Optional[int] = None, load_data: bool = False) -> list[str]:
@@ -80,7 +77,7 @@ def eval_images(run_dir: PathLike, indices: np.ndarray) -> Optional[np.ndarray]:
 def read_train_log(run_dir: PathLike) -> tuple[pd.DataFrame, list[dict]]:
     """Split ``train_log.jsonl`` into epoch rows (a DataFrame, last entry per epoch wins, so
     a resumed run has no duplicates) and the other records (``event`` / ``stage`` lines)."""
-    records = runs.read_jsonl(Path(run_dir) / runs.TRAIN_LOG)
+    records = read_jsonl(Path(run_dir) / runs.TRAIN_LOG)
     epochs, other = [], []
     for r in records:
         if "event" in r or "stage" in r or "epoch" not in r or "loss" not in r:
@@ -110,11 +107,10 @@ def load_attribution_npz(path: PathLike) -> dict[str, np.ndarray]:
 
 def attribution_options(path: PathLike) -> dict:
     """The ``options`` record of an ``attributions/<method>.npz`` file (method options, target kind, ...)."""
-    z = load_npz(path)
-    return json.loads(str(z["options"])) if "options" in z else {}
+    return load_attributions(path)["options"]
 
 
-def available_methods(run_dir: PathLike, folder: str = "attributions") -> list[str]:
+def available_methods(run_dir: PathLike, folder: str = runs.ATTRIBUTIONS) -> list[str]:
     return ordered_methods(p.stem for p in (Path(run_dir) / folder).glob("*.npz"))
 
 

@@ -54,7 +54,6 @@ objective registry (:mod:`xai_utils.analysis.names`).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -64,16 +63,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ..stages import layout as runs
-from ..stages.artefacts import load_json, read_csv
+from ..settings import layout as runs
+from ..stages.artefacts import load_json, load_results, load_run_config
 from .names import metric_direction, metric_order, objective_label, order_objectives
 from .seed_level import comparison_seed, model_level, model_verdict
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
-RESULT_COLUMNS = ("run_id", "dataset", "objective", "seed", "sample_index", "pair", "true", "pred", "correct",
-                  "method", "metric", "value")
 # what identifies an explained item across models: an image, or a pair of images (pair analysis)
 ITEM = ["sample_index", "pair"]
 ALPHA = 0.05
@@ -82,48 +79,35 @@ GROUP = ["dataset", "method", "metric"]
 
 # ----------------------------------------------------------------------------- loading
 
-def study_dir(results_root: PathLike, profile: str) -> Path:
-    return Path(results_root) / profile
-
-
 def find_run_dirs(results_root: PathLike, profile: str) -> list[Path]:
-    """Run folders ``<root>/<profile>/<dataset>/<objective>/seed<k>`` (that have config or results)."""
-    base = study_dir(results_root, profile)
-    out = [p for p in sorted(base.glob("*/*/seed*")) if p.is_dir()
-           and any((p / f).is_file() for f in (runs.CONFIG, runs.RESULTS, runs.TRAIN_SUMMARY))]
-    return out
+    """The run folders of a study (:func:`~xai_utils.settings.layout.run_folders`) that have a
+    config, results or a training summary."""
+    return [p for p in runs.run_folders(runs.study_dir(results_root, profile))
+            if any((p / f).is_file() for f in (runs.CONFIG, runs.RESULTS, runs.TRAIN_SUMMARY))]
 
 
-def run_key(run_dir: Path) -> dict:
-    """dataset / objective / seed of a run folder, from config.json when present, else its path."""
-    try:
-        cfg = json.loads((run_dir / runs.CONFIG).read_text())
-        return {"dataset": cfg["dataset"], "objective": cfg["objective"], "seed": int(cfg["seed"])}
-    except (OSError, ValueError, KeyError):
-        return {"dataset": run_dir.parent.parent.name, "objective": run_dir.parent.name,
-                "seed": int(run_dir.name.removeprefix("seed"))}
+def run_key(run_dir: Path) -> runs.RunKey:
+    """The key of a run folder, from its config.json when present, else from its path."""
+    if not (run_dir / runs.CONFIG).is_file():
+        return runs.RunKey.of_folder(run_dir)
+    return load_run_config(run_dir).key
 
 
 def empty_results() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-        RESULT_COLUMNS, ("str", "str", "str", "int64", "int64", "str", "int64", "int64", "bool", "str", "str",
-                         "float64"))})
+        runs.RESULT_COLUMNS, ("str", "str", "str", "int64", "int64", "str", "int64", "int64", "bool", "str", "str",
+                              "float64"))})
 
 
 def evaluation_dirs(run_dirs: Sequence[Path]) -> list[Path]:
     """Every evaluation folder of the runs: the run folders, then their ``protocols/<name>/``."""
-    out = list(run_dirs)
-    for rd in run_dirs:
-        out += sorted(p for p in (Path(rd) / "protocols").glob("*") if p.is_dir())
-    return out
+    return [*run_dirs, *(p for rd in run_dirs for p in runs.protocol_dirs(rd))]
 
 
 def _setting(folder: Path, key: str, default: str) -> str:
-    """A setting of a run or evaluation folder (its config.json; ``default`` if absent)."""
-    try:
-        return str(json.loads((Path(folder) / runs.CONFIG).read_text()).get(key, default))
-    except (OSError, ValueError):
-        return default
+    """A setting of a run or evaluation folder (its config.json; ``default`` without one)."""
+    path = Path(folder) / runs.CONFIG
+    return str(load_json(path).get(key, default)) if path.is_file() else default
 
 
 def protocol_of(folder: Path) -> str:
@@ -138,37 +122,29 @@ def kept_images(df: pd.DataFrame, folder: PathLike) -> pd.DataFrame:
     return df.assign(correct=True) if _setting(Path(folder), "kept_images", "correct") == "all" else df
 
 
-def load_results(results_root: PathLike = "results", profile: str = "smoke",
-                 run_dirs: Optional[Sequence[Path]] = None, all_protocols: bool = False) -> pd.DataFrame:
-    """Concatenate the ``results.csv`` of every run of a profile (or of ``run_dirs``; long
-    format, one row per run x sample x method x metric, plus the column ``protocol``). With
-    ``all_protocols`` also every further protocol's evaluation (``<run>/protocols/<name>/``).
-    Runs without results are logged and skipped. The column ``correct`` says which rows the
-    statistics keep: the correctly classified images, or every image of a run whose setting
-    ``kept_images`` is ``all`` (a rehearsal's near-chance models)."""
+def study_results(results_root: PathLike = "results", profile: str = "smoke",
+                  run_dirs: Optional[Sequence[Path]] = None, all_protocols: bool = False) -> pd.DataFrame:
+    """The ``results.csv`` of every run of a study (or of ``run_dirs``), read by
+    :func:`~xai_utils.stages.artefacts.load_results` and concatenated (long format, one row per
+    run x sample x method x metric, plus the column ``protocol``). With ``all_protocols`` also
+    every further protocol's evaluation (``<run>/protocols/<name>/``). Runs without results are
+    logged and skipped. The column ``correct`` says which rows the statistics keep: the
+    correctly classified images, or every image of a run whose setting ``kept_images`` is
+    ``all`` (a rehearsal's near-chance models)."""
     frames = []
     folders = find_run_dirs(results_root, profile) if run_dirs is None else list(run_dirs)
     for rd in (evaluation_dirs(folders) if all_protocols else folders):
-        p = rd / runs.RESULTS
-        if not p.is_file():
+        if not (rd / runs.RESULTS).is_file():
             log.info("no %s in %s (evaluation not run yet): skipped", runs.RESULTS, rd)
             continue
-        df = read_csv(p, dtype={"pair": str})
-        if "pair" not in df:                   # written before the pair analysis existed
-            df["pair"] = ""
-        df["pair"] = df["pair"].fillna("")
-        missing = set(RESULT_COLUMNS) - set(df.columns)
-        if missing:
-            raise ValueError(f"{p} lacks columns {sorted(missing)}; expected exactly {', '.join(RESULT_COLUMNS)}")
-        frames.append(kept_images(df[list(RESULT_COLUMNS)].assign(protocol=protocol_of(rd)), rd))
+        df = load_results(rd)[list(runs.RESULT_COLUMNS)].assign(protocol=protocol_of(rd))
+        frames.append(kept_images(df, rd))
     if not frames:
-        log.warning("no results.csv under %s", study_dir(results_root, profile))
+        log.warning("no results.csv under %s", runs.study_dir(results_root, profile))
         return empty_results().assign(protocol=pd.Series(dtype="str"))
     out = pd.concat(frames, ignore_index=True)
-    out["correct"] = out["correct"].astype(str).str.lower().isin(("true", "1", "1.0"))
     out["seed"] = out["seed"].astype(int)
     out["sample_index"] = out["sample_index"].astype(int)
-    out["value"] = pd.to_numeric(out["value"], errors="coerce")
     return out
 
 
@@ -191,8 +167,8 @@ def load_summaries(results_root: PathLike = "results", profile: str = "smoke",
             continue
         s = load_json(p)
         key = run_key(rd)
-        cal = load_json(rd / "calibration.json") if (rd / "calibration.json").is_file() else {}
-        rows.append({"run_id": f"{key['dataset']}/{key['objective']}/seed{key['seed']}", **key,
+        cal = load_json(rd / runs.CALIBRATION) if (rd / runs.CALIBRATION).is_file() else {}
+        rows.append({"run_id": key.id, "dataset": key.dataset, "objective": key.objective, "seed": key.seed,
                      "test_accuracy": float(s["test_accuracy"]) if s.get("test_accuracy") is not None else np.nan,
                      "wall_time_s": float(s.get("wall_time_s", np.nan) or np.nan), "run_dir": str(rd),
                      **{k: float(cal.get(k, np.nan)) for k in CALIBRATION_COLUMNS},
@@ -432,7 +408,7 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
     """Paired t-tests and effect sizes (d_z, d_pooled) between objectives, per dataset x method x metric.
 
     Args:
-        df: long results (:func:`load_results`).
+        df: long results (:func:`study_results`).
         pairs: (a, b) objective pairs; default every pair, in registry order.
         reference: compare every other objective with this one only (instead of ``pairs``).
         seeds: how seeds are used, one of :data:`SEED_HANDLING` (see module docstring).

@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 
 from ..errors import MissingInputError
 from ..ops.metrics import METRICS
-from ..stages import layout as runs
+from ..settings import layout as runs
 from ..stages.artefacts import load_npz
 from . import stats
 from .run_figures import (attribution_options, available_methods, class_names_for_run, load_attribution_npz,
@@ -38,9 +38,9 @@ def reference_runs(run_dirs: Sequence[Path], need: Callable[[Path], bool]) -> di
         k = stats.run_key(rd)
         if not need(rd):
             continue
-        key = (k["dataset"], k["objective"])
-        if key not in best or k["seed"] < best[key][0]:
-            best[key] = (k["seed"], rd)
+        key = (k.dataset, k.objective)
+        if key not in best or k.seed < best[key][0]:
+            best[key] = (k.seed, rd)
     return {k: v[1] for k, v in best.items()}
 
 
@@ -108,7 +108,7 @@ def fig_saliency_grid(run_dirs: Sequence[Path], n_images: Optional[int] = None):
                 col_maps[c].append(np.squeeze(z["maps"][pos[0]]) if pos.size else None)
     if not labels:
         raise MissingInputError("the reference models' attribution files share no image")
-    seeds = sorted({stats.run_key(rd)["seed"] for rd in refs.values()})
+    seeds = sorted({stats.run_key(rd).seed for rd in refs.values()})
     note = ("images correctly classified by every model, so the predicted and the true class agree" if not any_wrong
             else "too few images right for every model; 'wrong:' names the models that misclassify it")
     return saliency_grid(images, labels, [(o, m, col_maps[(o, m)]) for o, m in columns],
@@ -143,8 +143,8 @@ def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
     per: dict[tuple[str, str, str], list[np.ndarray]] = {}
     for rd in run_dirs:
         k = stats.run_key(rd)
-        rid = f"{k['dataset']}/{k['objective']}/seed{k['seed']}"
-        for m in available_methods(rd, "curves"):
+        rid = k.id
+        for m in available_methods(rd, runs.CURVES):
             z = load_npz(runs.curves_path(rd, m))
             curves, idx = z["curves"].astype(float), z["indices"].astype(int)
             p0 = z["unperturbed"].astype(float) if "unperturbed" in z else np.full(len(idx), np.nan)
@@ -157,7 +157,7 @@ def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)          # an all-NaN column (no p0 stored)
-                per.setdefault((k["dataset"], m, k["objective"]), []).append(np.nanmean(curves, axis=0))
+                per.setdefault((k.dataset, m, k.objective), []).append(np.nanmean(curves, axis=0))
     if not per:
         raise MissingInputError("no curves/<method>.npz in any run")
     stacked = {}
@@ -176,7 +176,7 @@ def fig_embeddings(run_dirs: Sequence[Path]):
         coords, labels = load_embedding(rd)
         items[key] = (coords, labels, class_names_for_run(rd, int(labels.max()) + 1 if len(labels) else 0,
                                                                    load_data=True))
-    seeds = sorted({stats.run_key(rd)["seed"] for rd in refs.values()})
+    seeds = sorted({stats.run_key(rd).seed for rd in refs.values()})
     return embedding_grid(items, which=f"seed {', '.join(map(str, seeds))} of each objective")
 
 

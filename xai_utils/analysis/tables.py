@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import MissingInputError
-from ..stages import layout as runs
+from ..settings import layout as runs
+from ..stages import files
 from . import stats
 from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_order, objective_label,
                     order_objectives, ordered_methods)
@@ -150,9 +151,9 @@ def to_latex(table: Table) -> str:
 def write_table(table: Table, output_dir: PathLike) -> list[Path]:
     """``<name>.csv`` (numbers), ``<name>.md`` and ``<name>.tex``."""
     out = Path(output_dir)
-    paths = [runs.save_text(out / f"{table.name}.csv", table.data.to_csv(index=False)),
-             runs.save_text(out / f"{table.name}.md", to_markdown(table)),
-             runs.save_text(out / f"{table.name}.tex", to_latex(table))]
+    paths = [files.save_text(out / f"{table.name}.csv", table.data.to_csv(index=False)),
+             files.save_text(out / f"{table.name}.md", to_markdown(table)),
+             files.save_text(out / f"{table.name}.tex", to_latex(table))]
     return paths
 
 

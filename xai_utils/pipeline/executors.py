@@ -43,7 +43,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ..stages.layout import load_json, save_json
+from ..stages.artefacts import load_json
+from ..stages.files import save_json
 from .jobs import Job, Plan, failed_notebook, run_group, run_groups
 from .notebooks import in_repo_root
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import time
 import traceback
@@ -32,15 +31,16 @@ from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
-from ..errors import ArtefactError, ConfigError, DatasetNotFoundError
+from ..errors import ArtefactError, ConfigError, Explained
 from ..settings.hashing import STAGE_KEYS, stage_hash
 from ..settings.profiles import CONFIG_DIR, Profile
 from ..settings.run_config import RunConfig, merge_settings
 from ..settings.validation import check_runs
 from ..stages.attribute import attribute_run
 from ..stages.evaluate import evaluate_run
-from ..stages.layout import (CONFIG, RESULTS, TRAIN_SUMMARY, load_json, remove_partial_writes, save_json,
-                             stage_marker, trained_run_dir)
+from ..settings.layout import CONFIG, RESULTS, TRAIN_SUMMARY, SEED_PREFIX, notebook_path, stage_marker, trained_run_dir
+from ..stages.artefacts import load_json
+from ..stages.files import remove_partial_writes, save_json
 from ..stages.train import train_run
 from .locks import holding
 from .notebooks import NOTEBOOK_DIR, NOTEBOOKS, RunKernel, notebook_parameters, param_type, type_ok
@@ -74,7 +74,7 @@ class Job:
         """The marker holds this job's hash (an unreadable marker: not finished, the stage re-runs)."""
         try:
             return self.marker.is_file() and load_json(self.marker).get("hash") == self.digest
-        except ValueError:
+        except ArtefactError:
             return False
 
 
@@ -111,7 +111,7 @@ def _matches(run: RunConfig, only: Optional[str]) -> bool:
     parts = only.strip("/").split("/")
     values = (run.dataset, run.objective, str(run.seed))
     for pat, val in zip(parts, values):
-        if pat not in ("*", val, f"seed{val}"):
+        if pat not in ("*", val, f"{SEED_PREFIX}{val}"):
             return False
     return True
 
@@ -127,7 +127,7 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
         run_dir = profile.run_dir(run).resolve()
         if "train" in stages:
             out.jobs.append(Job(stage="train", params=_run_params(profile, run, run_dir, "train"),
-                                output=run_dir / "notebooks" / NOTEBOOKS["train"],
+                                output=notebook_path(run_dir, NOTEBOOKS["train"]),
                                 marker=stage_marker(run_dir, "train"), digest=stage_hash(run, "train"),
                                 run_id=run.run_id, run=run, group=run.run_id, lock_dir=run_dir))
         for cfg, eval_dir in profile.evaluations(run):      # each protocol, on the same trained model
@@ -136,7 +136,7 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
             for stage in ("attribute", "evaluate"):
                 if stage in stages:
                     out.jobs.append(Job(stage=stage, params=_run_params(profile, cfg, eval_dir, stage),
-                                        output=eval_dir / "notebooks" / NOTEBOOKS[stage],
+                                        output=notebook_path(eval_dir, NOTEBOOKS[stage]),
                                         marker=stage_marker(eval_dir, stage), digest=stage_hash(cfg, stage),
                                         run_id=label, run=cfg, group=run.run_id, lock_dir=run_dir))
     if "figures" in stages:
@@ -147,8 +147,8 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
                                     "output_dir": str(profile.figures_dir().resolve()),
                                     "runs": [r.run_id for r in profile.runs()], "missing": [],
                                     "reference": profile.reference or ""},
-                            output=study / "notebooks" / NOTEBOOKS["figures"],
-                            marker=study / "stages" / "figures.json", digest=digest, lock_dir=study))
+                            output=notebook_path(study, NOTEBOOKS["figures"]),
+                            marker=stage_marker(study, "figures"), digest=digest, lock_dir=study))
     return out
 
 
@@ -359,18 +359,14 @@ def _run_locked(group: list[Job], profile: Optional[Profile], force: bool, kerne
                 log(f"done {job.label} in {job.seconds:.0f} s")
                 _report_repairs(job, log)
             except Exception as e:  # papermill raises PapermillExecutionError with the cell's error
-                job.status, job.error, failed = "failed", _with_command(_one_line(e), job, profile), True
-                explained = isinstance(e, EXPLAINED) or getattr(e, "ename", "") in {c.__name__ for c in EXPLAINED}
+                job.status, job.error, failed = "failed", _one_line(_with_command(e, profile)), True
+                explained = isinstance(e, Explained)
                 where = ("" if explained and inline else
                          "\n" + "".join(traceback.format_exception(e)).rstrip() if inline
                          else f"\n  notebook: {failed_notebook(job)}")
                 log(f"FAILED {job.label}: {job.error}{where}")
         if on_job is not None:
             on_job(job)
-
-
-# Errors that say in one line what is wrong and what to do: no traceback is printed for them.
-EXPLAINED = (ArtefactError, ConfigError, DatasetNotFoundError)
 
 
 def _report_repairs(job: Job, log: Callable[[str], None]) -> None:
@@ -380,24 +376,22 @@ def _report_repairs(job: Job, log: Callable[[str], None]) -> None:
         return
     try:
         lines = load_json(Path(job.params["run_dir"]) / TRAIN_SUMMARY).get("recovered") or []
-    except (OSError, ValueError):
+    except (FileNotFoundError, ArtefactError):
         return
     for line in lines:
         log(f"{job.label}: {line}")
     job.note = "\n".join(f"{job.label}: {line}" for line in lines)
 
 
-def _with_command(error: str, job: Job, profile: Optional[Profile]) -> str:
-    """An ArtefactError's ``remake it: --stage S --force`` completed into the whole command:
-    the profile and the run that owns the damaged file."""
-    found = re.search(r"^ArtefactError: (.+?) is truncated or unreadable .*remake it: --stage (\w+) --force$", error)
-    if profile is None or not found:
+def _with_command(error: Exception, profile: Optional[Profile]) -> Exception:
+    """An :class:`ArtefactError` saying the whole command that remakes its file: the study's
+    profile, the stage, and the run that owns the file; any other error as it is."""
+    if profile is None or not isinstance(error, ArtefactError):
         return error
-    path, stage = Path(found.group(1)).resolve(), found.group(2)
+    path = Path(error.path).resolve()
     owner = next((r for r in profile.runs() if profile.run_dir(r).resolve() in (path, *path.parents)), None)
-    command = (f"{profile_command(profile)} --stage {stage} --force"
-               + (f" --only {owner.dataset}/{owner.objective}/{owner.seed}" if owner else ""))
-    return error[:found.start(2) - len("remake it: --stage ")] + f"remake it: {command}"
+    return error.remade_by(f"{profile_command(profile)} --stage {error.stage} --force"
+                           + (f" --only {owner.dataset}/{owner.objective}/{owner.seed}" if owner else ""))
 
 
 def profile_command(profile: Profile) -> str:
@@ -431,8 +425,11 @@ def _prepare_figures(profile: Profile, job: Job) -> bool:
 
 
 def _one_line(e: Exception) -> str:
+    """``<class>: <first line>``; an explained error whole (its command is at its end), any
+    other cut at 600 characters."""
     ename, evalue = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
-    return f"{ename}: {evalue}".splitlines()[0][:600]
+    line = f"{ename}: {evalue}".splitlines()[0]
+    return line if isinstance(e, Explained) else line[:600]
 
 
 def summary(jobs: Sequence[Job]) -> str:

@@ -27,7 +27,10 @@ from typing import Callable, Iterator, Optional
 
 from filelock import SoftFileLease, Timeout
 
-from ..stages.layout import load_json, save_json
+from ..errors import ArtefactError
+from ..settings.layout import STAGES
+from ..stages.artefacts import load_json
+from ..stages.files import save_json
 
 LEASE_SECONDS = 60.0          # a holder silent this long (another host) is considered dead
 POLL_SECONDS = 1.0            # how often a waiting invocation looks again
@@ -50,7 +53,7 @@ class RunLock:
     """The lock of one run folder (``name="run"``) or of a study's figures (``name="figures"``)."""
 
     def __init__(self, folder: Path, name: str = "run", lease_seconds: float = LEASE_SECONDS):
-        stages = Path(folder) / "stages"
+        stages = Path(folder) / STAGES
         self.path = stages / f"{name}.lock"
         self.holder_path = stages / f"{name}.lock.json"
         self._lease = SoftFileLease(str(self.path), lease_duration=lease_seconds, poll_interval=POLL_SECONDS)
@@ -59,7 +62,7 @@ class RunLock:
         """The current holder as it described itself, or None (free, or not written yet)."""
         try:
             return Holder(**load_json(self.holder_path))
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, ArtefactError):
             return None
 
     def acquire(self, wait: bool = True, on_wait: Optional[Callable[[str], None]] = None) -> bool:

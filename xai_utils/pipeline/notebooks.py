@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Optional
 
 from jupyter_core.utils import run_sync
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Explained, error_from_record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -101,6 +102,10 @@ def kernel_manager_class(env: Optional[dict[str, str]] = None):
 
 # What clears a kernel between two notebooks of a run: the namespace (modules stay imported).
 RESET_NAMESPACE = "get_ipython().run_line_magic('reset', '-f'); __import__('gc').collect()"
+# What a kernel prints after a cell failed: the record of its error (xai_utils.errors.error_record,
+# JSON; null for an error that is not one of the explained kinds).
+FAILURE_RECORD = ("print(__import__('json').dumps(__import__('xai_utils.errors', fromlist=['error_record'])"
+                  ".error_record(getattr(__import__('sys'), 'last_value', None))))")
 
 
 class RunKernel:
@@ -130,7 +135,10 @@ class RunKernel:
         self.close()
 
     def execute(self, notebook: Path, output: Path, parameters: dict[str, Any]) -> None:
-        """Execute ``notebook`` with ``parameters`` into ``output`` (Papermill) in this kernel."""
+        """Execute ``notebook`` with ``parameters`` into ``output`` (Papermill) in this kernel.
+        A cell that fails with an explained error (a bad setting, missing data, a damaged file:
+        :data:`xai_utils.errors.EXPLAINED`) raises that error here, with its fields, from
+        Papermill's; any other failure raises Papermill's error."""
         import papermill as pm   # reason: Jupyter's stack loads only when a notebook runs
         if self.km is None:
             self.km = kernel_manager_class(self.env)(kernel_name=KERNEL)
@@ -139,22 +147,48 @@ class RunKernel:
         try:
             pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
                                 cwd=str(REPO_ROOT), progress_bar=False, log_output=False, km=self.km)
+        except pm.PapermillExecutionError as e:
+            explained = self._explained_failure()
+            if explained is not None:
+                raise explained from e
+            raise
+        finally:
+            self._close_clients()
+
+    def _run_code(self, code: str) -> tuple[dict, str]:
+        """Execute ``code`` in the kernel: its reply and what it printed."""
+        printed: list[str] = []
+
+        def keep(msg: dict) -> None:
+            if msg["msg_type"] == "stream" and msg["content"].get("name") == "stdout":
+                printed.append(msg["content"]["text"])
+
+        async def run() -> dict:
+            kc = self.km.client()
+            kc.start_channels()
+            await kc.wait_for_ready(timeout=60)
+            return await kc.execute_interactive(code, store_history=False, timeout=60, output_hook=keep)
+        try:
+            return run_sync(run)(), "".join(printed)
         finally:
             self._close_clients()
 
     def _reset(self) -> None:
-        async def reset() -> dict:
-            kc = self.km.client()
-            kc.start_channels()
-            await kc.wait_for_ready(timeout=60)
-            return await kc.execute_interactive(RESET_NAMESPACE, store_history=False, timeout=60,
-                                                output_hook=lambda msg: None)
-        try:
-            reply = run_sync(reset)()
-        finally:
-            self._close_clients()
+        reply, _ = self._run_code(RESET_NAMESPACE)
         if reply["content"]["status"] != "ok":
             raise RuntimeError(f"could not clear the run's kernel between notebooks: {reply['content']}")
+
+    def _explained_failure(self) -> Optional[Explained]:
+        """The error the last failed cell raised, rebuilt from its record, if it is an explained
+        one; None for any other (or when the kernel no longer answers: it died with the cell)."""
+        try:
+            reply, printed = self._run_code(FAILURE_RECORD)
+        except Exception:  # noqa: BLE001 - a dead or stuck kernel: Papermill's error stands
+            return None
+        if reply["content"]["status"] != "ok" or not printed.strip():
+            return None
+        record = json.loads(printed.strip().splitlines()[-1])
+        return error_from_record(record) if record else None
 
     def _close_clients(self) -> None:
         for kc in self.km.clients:

@@ -32,6 +32,7 @@ import yaml
 from ..errors import ConfigError
 from ..study.data import DATASETS
 from ..study.objectives import OBJECTIVES, paper_objectives
+from .layout import protocol_dir, study_dir
 from .rehearsal import SEEDS, SUFFIX, data_roots, shrink
 from .run_config import PROTOCOLS, RUN_KEYS, RunConfig, merge_settings, validate_run_keys
 from .validation import check_runs
@@ -90,7 +91,7 @@ class Profile:
                     yield self.run_config(dataset, objective, seed)
 
     def run_dir(self, run: RunConfig) -> Path:
-        return Path(self.results_root) / self.name / run.dataset / run.objective / f"seed{run.seed}"
+        return run.key.folder(study_dir(self.results_root, self.name))
 
     def evaluations(self, run: RunConfig) -> list[tuple[RunConfig, Path]]:
         """(settings, folder) of every evaluation of a trained run: its own protocol in the
@@ -98,7 +99,7 @@ class Profile:
         out = [(run, self.run_dir(run))]
         for p in (self.protocols or [])[1:]:
             out.append((self.run_config(run.dataset, run.objective, run.seed, p),
-                        self.run_dir(run) / "protocols" / p))
+                        protocol_dir(self.run_dir(run), p)))
         return out
 
     def figures_dir(self) -> Path:

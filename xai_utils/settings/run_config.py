@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Union, get_args, get_origin
 
 from ..errors import ConfigError
+from .layout import RunKey
 
 
 def _official_protocol(cfg: "RunConfig") -> dict[str, Any]:
@@ -164,8 +165,12 @@ class RunConfig:
                 setattr(self, key, value)
 
     @property
+    def key(self) -> RunKey:
+        return RunKey(self.dataset, self.objective, self.seed)
+
+    @property
     def run_id(self) -> str:
-        return f"{self.dataset}/{self.objective}/seed{self.seed}"
+        return self.key.id
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -22,10 +22,11 @@ from ..ops.attribution import (TARGET_KINDS, attribute, check_method_options, ch
                                resolve_options)
 from ..ops.devices import ieee_float32, resolve_device
 from ..study.data import eval_indices, load_dataset, resolve_split
-from . import layout as runs
+from ..settings import layout as runs
+from . import files
 from .artefacts import load_npz
 from .fingerprint import record_fingerprint
-from .layout import load_run_config
+from .artefacts import load_run_config
 from .model_io import load_model
 from .pairs import attribute_pairs
 
@@ -52,7 +53,7 @@ def save_attributions(path: Union[str, Path], maps: Any, targets: Any, preds: An
     if bad:
         raise ValueError(f"{len(maps)} maps but lengths {bad}: every array needs one entry per map")
     text = options if isinstance(options, str) else json.dumps(options, sort_keys=True, default=str)
-    return runs.save_npz(path, maps=maps, options=np.array(text), **ints)
+    return files.save_npz(path, maps=maps, options=np.array(text), **ints)
 
 
 def load_attributions(path: Union[str, Path]) -> dict[str, Any]:
@@ -152,7 +153,7 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
 def summarize_attributions(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = None):
     """One row per stored method: samples, map size, target kind, number of constant maps
     (degenerate explanations, e.g. an all-zero Grad-CAM) and the range and mean of the values."""
-    folder = Path(run_dir) / "attributions"
+    folder = Path(run_dir) / runs.ATTRIBUTIONS
     methods = list(methods) if methods else sorted(p.stem for p in folder.glob("*.npz"))
     rows = []
     for m in methods:

@@ -31,12 +31,12 @@ from ..ops.calibration import crossfit_folds, crossfit_temperatures, expected_ca
 from ..ops.devices import ieee_float32, resolve_device
 from ..settings.run_config import resolve_calibration
 from ..study.data import eval_indices, load_dataset, resolve_split, train_permutation
-from . import layout as runs
-from .layout import load_run_config
+from ..settings import layout as runs
+from . import files
+from .artefacts import load_run_config
 from .artefacts import load_json, load_npz
 from .model_io import load_model
 
-CALIBRATION = "calibration.json"
 
 
 def calibration_indices(cfg: Any, n_train: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def calibrate_run(run_dir: Union[str, Path], device: str = "auto", batch_size: i
     the mean of the two. :func:`image_temperatures` reads the temperature of each image."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    path = run_dir / CALIBRATION
+    path = run_dir / runs.CALIBRATION
     model_file = runs.trained_model_path(run_dir)
     method = resolve_calibration(cfg)
     key = {"model_mtime_ns": model_file.stat().st_mtime_ns, "calibration_samples": cfg.calibration_samples,
@@ -79,7 +79,7 @@ def calibrate_run(run_dir: Union[str, Path], device: str = "auto", batch_size: i
     model, _ = load_model(run_dir, dev, explain_features=cfg.explain_features)
     out = (_crossfit if method == "crossfit" else _heldout)(run_dir, cfg, model, dev, batch_size)
     out = {**key, "method": method, "run_id": cfg.run_id, **out}
-    runs.save_json(path, out)
+    files.save_json(path, out)
     return out
 
 

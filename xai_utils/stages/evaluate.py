@@ -9,7 +9,7 @@ for every stored sample, correctly classified or not (``correct`` is a column; t
 statistics keep the correct ones). Writes, atomically:
 
 * ``results.csv`` — long format, one row per (sample, method, metric), columns
-  :data:`COLUMNS`; undefined values (see :mod:`xai_utils.ops.metrics`) are written ``nan``;
+  :data:`~xai_utils.settings.layout.RESULT_COLUMNS`; undefined values (see :mod:`xai_utils.ops.metrics`) are written ``nan``;
   ``pair`` is empty for single images and ``"<index1>-<index2>"`` for the rows of the pair
   analysis (runs with ``pair_metrics``: :mod:`xai_utils.stages.pairs`);
 * ``curves/<method>.npz`` — pixel-flipping curves (float32 [N, S], key ``curves``) and the
@@ -44,19 +44,17 @@ from ..ops.devices import ieee_float32, resolve_device
 from ..ops.metrics import METRICS, SETTINGS, MetricInputs, MetricResult, check_metrics, resolve_method, resolve_tie_break
 from ..settings.run_config import RunConfig
 from ..study.data import load_dataset
-from . import layout as runs
-from .artefacts import load_npz, read_csv
+from ..settings import layout as runs
+from . import files
+from .artefacts import load_npz, load_run_config
 from .fingerprint import record_fingerprint
 from .attribute import load_attributions
 from .calibrate import calibrate_run, image_temperatures
-from .layout import load_run_config
 from .model_io import load_model
 from .pairs import evaluate_pairs
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["run_id", "dataset", "objective", "seed", "sample_index", "pair", "true", "pred", "correct",
-           "method", "metric", "value"]
 
 
 def _load_eval_split(cfg: RunConfig):
@@ -90,7 +88,7 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
 
     Empty values (None, [], 0) take the run's config: ``methods``, ``metrics``,
     ``eval_samples`` (the first ``n_samples`` stored samples), ``batch_size_eval``.
-    Returns the table written to ``results.csv`` (columns :data:`COLUMNS`).
+    Returns the table written to ``results.csv`` (columns :data:`~xai_utils.settings.layout.RESULT_COLUMNS`).
     """
 
     run_dir = Path(run_dir)
@@ -130,11 +128,11 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
     bar.close()
     if cfg.pair_metrics:                       # the pair analysis (xai_utils.ops.pairs): rows with a pair id
         with ieee_float32(dev):                  # no autocast, no TF32
-            pair_rows = evaluate_pairs(run_dir, cfg, model, ds, dev, batch_size, COLUMNS)
+            pair_rows = evaluate_pairs(run_dir, cfg, model, ds, dev, batch_size, list(runs.RESULT_COLUMNS))
         if pair_rows is not None:
             tables.append(pair_rows)
-    df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
-    runs.save_text(run_dir / runs.RESULTS, df.to_csv(index=False, na_rep="nan"))
+    df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(runs.RESULT_COLUMNS))
+    files.save_text(run_dir / runs.RESULTS, df.to_csv(index=False, na_rep="nan"))
     record_fingerprint(run_dir, "evaluate", dev)
     return df
 
@@ -198,7 +196,7 @@ def _evaluate_method(ev: _Evaluation, method: str, n: int) -> list[pd.DataFrame]
             curves.update({(k if metric == "pixel_flipping" else f"{k}_{metric}"): v.float().numpy()
                            for k, v in out.extras.items()})
     if curves:
-        runs.save_npz(runs.curves_path(ev.run_dir, method), indices=idx, labels=true,
+        files.save_npz(runs.curves_path(ev.run_dir, method), indices=idx, labels=true,
                       features_in_step=np.int64(cfg.features_in_step), temperature=temperatures.numpy(),
                       tie_break=np.str_(ev.tie_break), **curves)
     return tables
@@ -282,16 +280,4 @@ def _rows(cfg: RunConfig, idx: np.ndarray, true: np.ndarray, pred: np.ndarray, m
         "run_id": cfg.run_id, "dataset": cfg.dataset, "objective": cfg.objective, "seed": cfg.seed,
         "sample_index": idx, "pair": "", "true": true, "pred": pred, "correct": true == pred,
         "method": method, "metric": metric,
-        "value": values.detach().double().cpu().numpy().reshape(-1)}, columns=COLUMNS)
-
-
-def load_results(run_dir: Union[str, Path]) -> pd.DataFrame:
-    """Read a run's ``results.csv`` (``nan`` -> NaN, ``correct`` as bool)."""
-    p = Path(run_dir) / runs.RESULTS
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} not found: run the evaluation stage first (notebook 03_evaluate)")
-    df = read_csv(p, dtype={"pair": str}, keep_default_na=False, na_values={"value": ["nan", "NaN", ""]})
-    df["correct"] = df["correct"].astype(str).str.lower().eq("true")
-    if "pair" not in df:
-        df.insert(5, "pair", "")
-    return df
+        "value": values.detach().double().cpu().numpy().reshape(-1)}, columns=list(runs.RESULT_COLUMNS))

@@ -29,9 +29,11 @@ from typing import Any, Optional, Union
 
 import torch
 
-from . import layout as runs
+from ..errors import ArtefactError
+from ..settings import layout as runs
+from . import files
+from .artefacts import load_json
 
-FINGERPRINT = "fingerprint.json"
 # the packages whose versions can change a number (the lock pins every other one)
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pandas", "timm", "captum", "scikit-image")
 LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
@@ -127,11 +129,11 @@ def describe(fingerprint: dict[str, Any]) -> str:
 def record_fingerprint(folder: PathLike, stage: str, device: Union[str, torch.device] = "cpu") -> dict[str, Any]:
     """Write this machine's fingerprint as ``stage``'s entry of ``<folder>/fingerprint.json``
     (the other stages' entries kept); returns it."""
-    path = Path(folder) / FINGERPRINT
+    path = Path(folder) / runs.FINGERPRINT
     fp = machine_fingerprint(device)
     entries = read_fingerprints(folder)
     entries[stage] = fp
-    runs.save_json(path, entries)
+    files.save_json(path, entries)
     return fp
 
 
@@ -139,7 +141,7 @@ def read_fingerprints(folder: PathLike) -> dict[str, dict[str, Any]]:
     """The entries of ``<folder>/fingerprint.json`` by stage ({} when absent or unreadable:
     runs made before fingerprints were recorded have none)."""
     try:
-        entries = runs.load_json(Path(folder) / FINGERPRINT)
-    except (OSError, ValueError):
+        entries = load_json(Path(folder) / runs.FINGERPRINT)
+    except (FileNotFoundError, ArtefactError):
         return {}
     return entries if isinstance(entries, dict) else {}

@@ -11,7 +11,7 @@ from ..settings.run_config import RunConfig
 from ..study.models import EXPLAIN_FEATURES, ExplainedModel, ProjectionHead
 from ..study.objectives import explained_model
 from .artefacts import load_torch
-from .layout import trained_model_path
+from ..settings.layout import trained_model_path
 
 
 def model_state(model: ExplainedModel, cfg: RunConfig, num_classes: int,

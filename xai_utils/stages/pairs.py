@@ -32,19 +32,9 @@ from ..ops.pairs.methods import check_pair_method_options, pair_attribute, resol
 from ..ops.pairs.metrics import PAIR_METRICS, PAIR_SETTINGS, PairInputs, check_pair_metrics, step_fractions
 from ..ops.pairs.sets import make_pairs, pair_ids, second_views
 from ..ops.pairs.similarity import similarity
-from . import layout as runs
+from ..settings import layout as runs
+from . import files
 from .artefacts import load_npz
-
-PAIRS_DIR = "pairs"
-
-
-def pairs_path(run_dir: Union[str, Path], method: str) -> Path:
-    return Path(run_dir) / PAIRS_DIR / f"{method}.npz"
-
-
-def pair_curves_path(run_dir: Union[str, Path], method: str) -> Path:
-    return Path(run_dir) / PAIRS_DIR / f"curves_{method}.npz"
-
 
 def load_pairs(path: Union[str, Path]) -> dict[str, Any]:
     """Read a ``pairs/<method>.npz`` (``options`` parsed from JSON)."""
@@ -90,8 +80,8 @@ def attribute_pairs(run_dir: Path, cfg, model, ds, idx: np.ndarray, labels: torc
         meta = {"method": m, "options": resolve_pair_options(m, **options), "space": cfg.pair_space,
                 "run_id": cfg.run_id, "dataset": cfg.dataset, "eval_split": cfg.eval_split,
                 "pair_seed": cfg.pair_seed, "pair_samples": cfg.pair_samples}
-        paths[m] = runs.save_npz(
-            pairs_path(run_dir, m), maps1=torch.cat(maps1).numpy(), maps2=torch.cat(maps2).numpy(),
+        paths[m] = files.save_npz(
+            runs.pairs_path(run_dir, m), maps1=torch.cat(maps1).numpy(), maps2=torch.cat(maps2).numpy(),
             index1=pairs["index1"], index2=pairs["index2"], kind=pairs["kind"],
             labels1=labels.numpy()[p1], labels2=labels.numpy()[p2], preds1=preds.numpy()[p1],
             preds2=preds.numpy()[p2], similarity=sims.astype(np.float32),
@@ -109,16 +99,16 @@ def evaluate_pairs(run_dir: Path, cfg, model, ds, device: Any, batch_size: int,
     if not cfg.pair_metrics or not cfg.pair_methods:
         return None
     check_pair_metrics(cfg.pair_metrics)
-    missing = [m for m in cfg.pair_methods if not pairs_path(run_dir, m).is_file()]
+    missing = [m for m in cfg.pair_methods if not runs.pairs_path(run_dir, m).is_file()]
     if missing:
-        raise FileNotFoundError(f"no stored pair maps for {missing} in {Path(run_dir) / PAIRS_DIR}: run the "
+        raise FileNotFoundError(f"no stored pair maps for {missing} in {Path(run_dir) / runs.PAIRS}: run the "
                                 f"attribution stage first (02_attribute)")
     tables = []
     bar = tqdm(total=len(cfg.pair_methods) * len(cfg.pair_metrics), desc=f"{cfg.run_id} pair metrics", unit="metric")
     for m in cfg.pair_methods:
-        z = load_pairs(pairs_path(run_dir, m))
+        z = load_pairs(runs.pairs_path(run_dir, m))
         if z["options"].get("space") != cfg.pair_space:
-            raise ValueError(f"{pairs_path(run_dir, m)} explains the space {z['options'].get('space')!r}, the run "
+            raise ValueError(f"{runs.pairs_path(run_dir, m)} explains the space {z['options'].get('space')!r}, the run "
                              f"asks for {cfg.pair_space!r}: rerun 02_attribute")
         x1, x2 = pair_images(ds, z["index1"], z["index2"], z["kind"], int(z["options"].get("pair_seed", 0)), device)
         options = dict(z["options"].get("options") or {})
@@ -146,7 +136,7 @@ def evaluate_pairs(run_dir: Path, cfg, model, ds, device: Any, batch_size: int,
                     curves[metric] = out.curves.float().cpu().numpy()
                 bar.update(1)
         if curves:
-            runs.save_npz(pair_curves_path(run_dir, m), index1=z["index1"], index2=z["index2"], kind=z["kind"],
+            files.save_npz(runs.pair_curves_path(run_dir, m), index1=z["index1"], index2=z["index2"], kind=z["kind"],
                           fractions=step_fractions(x1.shape[-2] * x1.shape[-1], cfg.pair_pixels_per_step).numpy(),
                           **curves)
     bar.close()

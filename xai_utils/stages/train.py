@@ -7,7 +7,7 @@ generator seeded by (seed, epoch), on every device, so a run resumed from ``chec
 ends with exactly the weights of an uninterrupted one (bit-exact on CPU; on CUDA the same
 augmentations and order, up to the non-determinism of cuDNN kernels).
 
-Files written into the run folder: see :mod:`xai_utils.stages.layout` and :func:`train_run`.
+Files written into the run folder: see :mod:`xai_utils.settings.layout` and :func:`train_run`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ from ..settings.validation import check_run
 from ..study.objectives import OBJECTIVES, TrainBatch, explained_model
 from ..study.training import (OPTIMIZERS, Engine, EpochTotals, TrainData, build_scheduler, evaluate_test,
                               resolve_augmentation, train_probe, train_step)
-from . import layout as runs
+from ..settings import layout as runs
+from . import files
+from .artefacts import read_jsonl
 from .artefacts import load_json, load_torch
 from .fingerprint import record_fingerprint
 from .model_io import model_state
@@ -58,17 +60,17 @@ def _refresh_configs(run_dir: Path, cfg: RunConfig, stored: Optional[dict[str, A
     calls: keep config.json and the config inside model.pt up to date with them. ``stored``:
     config.json as read (None: absent); ``state``: model.pt as read."""
     if stored != cfg.to_dict():
-        runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
+        files.save_json(run_dir / runs.CONFIG, cfg.to_dict())
         state["config"] = cfg.to_dict()
-        runs.save_torch(run_dir / runs.MODEL, state)
+        files.save_torch(run_dir / runs.MODEL, state)
 
 
 def _truncate_log(run_dir: Path, last_epoch: int) -> None:
     """Drop epoch records after the checkpoint (they will be trained again)."""
     log = run_dir / runs.TRAIN_LOG
-    keep = [r for r in runs.read_jsonl(log)
+    keep = [r for r in read_jsonl(log)
             if "event" in r or ("stage" not in r and r.get("epoch", 0) <= last_epoch)]
-    runs.save_text(log, "".join(json.dumps(r, default=str) + "\n" for r in keep))
+    files.save_text(log, "".join(json.dumps(r, default=str) + "\n" for r in keep))
 
 
 def _last_good_checkpoint(run_dir: Path) -> tuple[Optional[dict[str, Any]], str, list[str]]:
@@ -159,10 +161,10 @@ def _train(cfg: RunConfig, run_dir: Path, summary_path: Path, progress: bool, no
     damaged checkpoints found here, in the summary's ``recovered``."""
     run = _Run.build(cfg, run_dir)
     start_epoch, resumed_from, recovered = _resume(run, notes)
-    runs.save_json(run_dir / runs.CONFIG, cfg.to_dict())
+    files.save_json(run_dir / runs.CONFIG, cfg.to_dict())
     if cfg.compile and run.eager:
         print(f"{cfg.run_id}: training without torch.compile: {run.eager}")
-        runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "not compiled", "reason": run.eager})
+        files.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "not compiled", "reason": run.eager})
     run.model.train()
     epochs_bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.run_id} train", unit="epoch",
                       initial=start_epoch, total=cfg.epochs, disable=not progress)
@@ -221,7 +223,7 @@ def _resume(run: _Run, notes: list[str]) -> tuple[int, Optional[int], list[str]]
         print(f"{cfg.run_id}: {line}")
     if ckpt is None:
         if (run_dir / runs.TRAIN_LOG).is_file():
-            runs.save_text(run_dir / runs.TRAIN_LOG, "")   # killed before its first checkpoint
+            files.save_text(run_dir / runs.TRAIN_LOG, "")   # killed before its first checkpoint
         return 0, None, recovered
     diff = _training_differences(ckpt["config"], cfg)
     if diff:
@@ -233,7 +235,7 @@ def _resume(run: _Run, notes: list[str]) -> tuple[int, Optional[int], list[str]]
     _set_rng_state(ckpt["rng"])
     start_epoch, run.train_seconds = int(ckpt["epoch"]), float(ckpt["train_seconds"])
     _truncate_log(run_dir, start_epoch)
-    runs.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "resumed", "from_epoch": start_epoch})
+    files.append_jsonl(run_dir / runs.TRAIN_LOG, {"event": "resumed", "from_epoch": start_epoch})
     return start_epoch, start_epoch, recovered
 
 
@@ -243,7 +245,7 @@ def _save_checkpoint(run: _Run, epoch: int) -> None:
     ckpt_path = run.run_dir / runs.CHECKPOINT
     if ckpt_path.is_file():
         os.replace(ckpt_path, run.run_dir / runs.PREVIOUS_CHECKPOINT)
-    runs.save_torch(ckpt_path, {
+    files.save_torch(ckpt_path, {
         "config": run.cfg.to_dict(), "epoch": epoch, "train_seconds": run.train_seconds,
         "model": run.model.state_dict(), "objective": run.objective.state_dict(),
         "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
@@ -273,7 +275,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     if not math.isfinite(record["loss"]):
         raise FloatingPointError(f"run {cfg.run_id}: training loss is {record['loss']} at epoch "
                                  f"{epoch + 1}; lower lr (now {cfg.lr}) or check the data")
-    runs.append_jsonl(run.run_dir / runs.TRAIN_LOG, record)
+    files.append_jsonl(run.run_dir / runs.TRAIN_LOG, record)
     return record
 
 
@@ -286,7 +288,7 @@ def _fit_probe(run: _Run) -> float:
     run.model.head.load_state_dict(probe.state_dict())
     seconds = time.perf_counter() - t0
     run.train_seconds += seconds
-    runs.append_jsonl(run.run_dir / runs.TRAIN_LOG, {
+    files.append_jsonl(run.run_dir / runs.TRAIN_LOG, {
         "stage": "probe", "epochs": cfg.probe_epochs, **final, "seconds": round(seconds, 3)})
     return final["train_acc"]
 
@@ -299,11 +301,11 @@ def _finish(run: _Run, summary_path: Path, probe_acc: Optional[float], resumed_f
     model.eval()
     t0 = time.perf_counter()
     acc, n_test, emb, predictions = evaluate_test(run.engine, cfg, run.device)
-    runs.save_npz(run_dir / runs.EMBEDDINGS, **emb)
-    runs.save_npz(run_dir / runs.PREDICTIONS, **predictions)
+    files.save_npz(run_dir / runs.EMBEDDINGS, **emb)
+    files.save_npz(run_dir / runs.PREDICTIONS, **predictions)
     if run.engine.channels_last:
         model.to(memory_format=torch.contiguous_format)
-    runs.save_torch(run_dir / runs.MODEL, model_state(model, cfg, run.data.num_classes,
+    files.save_torch(run_dir / runs.MODEL, model_state(model, cfg, run.data.num_classes,
                                                       getattr(run.objective, "projection", None)))
     summary = {"run_id": cfg.run_id, "dataset": cfg.dataset, "objective": cfg.objective,
                "seed": cfg.seed, "arch": cfg.arch, "widths": cfg.widths,
@@ -313,5 +315,5 @@ def _finish(run: _Run, summary_path: Path, probe_acc: Optional[float], resumed_f
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),   # --devices: this run's GPU
                "resumed_from": resumed_from, "recovered": recovered}
     record_fingerprint(run_dir, "train", run.device)        # where these weights were made
-    runs.save_json(summary_path, summary)
+    files.save_json(summary_path, summary)
     return summary
