@@ -343,6 +343,15 @@ def test_a_changed_byte_in_a_model_is_caught_by_its_crc(tmp_path):
         load_torch(path)
 
 
+def test_a_changed_byte_in_an_array_file_is_caught_when_its_member_is_read(tmp_path):
+    path = files.save_npz(tmp_path / "attributions" / "gradcam.npz", maps=np.random.rand(200, 200))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtefactError, match="CRC"):
+        load_npz(path)
+
+
 def test_only_what_damage_raises_is_called_damage(tmp_path):
     path = files.save_npz(tmp_path / "attributions" / "gradcam.npz", maps=np.zeros(3))
     with pytest.raises(KeyError):                                  # a missing array: a schema error, not damage
