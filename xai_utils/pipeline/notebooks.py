@@ -9,8 +9,6 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from jupyter_core.utils import run_sync
-
 from ..errors import ConfigError, Explained, error_from_record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -168,6 +166,7 @@ class RunKernel:
             kc.start_channels()
             await kc.wait_for_ready(timeout=60)
             return await kc.execute_interactive(code, store_history=False, timeout=60, output_hook=keep)
+        from jupyter_core.utils import run_sync   # reason: Jupyter's stack loads only when a notebook runs
         try:
             return run_sync(run)(), "".join(printed)
         finally:
@@ -198,6 +197,7 @@ class RunKernel:
     def close(self) -> None:
         """Shut the kernel down (its notebooks are finished)."""
         if self.km is not None and self.km.has_kernel:
+            from jupyter_core.utils import run_sync   # reason: Jupyter's stack loads only when a notebook runs
             run_sync(self.km.shutdown_kernel)()     # graceful, as nbclient does
         self.km = None
 
