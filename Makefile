@@ -18,13 +18,17 @@ FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
 .PHONY: setup lock test reproduce rehearse gpu-check figures lab data clean-results help
 
+PROFILES := $(sort $(basename $(notdir $(wildcard configs/*.yaml))))
+
 help:
-	@echo "make reproduce [PROFILE=quick|smoke|cifar10|imagenet_s50] [JOBS=auto] [ARGS='--stage train ...']"
+	@echo "make reproduce [PROFILE=quick] [JOBS=auto] [ARGS='--stage train ...']"
+	@echo "               PROFILE: one of $(PROFILES) (configs/<profile>.yaml)"
 	@echo "               JOBS=auto: one run per GPU (every GPU of the machine), or 2 at a time without one;"
 	@echo "               ARGS='--devices cuda:0,cuda:1' or ARGS='--executor slurm --slurm-partition gpu'"
 	@echo "               ends by comparing the new tables with the committed ones: figures/<profile>/reproduction.md"
 	@echo "make rehearse PROFILE=cifar10   the study shrunk to minutes, into results/<profile>-rehearsal/"
 	@echo "make gpu-check  the prepared GPU measurements (benchmarks/gpu_check.py), report in benchmarks/results/"
+	@echo "               (on a GPU image without network: python benchmarks/gpu_check.py, docs/full-scale.md)"
 	@echo "make test      run the test suite (CPU, offline)"
 	@echo "make lock      remake requirements.lock (the exact environment make setup installs) from pyproject.toml"
 	@echo "make figures   rebuild figures/\$$PROFILE from saved results (no model needed)"

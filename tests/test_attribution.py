@@ -275,6 +275,17 @@ def test_guided_backprop_with_inplace_relus(model, batch):
     assert _rel_err(sal, ours) > 1e-2                 # the ReLU hooks did change the gradients
 
 
+def test_occlusion_refuses_a_stride_longer_than_its_window(model, batch):
+    """Pixels between windows would keep a map value of 0: refused by the options check
+    (the run's validation) and by the method itself (its defaults depend on the image)."""
+    A.check_method_options("occlusion", {"window": 4, "stride": 4})
+    with pytest.raises(ValueError, match="stride 6 > window 4"):
+        A.check_method_options("occlusion", {"window": 4, "stride": 6})
+    x, t = batch[0][:1], batch[1][:1]
+    with pytest.raises(ValueError, match="stride 8 > window 4"):
+        A.attribute(model, x, t, "occlusion", stride=8)          # window: 32 // 8 = 4 px by default
+
+
 def test_occlusion_literal_loop(model, batch):
     x, t = batch
     window, stride = 16, 8                           # overlapping windows: averaged

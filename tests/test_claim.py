@@ -106,6 +106,23 @@ def test_temperature_fit_recovers_a_known_temperature():
     assert C.nll(z, labels, t) <= C.nll(z, labels, 1.0)
 
 
+def test_temperature_fit_is_the_bounded_minimum():
+    """Against SciPy's bounded minimiser of the same NLL over log T; a fold the model gets all
+    wrong ends at the upper bound instead of running off (4.8e11 was seen in a rehearsal)."""
+    from scipy.optimize import minimize_scalar
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(300, 5, generator=g, dtype=torch.float64) * 2.0
+    y = torch.multinomial(torch.softmax(z / 1.7, dim=1), 1, generator=g)[:, 0]
+    lo, hi = np.log(C.TEMPERATURE_BOUNDS)
+    ref = minimize_scalar(lambda s: float(torch.nn.functional.cross_entropy(z / np.exp(s), y)), bounds=(lo, hi),
+                          method="bounded", options={"xatol": 1e-10})
+    assert 0.5 < float(np.exp(ref.x)) < 5.0                              # an inner minimum
+    assert C.fit_temperature(z, y) == pytest.approx(float(np.exp(ref.x)), rel=1e-4)
+    wrong = torch.zeros(8, 3, dtype=torch.float64)
+    wrong[:, 0] = torch.arange(1.0, 9.0, dtype=torch.float64)           # confident, and every label is 1
+    assert C.fit_temperature(wrong, torch.ones(8, dtype=torch.long)) == C.TEMPERATURE_BOUNDS[1]
+
+
 def test_ece_equals_a_literal_binning():
     g = np.random.default_rng(1)
     z = torch.from_numpy(g.normal(0, 2, size=(500, 5)))

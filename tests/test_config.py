@@ -141,3 +141,22 @@ def test_available_profiles_and_keys_are_documented():
         raw = yaml.safe_load(open(load_profile(name).path))
         for block in (raw.get("settings") or {}).values():
             assert set(block) <= set(RUN_KEYS)
+
+
+def test_evaluating_on_images_the_model_was_trained_on_is_refused():
+    """eval_split=train: only images after train_subset in the fixed permutation are held out."""
+    from xai_utils.settings.validation import check_sizes
+    from xai_utils.study.data import eval_indices, train_permutation
+    n = 10_000                                                       # shapes' training split
+    cfg = RunConfig(dataset="shapes", eval_split="train", eval_samples=100, train_subset=4000)
+    with pytest.raises(ConfigError, match="eval_split.*would evaluate .* of the 100 evaluation images"):
+        check_sizes(cfg, {"train": n, "test": 2000})
+    first = int(eval_indices(n, 1, seed=0)[0])                       # the one image eval_samples=1 explains
+    position = int(list(train_permutation(n, seed=0)).index(first))  # its place in the training order
+    check_sizes(RunConfig(dataset="shapes", eval_split="train", eval_samples=1, train_subset=position,
+                          calibration="crossfit"), {"train": n, "test": 2000})          # not trained on: allowed
+    with pytest.raises(ConfigError, match="would evaluate 1 of the 1"):
+        check_sizes(RunConfig(dataset="shapes", eval_split="train", eval_samples=1, train_subset=position + 1,
+                              calibration="crossfit"), {"train": n, "test": 2000})
+    check_sizes(RunConfig(dataset="shapes", eval_split="test", eval_samples=100, train_subset=4000),
+                {"train": n, "test": 2000})                                              # held-out split

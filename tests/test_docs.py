@@ -1,5 +1,6 @@
 """The front door and the docs: a README a newcomer reads in minutes, and links that resolve."""
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,9 @@ def test_the_link_checker_sees_a_broken_link(tmp_path):
     page.write_text("# A title\n\n[ok](#a-title) [bad anchor](#nowhere) [bad file](missing.md) [web](https://x.org)\n")
     assert relative_links(page) == ["#a-title", "#nowhere", "missing.md"]
     assert anchors(page) == {"a-title"}
+
+
+def test_make_help_names_every_profile():
+    out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    profiles = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
+    assert len(profiles) >= 7 and all(re.search(rf"\b{p}\b", out) for p in profiles), out

@@ -423,7 +423,8 @@ def test_held_out_images_are_counted_as_calibration_picks_them():
     sizes = split_sizes("shapes")
     held = len(calibration_indices(cfg, sizes["train"]))
     assert 6000 - 5000 < held < 6000                        # some evaluation images are among the 6,000 left
-    check_sizes(dataclasses.replace(cfg, calibration_samples=held), sizes)
+    with pytest.raises(ConfigError, match="'eval_split'"):  # the bound holds; the next check refuses
+        check_sizes(dataclasses.replace(cfg, calibration_samples=held), sizes)   # the images trained on
     with pytest.raises(ConfigError, match="'calibration_samples' must be at most"):
         check_sizes(dataclasses.replace(cfg, calibration_samples=held + 1), sizes)
 

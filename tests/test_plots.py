@@ -13,7 +13,7 @@ from matplotlib.image import AxesImage
 
 from test_report import write_fake_run
 from xai_utils.ops import metrics as M
-from xai_utils.analysis import names, plotting, run_figures, stats, study_figures
+from xai_utils.analysis import names, plotting, run_figures, saved, stats, study_figures
 from xai_utils.study.data import SHAPE_CLASSES, load_dataset
 
 
@@ -127,8 +127,8 @@ def test_a_rehearsal_run_without_a_correct_image_is_summarised_over_every_image(
     with pytest.raises(ValueError, match="kept_images: all"):
         run_figures.plot_metric_summary(df)
     (tmp_path / "config.json").write_text(json.dumps({"kept_images": "all"}))
-    kept = stats.kept_images(df, tmp_path)
-    assert kept["correct"].all() and stats.kept_images(df, runs_["scl"]).equals(df)   # the default keeps the correct
+    kept = saved.kept_images(df, tmp_path)
+    assert kept["correct"].all() and saved.kept_images(df, runs_["scl"]).equals(df)   # the default keeps the correct
     fig = run_figures.plot_metric_summary(kept)
     assert f"{df['sample_index'].nunique()} samples, misclassified ones included" in fig._suptitle.get_text()
     assert len(stats.run_summary(kept)) == df.groupby(["method", "metric"]).ngroups

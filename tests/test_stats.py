@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from xai_utils.analysis import stats
+from xai_utils.analysis import saved, stats
 
 
 def rows(objective, seed, values, correct=None, dataset="shapes", method="gradcam", metric="pixel_flipping",
@@ -77,12 +77,12 @@ def test_load_results_and_summaries(tmp_path):
         rows(obj, 0, vals).to_csv(rd / "results.csv", index=False)
         (rd / "config.json").write_text(json.dumps({"dataset": "shapes", "objective": obj, "seed": 0}))
         (rd / "train_summary.json").write_text(json.dumps({"test_accuracy": 91.5, "wall_time_s": 3}))
-    df = stats.study_results(tmp_path, "smoke")
+    df = saved.study_results(tmp_path, "smoke")
     assert len(df) == 4 and df["correct"].dtype == bool
     assert df.groupby("objective")["value"].sum().to_dict() == pytest.approx({"ce": 0.3, "scl": 0.8})
-    summ = stats.load_summaries(tmp_path, "smoke")
+    summ = saved.load_summaries(tmp_path, "smoke")
     assert set(summ["objective"]) == {"ce", "scl"} and (summ["test_accuracy"] == 91.5).all()
-    assert stats.study_results(tmp_path, "no_such_profile").empty
+    assert saved.study_results(tmp_path, "no_such_profile").empty
 
 
 def test_load_results_rejects_wrong_columns(tmp_path):
@@ -90,7 +90,7 @@ def test_load_results_rejects_wrong_columns(tmp_path):
     rd.mkdir(parents=True)
     pd.DataFrame({"sample_index": [0], "value": [1.0]}).to_csv(rd / "results.csv", index=False)
     with pytest.raises(ValueError, match="lacks columns"):
-        stats.study_results(tmp_path, "smoke")
+        saved.study_results(tmp_path, "smoke")
 
 
 # ----------------------------------------------------------------------------- paired tests

@@ -1,6 +1,7 @@
-"""One registry type for every concept a study names: attribution methods, pair methods,
-metrics, pair metrics, objectives and backbones each keep their entries in a
-:class:`Registry`, the single source of truth of its names.
+"""The names a study uses. Open sets, which users extend, are registries: attribution methods,
+pair methods, metrics, pair metrics, objectives and backbones each keep their entries in a
+:class:`Registry`, the single source of truth of its names. Closed sets (stages, verdicts)
+are :class:`StrEnum` enumerations, written in files as their values.
 
 A registry is a read-only mapping (``name in reg``, ``reg[name]``, iteration in registration
 order) that adds what a user registering their own entry needs (``docs/extending.md``):
@@ -17,6 +18,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Iterator, Mapping
+from enum import Enum
 from typing import Generic, Iterable, TypeVar
 
 from .errors import UnknownNameError
@@ -75,3 +77,15 @@ class Registry(Mapping[str, T], Generic[T]):
         """"; did you mean 'x'?" for the registered names closest to ``names`` (none: "")."""
         close = [m for n in names for m in difflib.get_close_matches(str(n), list(self._entries), n=1)]
         return f"; did you mean {', '.join(repr(m) for m in dict.fromkeys(close))}?" if close else ""
+
+
+class StrEnum(str, Enum):
+    """An enumeration whose members are their values wherever they are written (files, JSON,
+    f-strings) and equal to them as strings (``Stage.TRAIN == "train"``), so that code names a
+    member while files keep the plain word; Python 3.11's ``enum.StrEnum``, here for 3.10 too."""
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(str.__str__(self), spec)

@@ -44,9 +44,9 @@ from .names import (dataset_label, facet, method_label, metric_direction, metric
 from .plotting import new_figure, style
 from .seed_level import model_verdict
 from .tables import Table, fmt_num, fmt_p, ordering
+from .verdicts import Verdict, significance_verdict
 
 CHALLENGER, REFERENCE = "scl", "ce"       # the claim: SCL explains better than CE
-VERDICTS = {"yes": "SCL better", "no (n.s.)": "no significant difference", "no (CE better)": "CE better"}
 
 
 def _pairing(protocol: str) -> str:
@@ -69,7 +69,7 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
     (the mean score of the ``random`` control maps over the two objectives) and
     real_minus_random (the method's mean over the two objectives against it, signed so that
     > 0 means better than random; NaN without the control). ``results``:
-    :func:`stats.study_results` with ``all_protocols=True``. The control itself has no row."""
+    :func:`saved.study_results` with ``all_protocols=True``. The control itself has no row."""
     if results.empty:
         return pd.DataFrame()
     rows = []
@@ -93,7 +93,7 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
             sign = 1.0 if a_is_challenger else -1.0     # orient as challenger - reference
             diff = sign * float(r["mean_diff"])
             better = (diff < 0) if direction == "lower" else (diff > 0)
-            holds = ("yes" if better else "no (CE better)") if bool(r["significant"]) else "no (n.s.)"
+            holds = significance_verdict(bool(r["significant"]), better)
             low, high = sorted((sign * float(r["model_ci_low"]), sign * float(r["model_ci_high"])))
             model = model_verdict(low, high, int(r["n_seeds"]), direction or "")
             rows.append({"dataset": ds, "method": method, "facet": facet(metric), "metric": metric,
@@ -104,7 +104,7 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
                          "n_seeds": int(r["n_seeds"]), "model_diff": sign * float(r["model_diff"]),
                          "model_ci_low": low, "model_ci_high": high,
                          "seeds_favouring": r["seeds_a_better"] if a_is_challenger else r["seeds_b_better"],
-                         "model_holds": "no (CE better)" if model == "no (reference better)" else model,
+                         "model_holds": model,
                          **_floor(floor.get((ds, metric), {}), means, challenger, reference, direction)})
     out = pd.DataFrame(rows)
     if out.empty:
@@ -146,8 +146,8 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
         raise MissingInputError("no comparison of SCL and CE to plot")
     rows = ordered_metrics(table["metric"].unique())
     cols = list(dict.fromkeys(zip(table["dataset"], table["method"], table["protocol"])))
-    colors = {"yes": objective_color(challenger), "no (n.s.)": "#DDDDDD",
-              "no (CE better)": objective_color(reference), "too few seeds": "white"}
+    colors = {Verdict.YES: objective_color(challenger), Verdict.NOT_SIGNIFICANT: "#DDDDDD",
+              Verdict.REFERENCE_BETTER: objective_color(reference), Verdict.TOO_FEW_SEEDS: "white"}
     cell = {(r.metric, (r.dataset, r.method, r.protocol)): r for r in table.itertuples()}
     floor = "real_minus_random" in table and table["real_minus_random"].notna().any()
     with style():
@@ -162,17 +162,17 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
                     ax.add_patch(_rect(j, i, "white", "0.85"))
                     continue
                 ax.add_patch(_rect(j, i - 0.25, colors[r.holds], "white", height=0.5))
-                ax.add_patch(_rect(j, i + 0.25, colors[r.model_holds], "0.85" if r.model_holds == "too few seeds"
+                ax.add_patch(_rect(j, i + 0.25, colors[r.model_holds], "0.85" if r.model_holds == Verdict.TOO_FEW_SEEDS
                                    else "white", height=0.5))
                 better_sign = -1.0 if metric_direction(metric) == "lower" else 1.0
                 d = better_sign * r.d_z
                 text = "–" if not np.isfinite(d) else f"{d:+.2f}"
                 ax.text(j, i - 0.25, text, ha="center", va="center", fontsize=6.3,
-                        color="white" if r.holds != "no (n.s.)" else "0.2")
+                        color="white" if r.holds != Verdict.NOT_SIGNIFICANT else "0.2")
                 label = _floor_label(r, better_sign)
                 if label:
                     ax.text(j, i + 0.25, label, ha="center", va="center", fontsize=6.0,
-                            color="0.2" if r.model_holds in ("no (n.s.)", "too few seeds") else "white")
+                            color="0.2" if r.model_holds in (Verdict.NOT_SIGNIFICANT, Verdict.TOO_FEW_SEEDS) else "white")
         ax.set_xlim(-0.5, len(cols) - 0.5)
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_yticks(range(len(rows)))
@@ -184,10 +184,8 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
         for sp in ax.spines.values():
             sp.set_visible(False)
         a, b = objective_label(challenger), objective_label(reference)
-        handles = [Patch(color=colors["yes"], label=f"{a} better than {b}"),
-                   Patch(color=colors["no (n.s.)"], label="no significant difference"),
-                   Patch(color=colors["no (CE better)"], label=f"{b} better than {a}"),
-                   Patch(facecolor="white", edgecolor="0.6", label="too few seeds (models)")]
+        handles = [Patch(color=colors[v], label=v.label(a, b)) for v in Verdict if v.decided]
+        handles.append(Patch(facecolor="white", edgecolor="0.6", label="too few seeds (models)"))
         n_seeds = int(table["n_seeds"].max()) if len(table) else 0
         parts = [f"Does '{a} gives better attributions than {b}' hold? Upper half of a cell: images as the unit "
                  f"(paired t-test, Holm; number: d_z, > 0 favours {a}); lower half: the {n_seeds} trained models "
@@ -240,8 +238,8 @@ def table_claim_robustness(results_all: pd.DataFrame, seeds: str = "image_mean")
         "SCL better (models)?": t["model_holds"],
         "Real − random": [fmt_num(x, 3) for x in t["real_minus_random"]]})
     bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
-    bold["SCL better (images)?"] = (t["holds"] == "yes").to_numpy()
-    bold["SCL better (models)?"] = (t["model_holds"] == "yes").to_numpy()
+    bold["SCL better (images)?"] = (t["holds"] == Verdict.YES).to_numpy()
+    bold["SCL better (models)?"] = (t["model_holds"] == Verdict.YES).to_numpy()
     return Table("table_claim_robustness", t, disp, bold,
                  caption="Does 'SCL gives better attributions than CE' hold under each score of a facet and each "
                          "evaluation protocol? Order: objectives from best to worst (mean over seeds); SCL − CE: "

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional, Sequence
 
 from ..ops.attribution import METHODS
-from ..ops.metrics import METRICS, MetricSpec, base_metric
+from ..ops.metrics import METRICS, MetricSpec
 from ..ops.pairs import PAIR_METHODS, PAIR_METRICS
+from ..settings.layout import RowName
 from ..study.data import dataset_label
 from ..study.objectives import OBJECTIVES, objective_color, objective_label
 from ..study.objectives import order_objectives as _order_objectives
@@ -33,7 +34,7 @@ def method_label(name: str) -> str:
 def metric_spec(name: str) -> Optional[MetricSpec]:
     """The registry entry of a row name (variants share their metric's entry), single-image
     or pair metric, or None."""
-    base = base_metric(name)
+    base = RowName.parse(name).metric
     return METRICS.get(base) or PAIR_METRICS.get(base)
 
 
@@ -71,7 +72,7 @@ def facet(metric: str) -> str:
 def metric_order(metric: str) -> int:
     """Position of a metric (or of the metric of a variant) in the metric registries (unknown last)."""
     names = list(METRICS) + list(PAIR_METRICS)
-    base = base_metric(metric)
+    base = RowName.parse(metric).metric
     return names.index(base) if base in names else len(names)
 
 

@@ -17,10 +17,10 @@ import pandas as pd
 from ..errors import MissingInputError
 from ..ops.pairs.metrics import PAIR_METRICS
 from ..ops.pairs.sets import PAIR_KINDS
-from ..ops.pairs.similarity import SPACES
+from ..ops.pairs.spaces import SPACES
 from ..settings import layout as runs
 from ..stages.pairs import load_pairs, pair_images
-from . import stats
+from . import saved, stats
 from .names import (dataset_label, method_label, metric_direction, objective_color, objective_label, order_objectives,
                     ordered_methods, ordered_objectives)
 from .plotting import image_grid, overlay_rgb
@@ -46,12 +46,6 @@ def is_pair_row(results: pd.DataFrame) -> pd.Series:
     return results["pair"].fillna("").astype(str).ne("")
 
 
-def _kind_and_mode(metric: str) -> tuple[str, str]:
-    variant = metric.split("[", 1)[1].rstrip("]") if "[" in metric else ""
-    parts = variant.split(",")
-    return parts[0], (parts[1] if len(parts) > 1 else "")
-
-
 def _similarity_rows(run_dirs: Sequence[Path]) -> pd.DataFrame:
     """Per run, method-independent: the mean similarity s per pair kind over the pairs with
     both images classified correctly (from the first pair method's file)."""
@@ -61,11 +55,11 @@ def _similarity_rows(run_dirs: Sequence[Path]) -> pd.DataFrame:
         if not methods:
             continue
         z = load_pairs(runs.pairs_path(rd, methods[0]))
-        key = stats.run_key(rd)
+        key = saved.run_key(rd)
         ok = (z["labels1"] == z["preds1"]) & (z["labels2"] == z["preds2"])
         for kind in dict.fromkeys(z["kind"].astype(str)):
             sel = ok & (z["kind"].astype(str) == kind)
-            rows.append({"dataset": key.dataset, "objective": key.objective, "seed": key.seed, "method": "", "metric": f"similarity[{kind}]",
+            rows.append({"dataset": key.dataset, "objective": key.objective, "seed": key.seed, "method": "", "metric": str(runs.RowName("similarity", (kind,))),
                          "mean": float(np.mean(z["similarity"][sel])) if sel.any() else np.nan})
     return pd.DataFrame(rows)
 
@@ -85,9 +79,9 @@ def table_pair_metrics(results: pd.DataFrame, run_dirs: Sequence[Path] = (), dec
     kinds = list(PAIR_KINDS)
     methods = {m: i for i, m in enumerate([""] + ordered_methods(m for m in data["method"] if m))}
     order = {m: i for i, m in enumerate(["similarity", *PAIR_METRICS])}
-    km = data["metric"].map(_kind_and_mode)
+    km = data["metric"].map(lambda m: runs.RowName.parse(m).kind_and_variant)
     data = data.assign(kind=[k for k, _ in km], mode=[m for _, m in km],
-                       _a=data["method"].map(methods), _b=data["metric"].map(lambda m: order.get(m.split("[")[0], 99)),
+                       _a=data["method"].map(methods), _b=data["metric"].map(lambda m: order.get(runs.RowName.parse(m).metric, 99)),
                        _c=[kinds.index(k) if k in kinds else 99 for k, _ in km]) \
                .sort_values(["dataset", "_a", "_b", "mode", "_c"]).drop(columns=["_a", "_b", "_c"]) \
                .reset_index(drop=True)
@@ -96,7 +90,7 @@ def table_pair_metrics(results: pd.DataFrame, run_dirs: Sequence[Path] = (), dec
         "Dataset": data["dataset"].map(dataset_label),
         "Method": [method_label(m) if m else "(any)" for m in data["method"]],
         "Metric": [("Similarity s" if m.startswith("similarity") else
-                    f"{PAIR_METRICS[m.split('[')[0]].label}{MODES.get(mo, ', ' + mo if mo else '')} "
+                    f"{PAIR_METRICS[runs.RowName.parse(m).metric].label}{MODES.get(mo, ', ' + mo if mo else '')} "
                     f"{ARROW.get(direction(m), '')}").strip() for m, mo in zip(data["metric"], data["mode"])],
         "Pairs": data["kind"]})
     bold = pd.DataFrame(False, index=data.index, columns=list(disp.columns) + [objective_label(o) for o in objs])
@@ -162,7 +156,7 @@ def fig_pair_grid(run_dirs: Sequence[Path], per_kind: int = 1):
             cells.append(row)
     titles = ["image 1", "image 2"] + [f"{objective_label(o)}\nmap {k}" for o in objectives for k in (1, 2)]
     colors = ["black", "black"] + [objective_color(o) for o in objectives for _ in (1, 2)]
-    seeds = sorted({stats.run_key(refs[(dataset, o)]).seed for o in objectives})
+    seeds = sorted({saved.run_key(refs[(dataset, o)]).seed for o in objectives})
     space = str(z0["options"].get("space", "cosine"))
     return image_grid(cells, labels, titles, colors, title=(
         f"Pair explanations ({dataset_label(dataset)}, seed {', '.join(map(str, seeds))} of each objective): "

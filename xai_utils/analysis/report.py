@@ -42,7 +42,7 @@ from ..errors import MissingInputError
 from ..settings import layout as runs
 from ..stages import files
 from ..stages.fingerprint import fingerprint_id, read_fingerprints
-from . import stats
+from . import saved
 from .claim import plot_claim, table_claim_robustness
 from .names import dataset_label, objective_label, order_objectives
 from .pair_figures import fig_pair_grid, is_pair_row, table_pair_metrics
@@ -166,7 +166,7 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
     the written paths.
     """
     out = Path(output_dir) if output_dir else Path("figures") / profile
-    run_dirs = stats.find_run_dirs(results_root, profile)
+    run_dirs = saved.find_run_dirs(results_root, profile)
     if runs_expected:
         wanted = set(runs_expected)
         run_dirs = [rd for rd in run_dirs if _run_id(rd) in wanted]
@@ -178,11 +178,11 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
     covered = [_run_id(rd) for rd in run_dirs if (rd / runs.RESULTS).is_file()]
     cover = coverage(list(runs_expected or []), covered or [_run_id(rd) for rd in with_results])
     out.mkdir(parents=True, exist_ok=True)
-    everything = stats.study_results(results_root, profile, run_dirs=run_dirs)
-    results_all = stats.study_results(results_root, profile, run_dirs=run_dirs, all_protocols=True)
+    everything = saved.study_results(results_root, profile, run_dirs=run_dirs)
+    results_all = saved.study_results(results_root, profile, run_dirs=run_dirs, all_protocols=True)
     inputs = StudyInputs(run_dirs, everything[~is_pair_row(everything)], everything[is_pair_row(everything)],
                          results_all[~is_pair_row(results_all)],
-                         stats.load_summaries(results_root, profile, run_dirs=run_dirs), profile=profile,
+                         saved.load_summaries(results_root, profile, run_dirs=run_dirs), profile=profile,
                          n_images=n_images, seeds=seeds, reference=reference or None)
     notes: list[str] = []
     written: list[Path] = []
@@ -221,7 +221,7 @@ def run_fingerprints(run_dirs: Sequence[Path]) -> tuple[dict[str, dict], dict[st
     made_on: dict[str, dict[str, str]] = {}
     for rd in run_dirs:
         stages: dict[str, str] = {}
-        for folder in stats.evaluation_dirs([rd]):
+        for folder in saved.evaluation_dirs([rd]):
             prefix = "" if folder == rd else f"{folder.name}/"
             for stage, fp in read_fingerprints(folder).items():
                 key = fingerprint_id(fp)
@@ -249,7 +249,7 @@ def _make(part: Part, inputs: StudyInputs, profile: str, notes: list[str]) -> An
 
 
 def _run_id(run_dir: Path) -> str:
-    return stats.run_key(run_dir).id
+    return saved.run_key(run_dir).id
 
 
 def table_markdown(output_dir: PathLike, name: str) -> str:

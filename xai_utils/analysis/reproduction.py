@@ -49,6 +49,7 @@ from scipy import stats as sps
 
 from .seed_level import LEVEL          # the tolerance's coverage: the model-level intervals'
 from .stats import ALPHA               # the threshold of the study's tests
+from .verdicts import Verdict
 
 PathLike = Union[str, Path]
 FRAGILE_P = 5.0          # an image-level verdict is fragile when its Holm p is within this factor of ALPHA
@@ -92,7 +93,7 @@ COLUMN_KINDS: dict[str, str] = {
 COLUMN_PATTERNS: tuple[tuple[str, str], ...] = (     # (prefix or suffix with its "_", kind)
     ("*_std", "spread"), ("*_n_seeds", "count"), ("paper_*", "label"))
 EFFECTS = ("diff", "mean_diff", "model_diff")       # a difference of two objectives
-NO_VERDICT = ("too few seeds",)                     # not a verdict: nothing was decided
+NO_VERDICT = (Verdict.TOO_FEW_SEEDS,)               # not a verdict: nothing was decided
 OUTSIDE = ("outside", "no tolerance")               # the statuses of a number that does not agree
 
 

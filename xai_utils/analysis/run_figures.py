@@ -248,7 +248,7 @@ def plot_attribution_grid(run_dir: PathLike, methods: Optional[Sequence[str]] = 
 
 def plot_metric_summary(df: pd.DataFrame) -> Figure:
     """One panel per metric, one box per attribution method, for one run's ``results.csv``
-    (the rows the statistics keep, ``correct``: see :func:`xai_utils.analysis.stats.kept_images`)."""
+    (the rows the statistics keep, ``correct``: see :func:`xai_utils.analysis.saved.kept_images`)."""
     need = {"method", "metric", "value", "correct"}
     if missing := need - set(df.columns):
         raise KeyError(f"results table lacks columns {sorted(missing)}: expected the long format of results.csv")

@@ -35,6 +35,8 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
+from .verdicts import Verdict
+
 DRAWS = 2000                 # bootstrap draws
 MIN_SEEDS = 3                # fewer: "too few seeds", never a verdict
 LEVEL = 0.95
@@ -90,15 +92,15 @@ def model_level(groups: Sequence[np.ndarray], seed: int = 0, draws: int = DRAWS,
     return out
 
 
-def model_verdict(ci_low: float, ci_high: float, n_seeds: int, direction: str) -> str:
-    """"yes" when the interval of (challenger - reference) excludes 0 on the challenger's side
-    (below 0 when lower is better), "no (reference better)" on the other side, "no (n.s.)"
-    otherwise; "too few seeds" below :data:`MIN_SEEDS`."""
+def model_verdict(ci_low: float, ci_high: float, n_seeds: int, direction: str) -> Verdict:
+    """YES when the interval of (challenger - reference) excludes 0 on the challenger's side
+    (below 0 when lower is better), REFERENCE_BETTER on the other side, NOT_SIGNIFICANT
+    otherwise; TOO_FEW_SEEDS below :data:`MIN_SEEDS`."""
     if n_seeds < MIN_SEEDS or not (np.isfinite(ci_low) and np.isfinite(ci_high)):
-        return "too few seeds"
+        return Verdict.TOO_FEW_SEEDS
     better_below = direction == "lower"
     if (ci_high < 0) if better_below else (ci_low > 0):
-        return "yes"
+        return Verdict.YES
     if (ci_low > 0) if better_below else (ci_high < 0):
-        return "no (reference better)"
-    return "no (n.s.)"
+        return Verdict.REFERENCE_BETTER
+    return Verdict.NOT_SIGNIFICANT

@@ -20,7 +20,7 @@ from ..errors import MissingInputError
 from ..ops.metrics import METRICS
 from ..settings import layout as runs
 from ..stages.artefacts import load_npz
-from . import stats
+from . import saved
 from .run_figures import (attribution_options, available_methods, class_names_for_run, load_attribution_npz,
                           load_embedding, load_eval_dataset)
 from .names import (dataset_label, method_label, metric_label, objective_color, objective_label, ordered_methods,
@@ -35,7 +35,7 @@ def reference_runs(run_dirs: Sequence[Path], need: Callable[[Path], bool]) -> di
     """Per (dataset, objective): the run of the lowest seed satisfying ``need`` (seed 0 normally)."""
     best: dict[tuple[str, str], tuple[int, Path]] = {}
     for rd in run_dirs:
-        k = stats.run_key(rd)
+        k = saved.run_key(rd)
         if not need(rd):
             continue
         key = (k.dataset, k.objective)
@@ -108,7 +108,7 @@ def fig_saliency_grid(run_dirs: Sequence[Path], n_images: Optional[int] = None):
                 col_maps[c].append(np.squeeze(z["maps"][pos[0]]) if pos.size else None)
     if not labels:
         raise MissingInputError("the reference models' attribution files share no image")
-    seeds = sorted({stats.run_key(rd).seed for rd in refs.values()})
+    seeds = sorted({saved.run_key(rd).seed for rd in refs.values()})
     note = ("images correctly classified by every model, so the predicted and the true class agree" if not any_wrong
             else "too few images right for every model; 'wrong:' names the models that misclassify it")
     return saliency_grid(images, labels, [(o, m, col_maps[(o, m)]) for o, m in columns],
@@ -142,7 +142,7 @@ def fig_pixel_flipping_curves(run_dirs: Sequence[Path], results: pd.DataFrame):
             correct[rid] = set(g.loc[g["correct"].astype(bool), "sample_index"].astype(int).tolist())
     per: dict[tuple[str, str, str], list[np.ndarray]] = {}
     for rd in run_dirs:
-        k = stats.run_key(rd)
+        k = saved.run_key(rd)
         rid = k.id
         for m in available_methods(rd, runs.CURVES):
             z = load_npz(runs.curves_path(rd, m))
@@ -176,7 +176,7 @@ def fig_embeddings(run_dirs: Sequence[Path]):
         coords, labels = load_embedding(rd)
         items[key] = (coords, labels, class_names_for_run(rd, int(labels.max()) + 1 if len(labels) else 0,
                                                                    load_data=True))
-    seeds = sorted({stats.run_key(rd).seed for rd in refs.values()})
+    seeds = sorted({saved.run_key(rd).seed for rd in refs.values()})
     return embedding_grid(items, which=f"seed {', '.join(map(str, seeds))} of each objective")
 
 

@@ -18,8 +18,15 @@ import torch.nn.functional as F
 ECE_BINS = 15
 
 
+# the range a fitted temperature is kept in: on a few images that a model gets all right (or
+# all wrong) the unbounded minimum runs off towards 0 (or infinity; 4.8e11 was seen in a rehearsal)
+TEMPERATURE_BOUNDS = (1e-2, 1e2)
+
+
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> float:
-    """The T > 0 minimising the mean NLL of ``softmax(logits / T)`` (float64, LBFGS on log T)."""
+    """The T in :data:`TEMPERATURE_BOUNDS` minimising the mean NLL of ``softmax(logits / T)``
+    (float64, LBFGS on log T, then clipped to the bounds: the NLL has one minimum in T, so the
+    clipped value is the minimum within them)."""
     z = logits.detach().double().cpu()
     y = labels.detach().long().cpu()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -33,7 +40,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
         return loss
 
     opt.step(closure)
-    return float(log_t.detach().exp())
+    low, high = TEMPERATURE_BOUNDS
+    return min(max(float(log_t.detach().exp()), low), high)
 
 
 Temperature = Union[float, torch.Tensor]        # one for all images, or one per image [N]

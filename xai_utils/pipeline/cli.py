@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import ConfigError, DatasetNotFoundError
+from ..settings.layout import Stage
 from ..settings.profiles import load_profile
 from ..settings.rehearsal import what_shrank
 from ..study.data import write_stand_in_data
@@ -28,7 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m xai_utils.pipeline",
                                  description="Run a whole study with Papermill: the four notebooks for every run of a profile.")
     ap.add_argument("--profile", default="quick", help="profile name in configs/ or a YAML path")
-    ap.add_argument("--stage", choices=STAGES, action="append",
+    ap.add_argument("--stage", type=Stage, choices=STAGES, action="append",
                     help="run only this stage (repeatable); default: all four")
     ap.add_argument("--only", help="dataset[/objective[/seed]] to run a subset, e.g. shapes/scl/0")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

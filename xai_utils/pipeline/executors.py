@@ -43,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..settings.layout import Stage
 from ..stages.artefacts import load_json
 from ..stages.files import save_json
 from .jobs import Job, Plan, failed_notebook, run_group, run_groups
@@ -169,8 +170,8 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
                       wait=wait)
 
     by_run = run_groups(p.jobs)
-    runs = [g for g in by_run if g[0].stage != "figures"]
-    rest = [g for g in by_run if g[0].stage == "figures"]
+    runs = [g for g in by_run if g[0].stage != Stage.FIGURES]
+    rest = [g for g in by_run if g[0].stage == Stage.FIGURES]
     workers = max(1, min(workers, len(runs)))
     with threads_per_kernel(workers), in_repo_root():
         if workers == 1:
@@ -328,8 +329,8 @@ def submit(p: Plan, kind: str, options: SlurmOptions, force: bool = False, wait:
     Returns the plan's jobs with their statuses where known."""
     wait = wait or kind == "submitit-local"
     by_run = run_groups(p.jobs)
-    runs = [g for g in by_run if g[0].stage != "figures"]
-    figures = [j for g in by_run if g[0].stage == "figures" for j in g]
+    runs = [g for g in by_run if g[0].stage != Stage.FIGURES]
+    figures = [j for g in by_run if g[0].stage == Stage.FIGURES for j in g]
     todo = [g for g in runs if force or not all(j.finished() for j in g)]
     active = active_submissions(todo) if kind == "slurm" else {}
     queued = [g for g in todo if g[0].group in active]

@@ -38,21 +38,22 @@ from ..settings.run_config import RunConfig, merge_settings
 from ..settings.validation import check_runs
 from ..stages.attribute import attribute_run
 from ..stages.evaluate import evaluate_run
-from ..settings.layout import CONFIG, RESULTS, TRAIN_SUMMARY, SEED_PREFIX, notebook_path, stage_marker, trained_run_dir
+from ..settings.layout import (CONFIG, RESULTS, RUN_STAGES, SEED_PREFIX, TRAIN_SUMMARY, Stage, notebook_path,
+                               stage_marker, trained_run_dir)
 from ..stages.artefacts import load_json
 from ..stages.files import remove_partial_writes, save_json
 from ..stages.train import train_run
 from .locks import holding
 from .notebooks import NOTEBOOK_DIR, NOTEBOOKS, RunKernel, notebook_parameters, param_type, type_ok
 
-STAGES = ("train", "attribute", "evaluate", "figures")
+STAGES = tuple(Stage)
 
 
 @dataclass
 class Job:
     """One notebook execution: a stage of a run (or the study's figures)."""
 
-    stage: str
+    stage: Stage
     params: dict[str, Any]
     output: Path                 # executed notebook
     marker: Path                 # completion marker holding `digest`
@@ -116,7 +117,7 @@ def _matches(run: RunConfig, only: Optional[str]) -> bool:
     return True
 
 
-def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] = None) -> Plan:
+def plan(profile: Profile, stages: Sequence[Stage] = STAGES, only: Optional[str] = None) -> Plan:
     """Expand a profile into notebook jobs, in execution order."""
     out = Plan(profile)
     runs = [r for r in profile.runs() if _matches(r, only)]
@@ -125,30 +126,30 @@ def plan(profile: Profile, stages: Sequence[str] = STAGES, only: Optional[str] =
                           f"runs are {', '.join(r.run_id for r in profile.runs())}")
     for run in runs:
         run_dir = profile.run_dir(run).resolve()
-        if "train" in stages:
-            out.jobs.append(Job(stage="train", params=_run_params(profile, run, run_dir, "train"),
-                                output=notebook_path(run_dir, NOTEBOOKS["train"]),
-                                marker=stage_marker(run_dir, "train"), digest=stage_hash(run, "train"),
+        if Stage.TRAIN in stages:
+            out.jobs.append(Job(stage=Stage.TRAIN, params=_run_params(profile, run, run_dir, Stage.TRAIN),
+                                output=notebook_path(run_dir, NOTEBOOKS[Stage.TRAIN]),
+                                marker=stage_marker(run_dir, Stage.TRAIN), digest=stage_hash(run, Stage.TRAIN),
                                 run_id=run.run_id, run=run, group=run.run_id, lock_dir=run_dir))
         for cfg, eval_dir in profile.evaluations(run):      # each protocol, on the same trained model
             eval_dir = eval_dir.resolve()
             label = run.run_id + ("" if eval_dir == run_dir else f"@{cfg.protocol}")
-            for stage in ("attribute", "evaluate"):
+            for stage in (Stage.ATTRIBUTE, Stage.EVALUATE):
                 if stage in stages:
                     out.jobs.append(Job(stage=stage, params=_run_params(profile, cfg, eval_dir, stage),
                                         output=notebook_path(eval_dir, NOTEBOOKS[stage]),
                                         marker=stage_marker(eval_dir, stage), digest=stage_hash(cfg, stage),
                                         run_id=label, run=cfg, group=run.run_id, lock_dir=run_dir))
-    if "figures" in stages:
+    if Stage.FIGURES in stages:
         study = (Path(profile.results_root) / profile.name).resolve()
         digest = figures_digest(profile)
-        out.jobs.append(Job(stage="figures",
+        out.jobs.append(Job(stage=Stage.FIGURES,
                             params={"profile": profile.name, "results_root": str(Path(profile.results_root).resolve()),
                                     "output_dir": str(profile.figures_dir().resolve()),
                                     "runs": [r.run_id for r in profile.runs()], "missing": [],
                                     "reference": profile.reference or ""},
-                            output=notebook_path(study, NOTEBOOKS["figures"]),
-                            marker=stage_marker(study, "figures"), digest=digest, lock_dir=study))
+                            output=notebook_path(study, NOTEBOOKS[Stage.FIGURES]),
+                            marker=stage_marker(study, Stage.FIGURES), digest=digest, lock_dir=study))
     return out
 
 
@@ -159,11 +160,11 @@ def figures_digest(profile: Profile) -> str:
     parts = []
     for run in profile.runs():
         for cfg, eval_dir in profile.evaluations(run):
-            marker, stamp = stage_marker(eval_dir.resolve(), "evaluate"), ""
+            marker, stamp = stage_marker(eval_dir.resolve(), Stage.EVALUATE), ""
             if marker.is_file():
                 m = load_json(marker)
-                stamp = str(m.get("finished", "")) if m.get("hash") == stage_hash(cfg, "evaluate") else ""
-            parts.append(stage_hash(cfg, "figures") + (f"@{stamp}" if stamp else ""))
+                stamp = str(m.get("finished", "")) if m.get("hash") == stage_hash(cfg, Stage.EVALUATE) else ""
+            parts.append(stage_hash(cfg, Stage.FIGURES) + (f"@{stamp}" if stamp else ""))
     return "-".join(parts)
 
 
@@ -174,8 +175,8 @@ def evaluated_runs(profile: Profile) -> tuple[list[str], list[str]]:
     for run in profile.runs():
         ok = True
         for cfg, eval_dir in profile.evaluations(run):       # every protocol of the run
-            marker = stage_marker(eval_dir.resolve(), "evaluate")
-            ok &= (marker.is_file() and load_json(marker).get("hash") == stage_hash(cfg, "evaluate")
+            marker = stage_marker(eval_dir.resolve(), Stage.EVALUATE)
+            ok &= (marker.is_file() and load_json(marker).get("hash") == stage_hash(cfg, Stage.EVALUATE)
                    and (eval_dir / RESULTS).is_file())
         (done if ok else missing).append(run.run_id)
     return done, missing
@@ -191,8 +192,8 @@ def figures_output(profile: Profile) -> Optional[Path]:
     return out if not missing else out.with_name(out.name + "-partial")
 
 
-def _run_params(profile: Profile, run: RunConfig, run_dir: Path, stage: str) -> dict[str, Any]:
-    if stage == "train":
+def _run_params(profile: Profile, run: RunConfig, run_dir: Path, stage: Stage) -> dict[str, Any]:
+    if stage == Stage.TRAIN:
         overrides = dict(profile.overrides)
         if profile.rehearse and run.data_root is not None:   # stand-in data: where this pipeline wrote them
             overrides["data_root"] = str(Path(run.data_root).resolve())
@@ -200,7 +201,7 @@ def _run_params(profile: Profile, run: RunConfig, run_dir: Path, stage: str) -> 
                 "seed": run.seed, "run_dir": str(run_dir), "overrides": overrides, "rehearse": profile.rehearse}
     common = {"run_dir": str(run_dir), "methods": list(run.methods), "n_samples": run.eval_samples,
               "batch_size": run.batch_size_eval, "device": run.device}
-    if stage == "attribute":
+    if stage == Stage.ATTRIBUTE:
         return {**common, "target": run.target}
     return {**common, "metrics": list(run.metrics)}
 
@@ -210,7 +211,7 @@ def validate(p: Plan, force: bool = False, notebooks: bool = True) -> None:
     those already finished, unless ``force``) and (``notebooks``) every job's parameters
     against its notebook; raise ConfigError (or DatasetNotFoundError) on the first problem."""
     check_runs(p.profile.runs(), data=False)
-    for stage in ("train", "attribute", "evaluate"):
+    for stage in RUN_STAGES:
         pending = [j.run for j in p.jobs if j.stage == stage and (force or not j.finished())]
         check_runs(pending, stages=(stage,), data=True)
     cache: dict[str, dict] = {}
@@ -241,14 +242,14 @@ def _make_figures(job: Job) -> Any:
 # What each notebook calls, for a job run in this process (``--executor inline``): the same
 # stage functions with the same parameters, without a kernel or an executed notebook.
 STAGE_CALLS: dict[str, Callable[[Job], Any]] = {
-    "train": lambda job: train_run(job.run, job.params["run_dir"], progress=False),
-    "attribute": lambda job: attribute_run(
+    Stage.TRAIN: lambda job: train_run(job.run, job.params["run_dir"], progress=False),
+    Stage.ATTRIBUTE: lambda job: attribute_run(
         job.params["run_dir"], methods=job.params["methods"], n_samples=job.params["n_samples"],
         target=job.params["target"], batch_size=job.params["batch_size"], device=job.params["device"]),
-    "evaluate": lambda job: evaluate_run(
+    Stage.EVALUATE: lambda job: evaluate_run(
         job.params["run_dir"], methods=job.params["methods"], metrics=job.params["metrics"],
         n_samples=job.params["n_samples"], batch_size=job.params["batch_size"], device=job.params["device"]),
-    "figures": _make_figures,
+    Stage.FIGURES: _make_figures,
 }
 
 
@@ -261,7 +262,7 @@ def execute(job: Job, kernel: RunKernel, inline: bool = False) -> None:
     to :func:`failed_notebook` on failure: a failure never replaces a finished notebook.
     """
     job.output.parent.mkdir(parents=True, exist_ok=True)
-    if job.run is not None and job.stage != "train":
+    if job.run is not None and job.stage != Stage.TRAIN:
         _refresh_config(job.output.parent.parent, job.run)
     if inline:
         start = time.perf_counter()
@@ -304,7 +305,7 @@ def _refresh_config(eval_dir: Path, run: RunConfig) -> None:
     source = path if path.is_file() else trained_run_dir(eval_dir) / CONFIG
     if source.is_file():
         stored = load_json(source)
-        keep = set(STAGE_KEYS["train"])
+        keep = set(STAGE_KEYS[Stage.TRAIN])
         save_json(path, {k: (stored[k] if k in keep and k in stored else v) for k, v in run.to_dict().items()})
 
 
@@ -326,8 +327,8 @@ def run_group(group: list[Job], profile: Optional[Profile] = None, force: bool =
     stage functions in this process instead of the notebooks."""
     first = group[0]
     lock_dir = first.lock_dir or first.marker.parent.parent
-    label = first.run_id if first.stage != "figures" else "figures"
-    with holding(lock_dir, label, wait=wait, log=log, name="run" if first.stage != "figures" else "figures") as held:
+    label = first.run_id if first.stage != Stage.FIGURES else "figures"
+    with holding(lock_dir, label, wait=wait, log=log, name="run" if first.stage != Stage.FIGURES else "figures") as held:
         if not held:
             for job in group:
                 job.status = "skipped"
@@ -335,7 +336,7 @@ def run_group(group: list[Job], profile: Optional[Profile] = None, force: bool =
                     on_job(job)
             first.note = f"{label}: skipped, another invocation held it (--no-wait)"
             return
-        if first.stage != "figures":
+        if first.stage != Stage.FIGURES:
             remove_partial_writes(lock_dir)          # temporaries of writes a killed process left
         with RunKernel(env) as kernel:               # started by the first notebook that runs
             _run_locked(group, profile, force, kernel, log, on_job, inline)
@@ -347,7 +348,7 @@ def _run_locked(group: list[Job], profile: Optional[Profile], force: bool, kerne
     for job in group:
         if failed:
             job.status = "blocked"
-        elif job.stage == "figures" and not _prepare_figures(profile, job):
+        elif job.stage == Stage.FIGURES and not _prepare_figures(profile, job):
             job.status = "skipped"
             log("figures: no run of the study has results yet; nothing written")
         elif not force and job.finished():
@@ -372,7 +373,7 @@ def _run_locked(group: list[Job], profile: Optional[Profile], force: bool, kerne
 def _report_repairs(job: Job, log: Callable[[str], None]) -> None:
     """After training: each damaged file the stage found and repaired (the summary's
     ``recovered``), one line each, kept as the job's note."""
-    if job.stage != "train":
+    if job.stage != Stage.TRAIN:
         return
     try:
         lines = load_json(Path(job.params["run_dir"]) / TRAIN_SUMMARY).get("recovered") or []
@@ -451,7 +452,7 @@ def summary(jobs: Sequence[Job]) -> str:
 
 def results_digest(jobs: Sequence[Job]) -> str:
     """The study's accuracy table and where every table and figure is, for the log."""
-    fig = next((j for j in jobs if j.stage == "figures"
+    fig = next((j for j in jobs if j.stage == Stage.FIGURES
                 and (j.status == "done" or (j.status == "skipped" and j.finished()))), None)
     if fig is None:
         return "no figures made in this invocation"

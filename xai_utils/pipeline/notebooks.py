@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError, Explained, error_from_record
+from ..settings.layout import Stage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-NOTEBOOKS = {"train": "01_train.ipynb", "attribute": "02_attribute.ipynb",
-             "evaluate": "03_evaluate.ipynb", "figures": "04_figures.ipynb"}
+NOTEBOOKS = {Stage.TRAIN: "01_train.ipynb", Stage.ATTRIBUTE: "02_attribute.ipynb",
+             Stage.EVALUATE: "03_evaluate.ipynb", Stage.FIGURES: "04_figures.ipynb"}
 KERNEL = "python3"
 
 
-def notebook_parameters(stage: str) -> dict[str, dict[str, Any]]:
+def notebook_parameters(stage: Stage) -> dict[str, dict[str, Any]]:
     """Names, defaults and types of a notebook's tagged parameters cell."""
     import papermill as pm   # reason: Jupyter's stack loads only when a notebook is read or run
     path = NOTEBOOK_DIR / NOTEBOOKS[stage]

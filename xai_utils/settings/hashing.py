@@ -9,27 +9,28 @@ therefore re-runs exactly the stages it affects.
 from __future__ import annotations
 
 from ..study.objectives import foreign_settings
+from .layout import Stage
 from .run_config import RUN_KEYS, RunConfig
 
 # Which settings each stage's results depend on (for skipping finished stages). Keys that
 # change only where or how fast something runs (device, workers, batch sizes of inference,
 # checkpoint period) are in no hash.
 NO_RESULT_KEYS = ("device", "num_workers", "checkpoint_every", "batch_size_eval", "eval_chunk", "data_root")
-STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "attribute": ("eval_split", "eval_samples", "target", "protocol", "explain_features", "methods",
-                  "method_options", "pair_methods", "pair_method_options", "pair_kinds", "pair_samples",
-                  "pair_seed", "pair_space"),
-    "evaluate": ("metrics", "metric_seed", "features_in_step", "pixel_flipping_baseline",
-                 "pixel_flipping_tie_break", "continuity_sigma", "continuity_sigmas", "noise_space",
-                 "calibration_samples", "calibration", "max_sensitivity_samples", "max_sensitivity_radius",
-                 "faithfulness_correlation_subset", "faithfulness_correlation_runs", "randomisation_similarity",
-                 "consistency_crop_scale", "road_fractions", "road_noise", "pair_metrics", "pair_pixels_per_step", "pair_blur_kernel",
-                 "pair_blur_sigma", "pair_max_sensitivity_samples", "pair_max_sensitivity_radius"),
-    "figures": ("nan_pairing", "kept_images"),
+STAGE_KEYS: dict[Stage, tuple[str, ...]] = {
+    Stage.ATTRIBUTE: ("eval_split", "eval_samples", "target", "protocol", "explain_features", "methods",
+                      "method_options", "pair_methods", "pair_method_options", "pair_kinds", "pair_samples",
+                      "pair_seed", "pair_space"),
+    Stage.EVALUATE: ("metrics", "metric_seed", "features_in_step", "pixel_flipping_baseline",
+                     "pixel_flipping_tie_break", "continuity_sigma", "continuity_sigmas", "noise_space",
+                     "calibration_samples", "calibration", "max_sensitivity_samples", "max_sensitivity_radius",
+                     "faithfulness_correlation_subset", "faithfulness_correlation_runs", "randomisation_similarity",
+                     "consistency_crop_scale", "road_fractions", "road_noise", "pair_metrics", "pair_pixels_per_step", "pair_blur_kernel",
+                     "pair_blur_sigma", "pair_max_sensitivity_samples", "pair_max_sensitivity_radius"),
+    Stage.FIGURES: ("nan_pairing", "kept_images"),
 }
-STAGE_KEYS["train"] = tuple(k for k in RUN_KEYS if k not in NO_RESULT_KEYS
-                            and k not in STAGE_KEYS["attribute"] + STAGE_KEYS["evaluate"] + STAGE_KEYS["figures"])
-STAGE_ORDER = ("train", "attribute", "evaluate", "figures")
+STAGE_KEYS[Stage.TRAIN] = tuple(k for k in RUN_KEYS if k not in NO_RESULT_KEYS and k not in
+                               STAGE_KEYS[Stage.ATTRIBUTE] + STAGE_KEYS[Stage.EVALUATE] + STAGE_KEYS[Stage.FIGURES])
+STAGE_ORDER = tuple(Stage)
 
 
 # Keys added after results existed: hashed only when set away from their default, so that
@@ -38,7 +39,7 @@ HASHED_WHEN_SET = ("deterministic", "kept_images", "road_fractions", "road_noise
 _DEFAULTS = RunConfig().to_dict()
 
 
-def stage_keys(cfg: RunConfig, stage: str) -> list[str]:
+def stage_keys(cfg: RunConfig, stage: Stage) -> list[str]:
     """The settings a stage of this run depends on: the stage's keys, without those only
     other objectives read (so a new objective, or another objective's setting, changes no hash),
     without the pair analysis's when the run has none, and without the keys of
@@ -57,7 +58,7 @@ PAIR_METRIC_KEYS = ("pair_pixels_per_step", "pair_blur_kernel", "pair_blur_sigma
                     "pair_max_sensitivity_radius")
 
 
-def stage_hash(cfg: RunConfig, stage: str) -> str:
+def stage_hash(cfg: RunConfig, stage: Stage) -> str:
     """Hash of the settings that a stage and the stages before it depend on."""
     keys = [k for s in STAGE_ORDER[:STAGE_ORDER.index(stage) + 1] for k in stage_keys(cfg, s)]
     return cfg.config_hash(keys)

@@ -32,7 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from ..registry import StrEnum
+
 PathLike = Union[str, Path]
+
+
+class Stage(StrEnum):
+    """The stages of a study, in order: three for each run, then the study's figures."""
+    TRAIN = "train"
+    ATTRIBUTE = "attribute"
+    EVALUATE = "evaluate"
+    FIGURES = "figures"
+
+
+RUN_STAGES = (Stage.TRAIN, Stage.ATTRIBUTE, Stage.EVALUATE)
 
 # files of a run folder
 CONFIG = "config.json"
@@ -57,6 +70,35 @@ SEED_PREFIX = "seed"
 # the columns of results.csv, in order: one row per image (or pair) x method x metric
 RESULT_COLUMNS = ("run_id", "dataset", "objective", "seed", "sample_index", "pair", "true", "pred", "correct",
                   "method", "metric", "value")
+
+
+@dataclass(frozen=True)
+class RowName:
+    """The ``metric`` column of a row of ``results.csv``: a metric's name, qualified in brackets
+    where one metric gives several rows: a variant (``continuity[sigma=0.05]``), a pair kind
+    (``pair_deletion[same]``) or both (``pair_deletion[same,conditional]``). Built and read
+    back only here."""
+    metric: str
+    qualifiers: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.metric}[{','.join(self.qualifiers)}]" if self.qualifiers else self.metric
+
+    @classmethod
+    def parse(cls, name: str) -> "RowName":
+        metric, _, rest = str(name).partition("[")
+        return cls(metric, tuple(rest[:-1].split(",")) if rest.endswith("]") else ())
+
+    @classmethod
+    def of_pair(cls, metric: str, kind: str, variant: str = "") -> "RowName":
+        """A pair metric's row for one kind of pair (and one of its variants)."""
+        return cls(metric, (kind, variant) if variant else (kind,))
+
+    @property
+    def kind_and_variant(self) -> tuple[str, str]:
+        """(pair kind, variant) of a pair row ("" where absent)."""
+        kind, variant = (*self.qualifiers, "", "")[:2]
+        return kind, variant
 
 
 @dataclass(frozen=True, order=True)
@@ -138,7 +180,7 @@ def pair_curves_path(run_dir: PathLike, method: str) -> Path:
     return Path(run_dir) / PAIRS / f"curves_{method}.npz"
 
 
-def stage_marker(folder: PathLike, stage: str) -> Path:
+def stage_marker(folder: PathLike, stage: Stage) -> Path:
     return Path(folder) / STAGES / f"{stage}.json"
 
 

@@ -40,9 +40,8 @@ from ..study.data import (DATASETS, check_available, dataset_label, eval_indices
 from ..study.models import BACKBONES, EXPLAIN_FEATURES
 from ..study.objectives import OBJECTIVES, get_objective
 from ..study.training import OPTIMIZERS
+from .layout import RUN_STAGES, Stage
 from .run_config import CALIBRATIONS, PROTOCOLS, RunConfig, resolve_calibration
-
-STAGES = ("train", "attribute", "evaluate")
 
 # integer settings and their lower bounds
 MIN_INT: dict[str, int] = {
@@ -326,18 +325,34 @@ def check_sizes(cfg: RunConfig, sizes: Optional[Mapping[str, int]]) -> None:
         number = isinstance(value, (int, float)) and not isinstance(value, bool)   # None: unset
         if number and limit is not None and value > limit[0]:
             raise _fail(cfg, key, f"must be at most {limit[0]} ({limit[1]}), got {value}")
+    _check_trained_on(cfg, data)
 
 
-def check_data(cfg: RunConfig, stages: Sequence[str]) -> None:
+def _check_trained_on(cfg: RunConfig, d: DataSize) -> None:
+    """Evaluated on its training split, a run may be explained and scored only on images it
+    was not trained on (those after ``train_subset`` in the fixed permutation): a model's
+    attributions on its own training images answer another question."""
+    if d.train is None or resolve_split(cfg.dataset, cfg.eval_split) != "train":
+        return
+    trained = train_permutation(d.train, seed=0)[:d.train if cfg.train_subset is None else cfg.train_subset]
+    evaluated = eval_indices(d.train, cfg.eval_samples, seed=0)
+    seen = int(np.isin(evaluated, trained).sum())
+    if seen:
+        raise _fail(cfg, "eval_split", f"'train' would evaluate {seen} of the {len(evaluated)} evaluation images "
+                                       f"the model was trained on (train_subset: {cfg.train_subset}); evaluate "
+                                       "on the held-out split ('test' or 'val')")
+
+
+def check_data(cfg: RunConfig, stages: Sequence[Stage]) -> None:
     """The dataset's files of the splits the stages read (raises DatasetNotFoundError)."""
-    if "train" in stages:
+    if Stage.TRAIN in stages:
         check_available(cfg.dataset, "train", cfg.data_root)
         check_available(cfg.dataset, "test", cfg.data_root)
-    if {"attribute", "evaluate"} & set(stages):
+    if {Stage.ATTRIBUTE, Stage.EVALUATE} & set(stages):
         check_available(cfg.dataset, cfg.eval_split, cfg.data_root)
 
 
-def check_run(cfg: RunConfig, stages: Sequence[str] = STAGES, data: bool = False) -> None:
+def check_run(cfg: RunConfig, stages: Sequence[Stage] = RUN_STAGES, data: bool = False) -> None:
     """Check every setting ``stages`` of run ``cfg`` read (the data files too when ``data``).
 
     Ranges and names are always checked for every stage (a bad evaluation setting is
@@ -355,7 +370,7 @@ def check_run(cfg: RunConfig, stages: Sequence[str] = STAGES, data: bool = False
         check_sizes(cfg, split_sizes(cfg.dataset, cfg.data_root))
 
 
-def check_runs(runs: Iterable[RunConfig], stages: Sequence[str] = STAGES, data: bool = False) -> None:
+def check_runs(runs: Iterable[RunConfig], stages: Sequence[Stage] = RUN_STAGES, data: bool = False) -> None:
     """:func:`check_run` for every run of a study (``profile.runs()``, or the runs whose
     stages will run); data files are looked for once per (dataset, root, split), the
     splits counted once per (dataset, root)."""

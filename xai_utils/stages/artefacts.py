@@ -38,12 +38,13 @@ from ..settings.run_config import RunConfig
 PathLike = Union[str, Path]
 
 # Which stage writes each file of a run folder (by name, then by folder): the stage to re-run.
-PRODUCED_BY: dict[str, str] = {
-    runs.MODEL: "train", runs.CHECKPOINT: "train", runs.PREVIOUS_CHECKPOINT: "train", runs.CONFIG: "train",
-    runs.TRAIN_SUMMARY: "train", runs.PREDICTIONS: "train", runs.EMBEDDINGS: "train", runs.TRAIN_LOG: "train",
-    runs.RESULTS: "evaluate", runs.CALIBRATION: "evaluate",
+PRODUCED_BY: dict[str, runs.Stage] = {
+    **dict.fromkeys((runs.MODEL, runs.CHECKPOINT, runs.PREVIOUS_CHECKPOINT, runs.CONFIG, runs.TRAIN_SUMMARY,
+                     runs.PREDICTIONS, runs.EMBEDDINGS, runs.TRAIN_LOG), runs.Stage.TRAIN),
+    runs.RESULTS: runs.Stage.EVALUATE, runs.CALIBRATION: runs.Stage.EVALUATE,
 }
-PRODUCED_IN: dict[str, str] = {runs.ATTRIBUTIONS: "attribute", runs.PAIRS: "attribute", runs.CURVES: "evaluate"}
+PRODUCED_IN: dict[str, runs.Stage] = {runs.ATTRIBUTIONS: runs.Stage.ATTRIBUTE, runs.PAIRS: runs.Stage.ATTRIBUTE,
+                                      runs.CURVES: runs.Stage.EVALUATE}
 
 # What damage raises in each reader (an I/O error of the disk is OSError in all of them).
 ZIP_DAMAGE = (OSError, zipfile.BadZipFile, zlib.error, EOFError, pickle.UnpicklingError)
@@ -51,14 +52,14 @@ CSV_DAMAGE = (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeD
 JSON_DAMAGE = (OSError, json.JSONDecodeError, UnicodeDecodeError)
 
 
-def producing_stage(path: PathLike) -> str:
+def producing_stage(path: PathLike) -> runs.Stage:
     """The stage that writes ``path`` (``pairs/curves_*.npz`` are the evaluation's)."""
     path = Path(path)
     if path.name in PRODUCED_BY:
         return PRODUCED_BY[path.name]
     if path.parent.name == runs.PAIRS and path.name.startswith("curves_"):
-        return "evaluate"
-    return PRODUCED_IN.get(path.parent.name, "evaluate")
+        return runs.Stage.EVALUATE
+    return PRODUCED_IN.get(path.parent.name, runs.Stage.EVALUATE)
 
 
 def damaged(path: PathLike, reason: str) -> ArtefactError:

@@ -146,7 +146,7 @@ def attribute_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = 
         with ieee_float32(dev):                  # no autocast, no TF32
             pair_paths = attribute_pairs(Path(run_dir), cfg, model, ds, idx, labels_t, preds_t, dev, batch_size)
         paths.update({f"pairs/{m}": p for m, p in pair_paths.items()})
-    record_fingerprint(run_dir, "attribute", dev)
+    record_fingerprint(run_dir, runs.Stage.ATTRIBUTE, dev)
     return paths
 
 

@@ -133,7 +133,7 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
             tables.append(pair_rows)
     df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(runs.RESULT_COLUMNS))
     files.save_text(run_dir / runs.RESULTS, df.to_csv(index=False, na_rep="nan"))
-    record_fingerprint(run_dir, "evaluate", dev)
+    record_fingerprint(run_dir, runs.Stage.EVALUATE, dev)
     return df
 
 
@@ -188,7 +188,7 @@ def _evaluate_method(ev: _Evaluation, method: str, n: int) -> list[pd.DataFrame]
         out = _concat(parts[metric])
         tables.append(_rows(cfg, idx, true, pred, method, metric, out.values))
         for variant, values in out.variants.items():
-            tables.append(_rows(cfg, idx, true, pred, method, f"{metric}[{variant}]", values))
+            tables.append(_rows(cfg, idx, true, pred, method, str(runs.RowName(metric, (variant,))), values))
         if out.curves is not None:
             # the paper's curves keep the names "curves" / "unperturbed"; other scores theirs
             key = "curves" if metric == "pixel_flipping" else f"curves_{metric}"

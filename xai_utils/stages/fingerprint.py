@@ -126,7 +126,7 @@ def describe(fingerprint: dict[str, Any]) -> str:
             f"{lock_text}")
 
 
-def record_fingerprint(folder: PathLike, stage: str, device: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+def record_fingerprint(folder: PathLike, stage: runs.Stage, device: Union[str, torch.device] = "cpu") -> dict[str, Any]:
     """Write this machine's fingerprint as ``stage``'s entry of ``<folder>/fingerprint.json``
     (the other stages' entries kept); returns it."""
     path = Path(folder) / runs.FINGERPRINT

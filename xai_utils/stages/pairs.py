@@ -31,7 +31,7 @@ from ..ops.attribution import explaining
 from ..ops.pairs.methods import check_pair_method_options, pair_attribute, resolve_pair_options
 from ..ops.pairs.metrics import PAIR_METRICS, PAIR_SETTINGS, PairInputs, check_pair_metrics, step_fractions
 from ..ops.pairs.sets import make_pairs, pair_ids, second_views
-from ..ops.pairs.similarity import similarity
+from ..ops.pairs.spaces import similarity
 from ..settings import layout as runs
 from . import files
 from .artefacts import load_npz
@@ -130,7 +130,7 @@ def evaluate_pairs(run_dir: Path, cfg, model, ds, device: Any, batch_size: int,
                     v = values.detach().double().cpu().numpy()
                     for kind in dict.fromkeys(kinds):
                         sel = kinds == kind
-                        name = f"{metric}[{kind}{',' + variant if variant else ''}]"
+                        name = str(runs.RowName.of_pair(metric, kind, variant))
                         tables.append(base[sel].assign(metric=name, value=v[sel]))
                 if out.curves is not None:
                     curves[metric] = out.curves.float().cpu().numpy()

@@ -45,7 +45,7 @@ PathLike = Union[str, Path]
 def _training_differences(saved: dict[str, Any], cfg: RunConfig) -> list[str]:
     """Keys that change the trained weights and differ between ``saved`` and ``cfg``."""
     now = cfg.to_dict()
-    return [k for k in stage_keys(cfg, "train") if saved.get(k) != now.get(k)]
+    return [k for k in stage_keys(cfg, runs.Stage.TRAIN) if saved.get(k) != now.get(k)]
 
 
 def _mismatch_error(run_dir: Path, what: str, keys: list[str], saved: dict, cfg: RunConfig) -> ConfigError:
@@ -134,7 +134,7 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     finished run is rebuilt from the last checkpoint. Each such repair is one line, printed
     and kept in the summary (``recovered``).
     """
-    check_run(cfg, stages=("train",), data=False)       # the loader says itself if data is missing
+    check_run(cfg, stages=(runs.Stage.TRAIN,), data=False)       # the loader says itself if data is missing
     run_dir = Path(run_dir)
     summary_path = run_dir / runs.TRAIN_SUMMARY
     notes: list[str] = []                                # files found damaged and what was done
@@ -314,6 +314,6 @@ def _finish(run: _Run, summary_path: Path, probe_acc: Optional[float], resumed_f
                "eval_time_s": round(time.perf_counter() - t0, 3), "device": str(run.device),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),   # --devices: this run's GPU
                "resumed_from": resumed_from, "recovered": recovered}
-    record_fingerprint(run_dir, "train", run.device)        # where these weights were made
+    record_fingerprint(run_dir, runs.Stage.TRAIN, run.device)        # where these weights were made
     files.save_json(summary_path, summary)
     return summary

@@ -17,7 +17,7 @@ from .registry import register_method
 def saliency(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "sum",
              abs: bool = True, scale: bool = False) -> Tensor:
     """Input gradient dy_t/dx (Simonyan et al. 2014), Captum ``Saliency``; default map: L1 norm over channels."""
-    from captum.attr import Saliency
+    from captum.attr import Saliency   # reason: captum loads only when a method of its runs
     with torch.enable_grad():
         g = Saliency(model).attribute(grad_input(x), target=target, abs=False)
     return channel_map(g.detach(), reduction, abs, scale)
@@ -27,7 +27,7 @@ def saliency(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "s
 def input_x_gradient(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "sum",
                      abs: bool = True, scale: bool = False) -> Tensor:
     """x * dy_t/dx in pixel space (Captum ``InputXGradient``)."""
-    from captum.attr import InputXGradient
+    from captum.attr import InputXGradient   # reason: captum loads only when a method of its runs
     with torch.enable_grad():
         g = InputXGradient(model).attribute(grad_input(x), target=target)
     return channel_map(g.detach(), reduction, abs, scale)
@@ -46,7 +46,7 @@ def integrated_gradients(model: nn.Module, x: Tensor, target: Tensor, *, n_steps
     Gauss-Legendre; enough for 32 px and 224 px ResNets). ``internal_batch_size`` (None: the
     batch size N) bounds the images per forward/backward, so memory is that of N images.
     """
-    from captum.attr import IntegratedGradients
+    from captum.attr import IntegratedGradients   # reason: captum loads only when a method of its runs
     ibs = internal_batch_size or x.shape[0]
     with torch.enable_grad():
         g = IntegratedGradients(model).attribute(
@@ -69,7 +69,7 @@ def smoothgrad(model: nn.Module, x: Tensor, target: Tensor, *, nt_samples: int =
     map does not depend on the batch it was computed in. ``nt_samples_batch_size`` noisy
     copies of the whole batch go through one forward/backward (memory: that many batches).
     """
-    from captum.attr import Saliency
+    from captum.attr import Saliency   # reason: captum loads only when a method of its runs
     gen = torch.Generator(device=x.device).manual_seed(seed)
     noise = torch.normal(0.0, float(stdevs), size=(nt_samples, *x.shape[1:]), generator=gen,
                          device=x.device, dtype=x.dtype)
@@ -92,14 +92,22 @@ def guided_backprop(model: nn.Module, x: Tensor, target: Tensor, *, reduction: s
 
     Runs with the model's in-place ReLUs switched to out-of-place (see :func:`~xai_utils.ops.attribution.registry.explaining`).
     """
-    from captum.attr import GuidedBackprop
+    from captum.attr import GuidedBackprop   # reason: captum loads only when a method of its runs
     with torch.enable_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
         g = GuidedBackprop(model).attribute(grad_input(x), target=target)
     return channel_map(g.detach(), reduction, abs, scale)
 
 
-@register_method("occlusion", label="Occlusion", choices={"reduction": REDUCTIONS})
+def _check_occlusion(options: dict) -> None:
+    """A stride longer than the window leaves pixels that no window covers (their map is 0)."""
+    window, stride = options.get("window"), options.get("stride")
+    if window is not None and stride is not None and stride > window:
+        raise ValueError(f"method 'occlusion': stride {stride} > window {window} leaves pixels that no window "
+                         "covers; use a stride of at most the window")
+
+
+@register_method("occlusion", label="Occlusion", choices={"reduction": REDUCTIONS}, check=_check_occlusion)
 def occlusion(model: nn.Module, x: Tensor, target: Tensor, *, window: Optional[int] = None,
               stride: Optional[int] = None, baseline: float = 0.0, perturbations_per_eval: int = 1,
               reduction: str = "mean", abs: bool = True, scale: bool = False) -> Tensor:
@@ -111,10 +119,11 @@ def occlusion(model: nn.Module, x: Tensor, target: Tensor, *, window: Optional[i
     runs ``perturbations_per_eval`` occluded copies of the batch. ``reduction="mean"``:
     the channels are identical, so the map is the occlusion score itself.
     """
-    from captum.attr import Occlusion
+    from captum.attr import Occlusion   # reason: captum loads only when a method of its runs
     c, h = x.shape[1], x.shape[-2]
     window = window or max(1, h // 8)
     stride = stride or max(1, window // 2)
+    _check_occlusion({"window": window, "stride": stride})
     with torch.no_grad():
         a = Occlusion(model).attribute(
             x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),

@@ -19,13 +19,16 @@ METHODS: Registry[Method] = Registry("attribution method")
 
 def register_method(name: str, label: str, class_agnostic: bool = False,
                     choices: Optional[dict[str, Sequence[str]]] = None,
+                    check: Optional[Callable[[dict[str, Any]], None]] = None,
                     override: bool = False) -> Callable[[Method], Method]:
     """Register ``fn(model, x, target, *, **options) -> [N, 1, H, W]`` under ``name``.
 
     ``label``: the name tables and figures show. ``class_agnostic``: the map ignores
     ``target`` (e.g. contrastivity is undefined for such a method). ``choices``: the allowed
-    values of options that take a name (checked with the run's configuration). All three
-    are stored on the function (``fn.label``, ``fn.class_agnostic``, ``fn.choices``); the
+    values of options that take a name (checked with the run's configuration). ``check``: a
+    rule between options, ``check(options)`` raising ValueError (checked with the run's
+    configuration too). All are stored on the function (``fn.label``, ``fn.class_agnostic``,
+    ``fn.choices``, ``fn.check``); the
     options themselves are the function's keyword-only arguments and their defaults. A name
     already registered is refused unless ``override``.
     """
@@ -33,6 +36,7 @@ def register_method(name: str, label: str, class_agnostic: bool = False,
         fn.label = label  # type: ignore[attr-defined]
         fn.class_agnostic = class_agnostic  # type: ignore[attr-defined]
         fn.choices = {k: tuple(v) for k, v in (choices or {}).items()}  # type: ignore[attr-defined]
+        fn.check = check  # type: ignore[attr-defined]
         return METHODS.register(name, fn, override)
     return wrap
 
@@ -45,7 +49,10 @@ def is_class_agnostic(name: str) -> bool:
 def check_method_options(name: str, options: dict[str, Any]) -> None:
     """Raise ValueError for an unknown method or option, an option value whose type differs
     from its default's, or a name outside the option's registered choices."""
-    check_options(get_method(name), f"method '{name}'", options)
+    method = get_method(name)
+    check_options(method, f"method '{name}'", options)
+    if getattr(method, "check", None) is not None:
+        method.check(options)
 
 
 def keyword_options(fn: Callable, what: str, **options: Any) -> dict[str, Any]:

@@ -63,9 +63,10 @@ from .faithfulness import (BASELINES, FLIP_SCORES, SORTERS, TIE_BREAKS, curve_au
                            pixel_flipping, pixel_flipping_logits, resolve_tie_break)
 from .localisation import attribution_localisation, pointing_game
 from .randomisation import model_randomisation, randomise_model
-from .registry import (METRICS, SETTINGS, MetricInputs, MetricResult, MetricSpec, base_metric, check_metrics,
-                       register_metric)
+from . import catalogue  # noqa: F401  (registers every metric)
+from .spec import (METRICS, SETTINGS, MetricInputs, MetricResult, MetricSpec, check_metrics,
+                   register_metric)
 from .road import ORDERS, noisy_linear_impute, removal_masks, road_logits
 from .robustness import (NOISE_SPACES, continuity_perturbation, continuity_ssim, contrastivity_ssim,
                          gaussian_noise, max_sensitivity, other_classes)
-from .similarity import SIMILARITIES, pearson, spearman, ssim
+from .map_similarity import SIMILARITIES, pearson, spearman, ssim

@@ -11,7 +11,7 @@ from torch import Tensor
 from ..attribution import resolve_options
 from ..augment import apply_crop_flip, sample_crop_flip_params
 from ._common import MethodLike, _as_long, _attribute_chunked, _sample_ids, resolve_method, sample_seed
-from .similarity import ssim
+from .map_similarity import ssim
 
 
 def consistency_transforms(n: int, height: int, width: int, scale: Sequence[float] = (0.08, 1.0),

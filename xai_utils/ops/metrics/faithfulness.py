@@ -12,7 +12,7 @@ from torch import Tensor
 from ._common import (DEFAULT_BATCH, _as_long, _check_maps,
                       _forward_chunked, _sample_ids, is_constant_map, normalise_by_max,
                       sample_seed)
-from .similarity import pearson
+from .map_similarity import pearson
 
 
 def _argsort_numpy(keys: Tensor) -> Tensor:

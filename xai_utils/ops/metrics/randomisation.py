@@ -9,7 +9,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ._common import (MethodLike, _as_long, _attribute_chunked, resolve_method)
-from .similarity import SIMILARITIES
+from .map_similarity import SIMILARITIES
 
 
 def randomise_model(model: nn.Module, seed: int = 0) -> nn.Module:

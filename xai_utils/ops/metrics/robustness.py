@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._common import (DEFAULT_BATCH, MethodLike, _as_long, _attribute_chunked, _check_maps,
                       _sample_ids, num_classes_of, resolve_method, sample_seed)
-from .similarity import ssim
+from .map_similarity import ssim
 
 
 def gaussian_noise(shape: Sequence[int], seed: int, sample_ids: Optional[Any] = None,

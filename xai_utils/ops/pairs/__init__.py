@@ -21,4 +21,4 @@ A study turns it on with the run keys ``pair_methods`` and ``pair_metrics``.
 from .methods import PAIR_METHODS, get_pair_method, pair_attribute, register_pair_method  # noqa: F401
 from .metrics import PAIR_METRICS, PairInputs, check_pair_metrics  # noqa: F401
 from .sets import PAIR_KINDS, make_pairs, pair_ids  # noqa: F401
-from .similarity import SPACES, embed, similarity  # noqa: F401
+from .spaces import SPACES, embed, similarity  # noqa: F401

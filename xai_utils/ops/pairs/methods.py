@@ -49,7 +49,7 @@ from torch import Tensor
 from ...registry import Registry
 from ..augment import apply_color_jitter, sample_color_jitter_params
 from ..attribution import check_options, explaining, keyword_options, minmax_scale, module_at, upsample
-from .similarity import embed, get_space, score
+from .spaces import embed, get_space, score
 
 PairMethod = Callable[..., tuple[Tensor, Tensor]]
 PAIR_METHODS: Registry[PairMethod] = Registry("pair method")

@@ -1,7 +1,7 @@
 """Pair metrics: how well a pair of maps explains the similarity s of its two images.
 
 The score tracked is always s (:mod:`.similarity`, the run's ``pair_space``). Registered in
-:data:`PAIR_METRICS` (the same :class:`~xai_utils.ops.metrics.registry.MetricSpec` entries as the
+:data:`PAIR_METRICS` (the same :class:`~xai_utils.ops.metrics.spec.MetricSpec` entries as the
 single-image metrics: label, facet, direction, bounds), computed for whole batches of pairs:
 
 * ``pair_deletion`` (lower is better): the image's pixels, most relevant first by its own
@@ -47,9 +47,9 @@ from ...registry import Registry
 from ..attribution import minmax_scale
 from ..augment import apply_gaussian_blur
 from ..metrics._common import sample_seed
-from ..metrics.registry import MetricResult, MetricSpec
+from ..metrics.spec import MetricResult, MetricSpec
 from .methods import embed_chunked
-from .similarity import score
+from .spaces import score
 
 PairMethodFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
 
