@@ -14,6 +14,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -495,3 +496,19 @@ def test_a_rehearsal_is_checked_against_its_stand_in_files(tmp_path, monkeypatch
     too_many = [dataclasses.replace(r, eval_samples=41) for r in runs]
     with pytest.raises(ConfigError, match="'eval_samples' must be at most 40"):
         check_runs(too_many, data=True)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_run_files_get_the_mode_the_umask_gives(tmp_path, umask):
+    """A study on a shared filesystem: its files as readable as a plain write would make them
+    (the reference: a file opened the ordinary way under the same umask)."""
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        written = [files.save_json(tmp_path / "a.json", {"a": 1}), files.save_text(tmp_path / "b.md", "b"),
+                   files.save_npz(tmp_path / "c.npz", x=np.zeros(2)), files.save_torch(tmp_path / "d.pt", {"x": 1})]
+    finally:
+        os.umask(old)
+    plain = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert plain == 0o666 & ~umask
+    assert [stat.S_IMODE(p.stat().st_mode) for p in written] == [plain] * 4

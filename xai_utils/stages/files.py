@@ -20,14 +20,30 @@ import torch
 PathLike = Union[str, Path]
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process's umask (0o644 under the
+    usual 022), so that a study on a shared filesystem is readable as the user's group allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)                       # no /proc: read it by setting it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic(path: PathLike, write: Callable[[str], None]) -> Path:
-    """Write through a temporary file in the same folder, then rename: never half a file."""
+    """Write through a temporary file in the same folder, then rename: never half a file. The
+    file gets the mode a plain write would (``mkstemp`` alone makes it 0o600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
