@@ -50,12 +50,23 @@ def test_device_names(four_gpus):
     (["--executor", "slurm", "--devices", "cuda:0"], "--devices is for local runs"),
     (["--slurm-partition", "gpu"], "--slurm-partition needs --executor slurm"),
     (["--executor", "slurm", "--slurm-option", "account"], "--slurm-option expects KEY=VALUE"),
+    (["--executor", "slurm", "--slurm-time", "abc", "--dry-run"], "--slurm-time 'abc' is not a SLURM time"),
+    (["--executor", "slurm", "--slurm-time", "1-2-3"], "--slurm-time '1-2-3' is not a SLURM time"),
 ])
 def test_bad_scale_out_values_fail_in_one_line_before_any_work(tmp_path, four_gpus, capsys, args, needle):
     assert pipeline.main(SMALL + _roots(tmp_path) + args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not tmp_path.joinpath("results").exists()
+
+
+@pytest.mark.parametrize("text, minutes", [
+    ("90", 90), ("90:00", 90), ("90:01", 91), ("2:30:00", 150), ("24:00:00", 1440),
+    ("2-12", 2 * 1440 + 12 * 60), ("2-12:30", 2 * 1440 + 750), ("1-00:00:30", 1441), ("0-01", 60)])
+def test_slurm_times_are_read_as_slurm_reads_them(text, minutes):
+    """SLURM's --time formats (sbatch(1)): MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS;
+    leftover seconds count as a whole minute."""
+    assert executors.slurm_minutes(text) == minutes
 
 
 def test_concurrent_runs_never_share_a_gpu():

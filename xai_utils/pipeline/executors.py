@@ -32,6 +32,7 @@ import concurrent.futures
 import contextlib
 import os
 import queue
+import re
 import subprocess
 import sys
 import time
@@ -199,6 +200,9 @@ class SlurmOptions:
     cpus_per_run: Optional[int] = None
     extra: dict[str, str] = field(default_factory=dict)   # other sbatch options, passed through
 
+    def __post_init__(self) -> None:
+        slurm_minutes(self.time)             # a time SLURM would refuse is refused here, before any work
+
 
 def parse_slurm_options(items: Sequence[str]) -> dict[str, str]:
     """``--slurm-option KEY=VALUE`` items -> sbatch options (``account=abc``, ``qos=high``)."""
@@ -216,7 +220,7 @@ def make_executor(kind: str, folder: Path, options: SlurmOptions, name: str = "x
     import submitit   # reason: needed only to submit (SLURM, or submitit's local processes)
     if kind == "submitit-local":
         ex = submitit.LocalExecutor(folder=str(folder / "%j"))
-        ex.update_parameters(timeout_min=_minutes(options.time))
+        ex.update_parameters(timeout_min=slurm_minutes(options.time))
         return ex
     if kind != "slurm":
         raise ConfigError(f"unknown executor '{kind}'; valid: {', '.join(EXECUTORS)}")
@@ -231,16 +235,22 @@ def make_executor(kind: str, folder: Path, options: SlurmOptions, name: str = "x
     return ex
 
 
-def _minutes(time_text: str) -> int:
-    """sbatch time ('MM', 'HH:MM:SS' or 'D-HH:MM:SS') -> minutes."""
-    days, _, rest = str(time_text).rpartition("-")
-    parts = [int(p) for p in rest.split(":")]
-    if len(parts) == 1:
-        minutes = parts[0]
-    else:
-        parts = ([0] * (3 - len(parts)) + parts)[-3:]
-        minutes = parts[0] * 60 + parts[1] + (1 if parts[2] else 0)
-    return minutes + int(days or 0) * 24 * 60
+# sbatch --time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS
+_SLURM_TIME = re.compile(r"(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)")
+
+
+def slurm_minutes(text: str) -> int:
+    """sbatch's ``--time`` in whole minutes, read as SLURM reads it (``MM``, ``MM:SS``,
+    ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``; leftover seconds round up); anything
+    else is a ConfigError."""
+    m = _SLURM_TIME.fullmatch(str(text).strip())
+    if m is None:
+        raise ConfigError(f"--slurm-time {text!r} is not a SLURM time: use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM "
+                          "or D-HH:MM:SS")
+    days, hours, minutes, seconds, a, b, c = (int(g) if g is not None else None for g in m.groups())
+    if days is None:                                   # no day: MM, MM:SS or HH:MM:SS
+        days, (hours, minutes, seconds) = 0, ((a, b, c) if c is not None else (0, a, b or 0))
+    return days * 24 * 60 + hours * 60 + (minutes or 0) + (1 if seconds else 0)
 
 
 def run_remote(group: list[Job], force: bool, profile: Any = None) -> list[dict[str, Any]]:
