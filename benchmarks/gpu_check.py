@@ -135,6 +135,11 @@ def _tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def _timed_out_output(e: subprocess.TimeoutExpired) -> str:
+    """What a child stopped at its limit printed (bytes even with ``text=True``)."""
+    return "".join(x.decode() if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr))
+
+
 def rehearsal(device: torch.device, s: dict, profile: str, limit_s: float) -> dict[str, Any]:
     """The rehearsal of ``profile`` inline on ``device``, in a child process cut at ``limit_s``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,9 +154,8 @@ def rehearsal(device: torch.device, s: dict, profile: str, limit_s: float) -> di
             done = subprocess.run(argv, cwd=ROOT, env=_child_env(), capture_output=True, text=True,
                                   timeout=max(limit_s, 1.0))
         except subprocess.TimeoutExpired as e:
-            out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
             return {"exit_status": "cut at the time limit", "limit_s": round(limit_s, 1),
-                    "wall_s": round(time.perf_counter() - t0, 1), "output_tail": _tail(out)}
+                    "wall_s": round(time.perf_counter() - t0, 1), "output_tail": _tail(_timed_out_output(e))}
         seconds = time.perf_counter() - t0
         figures = sorted(p.name for p in (Path(tmp) / f"{profile}-rehearsal").glob("figures*/*.png"))
     result = {"exit_status": done.returncode, "wall_s": round(seconds, 1), "figures": len(figures)}
@@ -391,7 +395,8 @@ def _train_slice_child(run: str, data_root: str, run_dir: str, device: str, chan
     train_run(cfg, out, progress=False)
 
 
-def _slice(run: str, data_root: str, device: torch.device, limit_s: float, work: Path, s: dict) -> dict[str, Any]:
+def _slice(run: str, data_root: str, images: int, device: torch.device, limit_s: float, work: Path,
+           s: dict) -> dict[str, Any]:
     """One training slice of ``run`` in a child process, stopped after ``limit_s``: what its log says."""
     run_dir = work / run.replace("/", "-")
     argv = [sys.executable, str(Path(__file__).resolve()), "--train-slice", run, "--data-root", data_root,
@@ -404,8 +409,7 @@ def _slice(run: str, data_root: str, device: torch.device, limit_s: float, work:
         stopped, output = f"ended by itself (exit status {done.returncode})", done.stdout + done.stderr
         failed = done.returncode != 0
     except subprocess.TimeoutExpired as e:
-        stopped, failed = f"stopped after {limit_s:.0f} s", False
-        output = "".join(x.decode() if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr))
+        stopped, failed, output = f"stopped after {limit_s:.0f} s", False, _timed_out_output(e)
     wall = time.perf_counter() - t0
     log = run_dir / "train_log.jsonl"
     epochs = [r for r in (json.loads(line) for line in log.read_text().splitlines()) if "epoch" in r] \
@@ -418,17 +422,12 @@ def _slice(run: str, data_root: str, device: torch.device, limit_s: float, work:
     steady = [r["seconds"] for r in epochs[1:]] or [r["seconds"] for r in epochs]
     if steady:
         per_epoch = float(np.median(steady))
-        images = _stand_in_train_images(data_root)
         result.update(first_epoch_s=epochs[0]["seconds"], seconds_per_epoch=round(per_epoch, 3),
                       images_per_s=round(images / per_epoch, 1), train_images=images,
                       projected_run_hours=round(cfg.epochs * per_epoch / 3600, 2))
     if failed or not steady:
         result["output_tail"] = _tail(output)
     return result
-
-
-def _stand_in_train_images(data_root: str) -> int:
-    return len(load_dataset("cifar10", "train", data_root))
 
 
 def first_seed(device: torch.device, s: dict, limit_s: float) -> dict[str, Any]:
@@ -441,7 +440,7 @@ def first_seed(device: torch.device, s: dict, limit_s: float) -> dict[str, Any]:
         written = time.perf_counter() - t0
         wanted = dict(zip(("ce", "scl"), s["seed_slice_s"]))
         scale = min(1.0, max(limit_s - written, 0.0) / sum(wanted.values()))
-        rows = [_slice(f"cifar10/{o}/0", tmp, device, max(wanted[o] * scale, 10.0), Path(tmp) / "runs", s)
+        rows = [_slice(f"cifar10/{o}/0", tmp, n_train, device, max(wanted[o] * scale, 10.0), Path(tmp) / "runs", s)
                 for o in wanted]
     return {"data": f"stand-in CIFAR-10 files ({n_train:,} training images, written in {written:.0f} s)",
             "rows": rows}

@@ -36,7 +36,7 @@ from ..ops.metrics import BASELINES, METRICS, NOISE_SPACES, SIMILARITIES, TIE_BR
 from ..ops.pairs import PAIR_KINDS, PAIR_METHODS, PAIR_METRICS, SPACES
 from ..ops.pairs.methods import check_pair_method_options
 from ..study.data import (DATASETS, check_available, dataset_label, eval_indices, has_masks, resolve_split,
-                          split_sizes, train_permutation)
+                          split_sizes, train_indices, train_permutation)
 from ..study.models import BACKBONES, EXPLAIN_FEATURES
 from ..study.objectives import OBJECTIVES, get_objective
 from ..study.training import OPTIMIZERS
@@ -334,7 +334,7 @@ def _check_trained_on(cfg: RunConfig, d: DataSize) -> None:
     attributions on its own training images answer another question."""
     if d.train is None or resolve_split(cfg.dataset, cfg.eval_split) != "train":
         return
-    trained = train_permutation(d.train, seed=0)[:d.train if cfg.train_subset is None else cfg.train_subset]
+    trained = train_indices(d.train, cfg.train_subset, seed=0)
     evaluated = eval_indices(d.train, cfg.eval_samples, seed=0)
     seen = int(np.isin(evaluated, trained).sum())
     if seen:
