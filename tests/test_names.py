@@ -45,12 +45,19 @@ def test_the_command_line_takes_stage_words_and_refuses_others():
 
 
 def test_verdicts_are_the_words_of_the_claim_tables():
-    assert [v.value for v in Verdict] == ["yes", "no (n.s.)", "no (CE better)", "too few seeds"]
+    """A table writes a verdict naming the reference's label, and reads it back."""
+    words = [v.words("CE") for v in Verdict]
+    assert words == ["yes", "no (n.s.)", "no (CE better)", "too few seeds"]
+    assert Verdict.REFERENCE_BETTER.words("baseline") == "no (baseline better)"
     buffer = io.StringIO()
-    pd.DataFrame({"holds": list(Verdict)}).to_csv(buffer, index=False)
+    pd.DataFrame({"holds": words}).to_csv(buffer, index=False)
     assert buffer.getvalue().splitlines() == ["holds", "yes", "no (n.s.)", "no (CE better)", "too few seeds"]
     read_back = pd.read_csv(io.StringIO(buffer.getvalue()))["holds"]
     assert (read_back == Verdict.YES).tolist() == [True, False, False, False]
+    assert [Verdict.read(w) for w in read_back] == list(Verdict)
+    assert Verdict.read("no (baseline better)") is Verdict.REFERENCE_BETTER
+    with pytest.raises(ValueError, match="not a verdict"):
+        Verdict.read("maybe")
     assert Verdict.REFERENCE_BETTER.label("SCL", "CE") == "CE better than SCL"
     assert [v for v in Verdict if not v.decided] == [Verdict.TOO_FEW_SEEDS]
 

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from xai_utils import pipeline
 from xai_utils.pipeline import executors
@@ -157,6 +159,66 @@ def test_smoke_study_end_to_end(tmp_path, capfd):
     third = _in_process(capfd, *common)
     assert third.returncode == 0 and "7 skipped" in third.stdout, third.stdout
     print(f"rerun with every stage done: {time.perf_counter() - start:.1f} s")
+    _brought_back_scores_equal(tmp_path, study, capfd)
+
+
+# the scores of every image that depend on the image alone (the random draws of continuity,
+# consistency and contrastivity are keyed by an image's index in its split, which an image
+# folder renumbers; the calibrated score's temperature is fitted on other images)
+BROUGHT_METRICS = ["pixel_flipping", "pixel_flipping_normalised", "pixel_flipping_logit", "complexity", "sparseness",
+                   "pointing_game", "attribution_localisation"]
+
+
+def _brought_back_scores_equal(tmp_path: Path, study: Path, capfd) -> None:
+    """The trained CE and SCL runs exported as safetensors and their evaluation images written
+    as an image folder (with masks), brought back through a profile: the same per-image scores."""
+    from PIL import Image
+    from safetensors.torch import save_file
+    from xai_utils.study.data import SHAPE_CLASSES, SHAPES_MEAN, SHAPES_STD, load_dataset
+
+    own = tmp_path / "own"
+    own.mkdir()
+    models = {}
+    for objective in ("ce", "scl"):
+        state = torch.load(study / "shapes" / objective / "seed0" / "model.pt", weights_only=True)
+        save_file({k: v for k, v in state["state_dict"].items() if k not in ("mean", "std")},
+                  str(own / f"{objective}.safetensors"))
+        models[objective] = {"arch": "resnet18", "widths": [16, 32, 64, 128], "checkpoint": f"{objective}.safetensors",
+                             "num_classes": 10, "mean": list(SHAPES_MEAN), "std": list(SHAPES_STD),
+                             "normalize_features": objective == "scl"}
+    indices = np.load(study / "shapes" / "ce" / "seed0" / "attributions" / "gradcam.npz")["indices"]
+    test = load_dataset("shapes", "test")
+    assert set(test.labels[indices].tolist()) == set(range(10))      # every class has an image
+    for pos, idx in enumerate(indices.tolist()):
+        folder = f"{int(test.labels[idx]):02d}_{SHAPE_CLASSES[int(test.labels[idx])]}"
+        for kind, array in (("images/test", test.images[idx].permute(1, 2, 0).numpy()),
+                            ("images/masks/test", test.masks[idx, 0].numpy().astype(np.uint8) * 255)):
+            (own / kind / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(own / kind / folder / f"{pos:03d}.png")
+    settings = {"methods": ["gradcam", "eigencam"], "metrics": BROUGHT_METRICS, "target": "true",
+                "eval_samples": len(indices), "features_in_step": 32}
+    (own / "brought.yaml").write_text(json.dumps({
+        "models": models, "reference": "ce", "datasets": ["mine"],
+        "data": {"mine": {"kind": "imagefolder", "root": "images", "image_size": 32}},
+        "settings": {"default": settings}}))
+    res = _in_process(capfd, "--profile", str(own / "brought.yaml"), "--executor", "inline",
+                      "--set", f"results_root={own / 'results'}", "--set", f"figures_root={own / 'figures'}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    # image k of the folder (class by class, then by name) is the evaluation image at position pos
+    order = sorted(range(len(indices)), key=lambda p: (int(test.labels[indices[p]]), p))
+    folder_index = {int(indices[pos]): k for k, pos in enumerate(order)}
+    for objective in ("ce", "scl"):
+        trained = pd.read_csv(study / "shapes" / objective / "seed0" / "results.csv", dtype={"pair": str},
+                              keep_default_na=False)
+        trained = trained[(trained["pair"] == "") & trained["metric"].isin(BROUGHT_METRICS)].copy()
+        trained["value"] = trained["value"].replace("", "nan").astype(float)
+        trained["image"] = trained["sample_index"].map(folder_index)
+        brought = pd.read_csv(own / "results" / "brought" / "mine" / objective / "seed0" / "results.csv")
+        both = trained.merge(brought, left_on=["image", "method", "metric"],
+                             right_on=["sample_index", "method", "metric"], suffixes=("_trained", "_brought"))
+        assert len(both) == len(trained) == len(brought) == len(indices) * 2 * len(BROUGHT_METRICS)
+        np.testing.assert_allclose(both["value_brought"], both["value_trained"], rtol=0, atol=1e-6)
+        assert (both["true_trained"] == both["true_brought"]).all()
 
 
 def _notebook(path: Path, source: str) -> Path:

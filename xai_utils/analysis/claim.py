@@ -31,7 +31,7 @@ and the gap as a share of that distance.
 from __future__ import annotations
 
 import textwrap
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -40,13 +40,27 @@ from ..errors import MissingInputError
 from ..settings.run_config import RunConfig
 from . import stats
 from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_order, objective_color,
-                    objective_label, ordered_methods, ordered_metrics)
+                    objective_label, order_objectives, ordered_methods, ordered_metrics)
 from .plotting import new_figure, style
 from .seed_level import model_verdict
 from .tables import Table, fmt_num, fmt_p, ordering
 from .verdicts import Verdict, significance_verdict
 
 CHALLENGER, REFERENCE = "scl", "ce"       # the claim: SCL explains better than CE
+
+
+def claim_pair(objectives: Iterable[str], reference: Optional[str] = None) -> tuple[str, str]:
+    """(challenger, reference) of a study's claim table: SCL against CE where both were run;
+    otherwise (brought models, named by their labels) the first other model against the
+    profile's ``reference``. MissingInputError where there is no such pair."""
+    present = order_objectives(objectives)
+    if CHALLENGER in present and REFERENCE in present:
+        return CHALLENGER, REFERENCE
+    others = [o for o in present if o != reference]
+    if reference in present and others:
+        return others[0], reference
+    raise MissingInputError("no SCL and CE results to compare" + ("" if reference else
+                            " (a study of other models names its reference: 'reference:' in the profile)"))
 
 
 def _pairing(protocol: str) -> str:
@@ -61,17 +75,18 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
                 seeds: str = "image_mean") -> pd.DataFrame:
     """One row per dataset x method x metric (score) x protocol: dataset, method, facet,
     metric, protocol, order (best to worst), mean_<challenger>, mean_<reference>, diff
-    (challenger - reference), d_z, p_holm, n_pairs, holds (the image-level verdict: "yes",
-    "no (n.s.)" or "no (CE better)"); the model-level inference with the seed as the unit
+    (challenger - reference), d_z, p_holm, n_pairs, holds (the image-level verdict in
+    :meth:`Verdict.words`: "yes", "no (n.s.)" or "no (CE better)", naming the reference); the model-level inference with the seed as the unit
     (:mod:`.seed_level`): n_seeds, model_diff, model_ci_low, model_ci_high (95 %, oriented as
     challenger - reference), seeds_favouring (seeds whose own effect favours the challenger),
-    model_holds ("yes", "no (n.s.)", "no (CE better)" or "too few seeds"); and the floor: random
+    model_holds (the same words, or "too few seeds"); and the floor: random
     (the mean score of the ``random`` control maps over the two objectives) and
     real_minus_random (the method's mean over the two objectives against it, signed so that
     > 0 means better than random; NaN without the control). ``results``:
     :func:`saved.study_results` with ``all_protocols=True``. The control itself has no row."""
     if results.empty:
         return pd.DataFrame()
+    named = objective_label(reference)
     rows = []
     for protocol, res in results.groupby("protocol", sort=False):
         summary = stats.summarize(res)
@@ -100,11 +115,11 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
                          "protocol": protocol, "order": _order(means, direction),
                          f"mean_{challenger}": means[challenger], f"mean_{reference}": means[reference],
                          "diff": diff, "d_z": sign * float(r["d_z"]), "p_holm": float(r["p_holm"]),
-                         "n_pairs": int(r["n_pairs"]), "holds": holds,
+                         "n_pairs": int(r["n_pairs"]), "holds": holds.words(named),
                          "n_seeds": int(r["n_seeds"]), "model_diff": sign * float(r["model_diff"]),
                          "model_ci_low": low, "model_ci_high": high,
                          "seeds_favouring": r["seeds_a_better"] if a_is_challenger else r["seeds_b_better"],
-                         "model_holds": model,
+                         "model_holds": model.words(named),
                          **_floor(floor.get((ds, metric), {}), means, challenger, reference, direction)})
     out = pd.DataFrame(rows)
     if out.empty:
@@ -143,7 +158,8 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
     from matplotlib.patches import Patch
 
     if table.empty:
-        raise MissingInputError("no comparison of SCL and CE to plot")
+        raise MissingInputError(f"no comparison of {objective_label(challenger)} and {objective_label(reference)} "
+                                "to plot")
     rows = ordered_metrics(table["metric"].unique())
     cols = list(dict.fromkeys(zip(table["dataset"], table["method"], table["protocol"])))
     colors = {Verdict.YES: objective_color(challenger), Verdict.NOT_SIGNIFICANT: "#DDDDDD",
@@ -161,18 +177,19 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
                 if r is None:
                     ax.add_patch(_rect(j, i, "white", "0.85"))
                     continue
-                ax.add_patch(_rect(j, i - 0.25, colors[r.holds], "white", height=0.5))
-                ax.add_patch(_rect(j, i + 0.25, colors[r.model_holds], "0.85" if r.model_holds == Verdict.TOO_FEW_SEEDS
+                holds, model_holds = Verdict.read(r.holds), Verdict.read(r.model_holds)
+                ax.add_patch(_rect(j, i - 0.25, colors[holds], "white", height=0.5))
+                ax.add_patch(_rect(j, i + 0.25, colors[model_holds], "0.85" if model_holds == Verdict.TOO_FEW_SEEDS
                                    else "white", height=0.5))
                 better_sign = -1.0 if metric_direction(metric) == "lower" else 1.0
                 d = better_sign * r.d_z
                 text = "–" if not np.isfinite(d) else f"{d:+.2f}"
                 ax.text(j, i - 0.25, text, ha="center", va="center", fontsize=6.3,
-                        color="white" if r.holds != Verdict.NOT_SIGNIFICANT else "0.2")
+                        color="white" if holds != Verdict.NOT_SIGNIFICANT else "0.2")
                 label = _floor_label(r, better_sign)
                 if label:
                     ax.text(j, i + 0.25, label, ha="center", va="center", fontsize=6.0,
-                            color="0.2" if r.model_holds in (Verdict.NOT_SIGNIFICANT, Verdict.TOO_FEW_SEEDS) else "white")
+                            color="0.2" if model_holds in (Verdict.NOT_SIGNIFICANT, Verdict.TOO_FEW_SEEDS) else "white")
         ax.set_xlim(-0.5, len(cols) - 0.5)
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_yticks(range(len(rows)))
@@ -219,36 +236,42 @@ def _rect(x: float, y: float, face: str, edge: str, height: float = 1.0):
     return Rectangle((x - 0.5, y - height / 2), 1, height, facecolor=face, edgecolor=edge, lw=1.0)
 
 
-def table_claim_robustness(results_all: pd.DataFrame, seeds: str = "image_mean") -> Table:
-    """:func:`claim_table` as a table (``results_all``: every protocol)."""
-    t = claim_table(results_all, seeds=seeds)
-    if t.empty:
+def table_claim_robustness(results_all: pd.DataFrame, seeds: str = "image_mean",
+                           reference: Optional[str] = None) -> Table:
+    """:func:`claim_table` as a table (``results_all``: every protocol), for the study's
+    :func:`claim_pair` (``reference``: the profile's)."""
+    if results_all.empty:
         raise MissingInputError("no SCL and CE results to compare")
+    challenger, reference = claim_pair(results_all["objective"].unique(), reference)
+    t = claim_table(results_all, challenger, reference, seeds=seeds)
+    if t.empty:
+        raise MissingInputError(f"no {challenger} and {reference} results to compare")
+    a, b = objective_label(challenger), objective_label(reference)
     disp = pd.DataFrame({
         "Dataset": t["dataset"].map(dataset_label), "Method": t["method"].map(method_label),
         "Facet": t["facet"], "Score": [metric_label(m, arrow=True) for m in t["metric"]],
         "Protocol": t["protocol"], "Order": t["order"],
-        "SCL − CE": [fmt_num(x, 3) for x in t["diff"]], "d_z": [fmt_num(x, 2) for x in t["d_z"]],
+        f"{a} − {b}": [fmt_num(x, 3) for x in t["diff"]], "d_z": [fmt_num(x, 2) for x in t["d_z"]],
         "p (Holm)": [fmt_p(x) for x in t["p_holm"]], "n": t["n_pairs"].astype(str),
-        "SCL better (images)?": t["holds"],
-        "Models: SCL − CE [95 % CI]": [
+        f"{a} better (images)?": t["holds"],
+        f"Models: {a} − {b} [95 % CI]": [
             f"{fmt_num(m, 3)} [{fmt_num(lo, 3)}, {fmt_num(hi, 3)}]" if np.isfinite(lo) else fmt_num(m, 3)
             for m, lo, hi in zip(t["model_diff"], t["model_ci_low"], t["model_ci_high"])],
-        "Seeds for SCL": [f"{int(f)}/{n}" if np.isfinite(f) else "–" for f, n in zip(t["seeds_favouring"], t["n_seeds"])],
-        "SCL better (models)?": t["model_holds"],
+        f"Seeds for {a}": [f"{int(f)}/{n}" if np.isfinite(f) else "–" for f, n in zip(t["seeds_favouring"], t["n_seeds"])],
+        f"{a} better (models)?": t["model_holds"],
         "Real − random": [fmt_num(x, 3) for x in t["real_minus_random"]]})
     bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
-    bold["SCL better (images)?"] = (t["holds"] == Verdict.YES).to_numpy()
-    bold["SCL better (models)?"] = (t["model_holds"] == Verdict.YES).to_numpy()
+    bold[f"{a} better (images)?"] = (t["holds"] == Verdict.YES).to_numpy()
+    bold[f"{a} better (models)?"] = (t["model_holds"] == Verdict.YES).to_numpy()
     return Table("table_claim_robustness", t, disp, bold,
-                 caption="Does 'SCL gives better attributions than CE' hold under each score of a facet and each "
-                         "evaluation protocol? Order: objectives from best to worst (mean over seeds); SCL − CE: "
+                 caption=f"Does '{a} gives better attributions than {b}' hold under each score of a facet and each "
+                         f"evaluation protocol? Order: objectives from best to worst (mean over seeds); {a} − {b}: "
                          "difference of the means; d_z and p: paired t-test with the images as the unit, as in "
                          "table_significance (Holm within dataset × method × score × protocol; the official protocol "
-                         "drops NaNs per model as the authors' script); 'yes' needs a significant difference in SCL's "
-                         "favour. Models: the trained models (seeds) as the unit, the mean over seeds of each seed's "
-                         "mean difference with a 95 % interval from a two-level bootstrap (seeds, then images within "
-                         "seeds; 2,000 draws; Student's t with seeds − 1 degrees of freedom); 'yes' needs the "
-                         "interval on SCL's side; fewer than 3 seeds: 'too few seeds'. Seeds for SCL: the seeds whose "
-                         "own difference favours SCL. Real − random: the method's mean score (SCL and CE) against "
+                         "drops NaNs per model as the authors' script); 'yes' needs a significant difference in "
+                         f"{a}'s favour. Models: the trained models (seeds) as the unit, the mean over seeds of each "
+                         "seed's mean difference with a 95 % interval from a two-level bootstrap (seeds, then images "
+                         "within seeds; 2,000 draws; Student's t with seeds − 1 degrees of freedom); 'yes' needs the "
+                         f"interval on {a}'s side; fewer than 3 seeds: 'too few seeds'. Seeds for {a}: the seeds whose "
+                         f"own difference favours {a}. Real − random: the method's mean score ({a} and {b}) against "
                          "the random control maps', > 0 better than random (– without the control).")

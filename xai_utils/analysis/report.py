@@ -43,7 +43,7 @@ from ..settings import layout as runs
 from ..stages import files
 from ..stages.fingerprint import fingerprint_id, read_fingerprints
 from . import saved
-from .claim import plot_claim, table_claim_robustness
+from .claim import claim_pair, plot_claim, table_claim_robustness
 from .names import dataset_label, objective_label, order_objectives
 from .pair_figures import fig_pair_grid, is_pair_row, table_pair_metrics
 from .plotting import add_footer, save_figure
@@ -118,7 +118,8 @@ TABLE_PARTS: tuple[Part, ...] = (
     Part("table_significance", lambda s: table_significance(s.results, seeds=s.seeds, reference=s.reference),
          needs=("results",)),
     Part("paper_vs_reproduced", _paper_vs_reproduced),
-    Part("table_claim_robustness", lambda s: table_claim_robustness(s.results_all, seeds=s.seeds)),
+    Part("table_claim_robustness", lambda s: table_claim_robustness(s.results_all, seeds=s.seeds,
+                                                                    reference=s.reference)),
     Part("table_pair_metrics", lambda s: table_pair_metrics(s.pair_results, s.run_dirs), pairs=True),
     Part("table_pair_significance", _pair_significance, pairs=True),
 )
@@ -128,7 +129,8 @@ FIGURE_PARTS: tuple[Part, ...] = (
          needs=("results",)),
     Part("fig_pixel_flipping_curves", lambda s: fig_pixel_flipping_curves(s.run_dirs, s.results)),
     Part("fig_embeddings", lambda s: fig_embeddings(s.run_dirs)),
-    Part("fig_claim_robustness", lambda s: plot_claim(s.table("table_claim_robustness"))),
+    Part("fig_claim_robustness", lambda s: plot_claim(s.table("table_claim_robustness"),
+                                                      *claim_pair(s.results_all["objective"].unique(), s.reference))),
     Part("fig_pair_grid", lambda s: fig_pair_grid(s.run_dirs), pairs=True),
 )
 TABLES = tuple(p.name for p in TABLE_PARTS)

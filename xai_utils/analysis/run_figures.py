@@ -140,7 +140,7 @@ def plot_training_curves(run_dir: PathLike) -> Figure:
         ax_acc.tick_params(labelbottom=True)
         color = objective_color(str(cfg.get("objective", "ce")))
         if df.empty:
-            note(ax_loss, "no epoch logged yet")
+            note(ax_loss, "brought as a file: not trained here" if summary.get("checkpoint") else "no epoch logged yet")
         else:
             ax_loss.plot(df["epoch"], df["loss"], color=color, marker="o", ms=3, label="train loss")
         ax_loss.set_xlabel("epoch")

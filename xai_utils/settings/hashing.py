@@ -15,7 +15,8 @@ from .run_config import RUN_KEYS, RunConfig
 # Which settings each stage's results depend on (for skipping finished stages). Keys that
 # change only where or how fast something runs (device, workers, batch sizes of inference,
 # checkpoint period) are in no hash.
-NO_RESULT_KEYS = ("device", "num_workers", "checkpoint_every", "batch_size_eval", "eval_chunk", "data_root")
+NO_RESULT_KEYS = ("device", "num_workers", "checkpoint_every", "batch_size_eval", "eval_chunk", "data_root",
+                  "checkpoint")         # a brought checkpoint is hashed by its content (checkpoint_sha256)
 STAGE_KEYS: dict[Stage, tuple[str, ...]] = {
     Stage.ATTRIBUTE: ("eval_split", "eval_samples", "target", "protocol", "explain_features", "methods",
                       "method_options", "pair_methods", "pair_method_options", "pair_kinds", "pair_samples",
@@ -35,7 +36,8 @@ STAGE_ORDER = tuple(Stage)
 
 # Keys added after results existed: hashed only when set away from their default, so that
 # adding one re-runs nothing (on the CPU ``deterministic`` changes no number either).
-HASHED_WHEN_SET = ("deterministic", "kept_images", "road_fractions", "road_noise", "calibration")
+HASHED_WHEN_SET = ("deterministic", "kept_images", "road_fractions", "road_noise", "calibration",
+                   "checkpoint_sha256", "num_classes", "mean", "std", "normalize_features", "data_kind", "image_size")
 _DEFAULTS = RunConfig().to_dict()
 
 

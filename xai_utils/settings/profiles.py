@@ -10,6 +10,12 @@ least to the most specific::
     <dataset>          -> every run on that dataset          (e.g. ``shapes``)
     <dataset>/<objective>                                    (e.g. ``cifar10/scl``)
 
+Instead of ``objectives`` to train, a profile may bring models as files (``models:``, label ->
+``{arch, checkpoint, num_classes, ...}``; a list of checkpoints are the replicates, which play
+the seeds' part) and image folders (``data:``, name -> ``{kind: imagefolder, root, image_size}``):
+the runs are then ``<dataset>/<label>/seed<k>``, the k-th checkpoint, imported instead of
+trained (``docs/own-models.md``). Relative paths in them are read from the profile's folder.
+
 ``load_profile(name, **overrides)`` applies overrides last: a top-level key (``seeds``,
 ``objectives``, ``datasets``, ``protocols``, ``results_root``, ``figures_root``) replaces the profile's value, a run key
 (``epochs=3``) applies to every run. Mapping-valued keys (``method_options``) are merged
@@ -22,6 +28,7 @@ before returning.
 """
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +37,10 @@ from typing import Any, Iterator, Optional, Union
 import yaml
 
 from ..errors import ConfigError
-from ..study.data import DATASETS
+from ..study.brought import file_sha256
+from ..study.data import DATA_KINDS, DATASETS, register_imagefolder
 from ..study.objectives import OBJECTIVES, paper_objectives
-from .layout import protocol_dir, study_dir
+from .layout import SEED_PREFIX, protocol_dir, study_dir
 from .rehearsal import SEEDS, SUFFIX, data_roots, shrink
 from .run_config import PROTOCOLS, RUN_KEYS, RunConfig, merge_settings, validate_run_keys
 from .validation import check_runs
@@ -41,8 +49,30 @@ from .validation import check_runs
 # notebooks' Colab cell do); XAI_CONFIG_DIR points elsewhere.
 CONFIG_DIR = Path(os.environ.get("XAI_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
 
-PROFILE_KEYS = ("description", "seeds", "objectives", "datasets", "protocols", "reference", "results_root",
-                "figures_root", "settings")
+PROFILE_KEYS = ("description", "seeds", "objectives", "models", "datasets", "data", "protocols", "reference",
+                "results_root", "figures_root", "settings")
+# a brought model (``models: <label>: {...}``): its keys, the run settings they set
+MODEL_KEYS = ("arch", "checkpoint", "num_classes", "widths", "mean", "std", "normalize_features")
+DATA_KEYS = ("kind", "root", "image_size")
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model of a profile's ``models:``: its settings (``arch``, ``num_classes``, ...) and its
+    checkpoints, one per replicate (absolute paths)."""
+    settings: dict[str, Any]
+    checkpoints: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def checkpoint_sha256(path: str) -> str:
+    """The file's SHA-256, computed once per process for a file unchanged since."""
+    st = os.stat(path)
+    return _sha256(path, st.st_size, st.st_mtime_ns)
 
 
 @dataclass
@@ -70,6 +100,7 @@ class Profile:
     figures_path: Optional[str] = None       # where the tables and figures go (default figures_root/name)
     stand_ins: dict[str, str] = field(default_factory=dict)   # rehearsal: dataset -> root of stand-in files
     given: dict[str, Any] = field(default_factory=dict)       # the overrides load_profile was given (--set)
+    models: dict[str, ModelFiles] = field(default_factory=dict)   # label -> a model brought as files
 
     def run_config(self, dataset: str, objective: str, seed: int, protocol: Optional[str] = None) -> RunConfig:
         """Resolve the settings of one run: default < objective < dataset < dataset/objective < overrides
@@ -79,15 +110,25 @@ class Profile:
             merged = merge_settings(merged, self.settings.get(selector, {}))
         merged = merge_settings(merged, {k: v for k, v in self.overrides.items() if k in RUN_KEYS})
         merged.update(dataset=dataset, objective=objective, seed=seed)
+        if objective in self.models:                  # the model's own settings, and its seed-th checkpoint
+            model = self.models[objective]
+            path = model.checkpoints[seed]
+            merged.update(model.settings, checkpoint=path, checkpoint_sha256=checkpoint_sha256(path))
         if protocol is not None or self.protocols:
             merged["protocol"] = protocol or self.protocols[0]
         cfg = RunConfig(**merged)
         return shrink(cfg) if self.rehearse else cfg
 
+    def seeds_of(self, objective: str) -> list[int]:
+        """The seeds of an objective: the profile's, or a brought model's replicates."""
+        if objective in self.models:
+            return list(range(len(self.models[objective].checkpoints)))
+        return list(self.seeds)
+
     def runs(self) -> Iterator[RunConfig]:
         for dataset in self.datasets:
             for objective in self.objectives:
-                for seed in self.seeds:
+                for seed in self.seeds_of(objective):
                     yield self.run_config(dataset, objective, seed)
 
     def run_dir(self, run: RunConfig) -> Path:
@@ -112,6 +153,9 @@ class Profile:
         a dataset's files are not on disk."""
         if self.rehearse:
             return self
+        if self.models:
+            raise ConfigError(f"profile '{self.name}' brings its models: nothing is trained, so there is nothing "
+                              "to rehearse; run it as it is")
         name = self.name + SUFFIX
         results = Path(self.results_root) / name
         settings = {k: dict(v) for k, v in self.settings.items()}
@@ -138,6 +182,71 @@ def _check_list(value: Any, key: str, allowed: Optional[tuple] = None, item=str)
         if bad:
             raise ConfigError(f"profile: '{key}' has unknown entries {bad}; valid: {', '.join(allowed)}")
     return list(value)
+
+
+def _mapping(value: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"profile: '{where}' must be a mapping, got {value!r}")
+    unknown = sorted(set(value) - set(keys))
+    if unknown:
+        raise ConfigError(f"profile: '{where}' has unknown key '{unknown[0]}'; valid: {', '.join(keys)}")
+    return value
+
+
+def _path(value: Any, base: Path, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"profile: '{where}' must be a path, got {value!r}")
+    return str((base / Path(value).expanduser()).resolve())
+
+
+def _data(raw: Any, base: Path) -> dict[str, dict[str, Any]]:
+    """``data:`` -> the run settings of each image folder (registered as a dataset here)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, block in _mapping(raw or {}, "data", tuple(raw or {})).items():
+        block = _mapping(block, f"data.{name}", DATA_KEYS)
+        if block.get("kind") not in DATA_KINDS:
+            raise ConfigError(f"profile: 'data.{name}.kind' must be one of {', '.join(DATA_KINDS)}, "
+                              f"got {block.get('kind')!r}")
+        size = block.get("image_size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"profile: 'data.{name}.image_size' must be a positive int, got {size!r}")
+        try:
+            register_imagefolder(str(name), size)
+        except ValueError as e:
+            raise ConfigError(f"profile: 'data.{name}': {e}") from None
+        out[str(name)] = {"data_kind": block["kind"], "image_size": size,
+                          "data_root": _path(block.get("root"), base, f"data.{name}.root")}
+    return out
+
+
+def _models(raw: dict[str, Any], base: Path) -> dict[str, ModelFiles]:
+    """``models:`` -> label -> :class:`ModelFiles` (its checkpoints as absolute paths, each a file)."""
+    if raw.get("models") is None:
+        return {}
+    for key in ("objectives", "seeds"):
+        if key in raw:
+            raise ConfigError(f"profile: '{key}' and 'models' exclude each other (the models are not trained; "
+                              "their checkpoints are the seeds)")
+    out = {}
+    for label, block in _mapping(raw["models"], "models", tuple(raw["models"])).items():
+        label = str(label)
+        if not label or "/" in label or label.startswith((".", SEED_PREFIX)):
+            raise ConfigError(f"profile: model label {label!r} must be a plain folder name")
+        block = _mapping(dict(block) if isinstance(block, dict) else block, f"models.{label}", MODEL_KEYS)
+        for key in ("arch", "checkpoint", "num_classes"):
+            if key not in block:
+                raise ConfigError(f"profile: 'models.{label}' needs '{key}'")
+        files = block.pop("checkpoint")
+        files = files if isinstance(files, list) else [files]
+        if not files:
+            raise ConfigError(f"profile: 'models.{label}.checkpoint' is an empty list")
+        paths = tuple(_path(f, base, f"models.{label}.checkpoint") for f in files)
+        for p in paths:
+            if not Path(p).is_file():
+                raise ConfigError(f"profile: checkpoint {p} of model '{label}' not found")
+        settings = validate_run_keys(block, where=f"profile: models.{label}")
+        out[label] = ModelFiles(settings, paths)
+    return out
 
 
 def available_profiles() -> list[str]:
@@ -182,8 +291,15 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
     run_over = {k: v for k, v in overrides.items() if k not in top_over}
     raw.update(top_over)
 
+    base = path.resolve().parent
+    data = _data(raw.get("data"), base)
+    models = _models(raw, base)
     seeds = _check_list(raw.get("seeds", [0]), "seeds", item=int)
-    objectives = _check_list(raw.get("objectives", paper_objectives()), "objectives", tuple(OBJECTIVES))
+    if models:
+        objectives = list(models)
+        seeds = list(range(max(len(m.checkpoints) for m in models.values())))
+    else:
+        objectives = _check_list(raw.get("objectives", paper_objectives()), "objectives", tuple(OBJECTIVES))
     datasets = _check_list(raw.get("datasets"), "datasets", tuple(DATASETS))
     results_root = raw.get("results_root", "results")
     figures_root = raw.get("figures_root", str(CONFIG_DIR.parent / "figures"))
@@ -196,7 +312,7 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
         protocols = _check_list(protocols, "protocols", tuple(PROTOCOLS))
     reference = raw.get("reference")
     if reference is not None and reference not in objectives:
-        raise ConfigError(f"profile: 'reference' must be one of the study's objectives "
+        raise ConfigError(f"profile: 'reference' must be one of the study's {'models' if models else 'objectives'} "
                           f"({', '.join(objectives)}), got {reference!r}")
 
     settings_raw = raw.get("settings") or {}
@@ -204,18 +320,20 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
         raise ConfigError("profile: 'settings' must be a mapping of selector -> settings")
     # any registered objective or dataset may have settings, used or not (--set objectives=[ce]
     # keeps a profile's scl block valid); a typo is still an error
-    valid_selectors = (["default"] + list(OBJECTIVES) + list(DATASETS)
-                       + [f"{d}/{o}" for d in DATASETS for o in OBJECTIVES])
+    kinds = list(OBJECTIVES) + [m for m in models if m not in OBJECTIVES]
+    valid_selectors = (["default"] + kinds + list(DATASETS) + [f"{d}/{o}" for d in DATASETS for o in kinds])
     settings = {}
     for selector, block in settings_raw.items():
         if selector not in valid_selectors:
             raise ConfigError(f"profile '{path.name}': unknown settings selector '{selector}'; "
                               f"valid: {', '.join(valid_selectors)}")
         settings[selector] = validate_run_keys(block or {}, where=f"profile '{path.name}' settings.{selector}")
+    for name, block in data.items():                  # the folder's own settings win over any selector's
+        settings[name] = {**settings.get(name, {}), **block}
     run_over = validate_run_keys(run_over, where="override")
     profile = Profile(name=path.stem, description=description, seeds=seeds, objectives=objectives,
                       datasets=datasets, results_root=results_root, figures_root=figures_root,
                       settings=settings, overrides=run_over, path=str(path), protocols=protocols,
-                      reference=reference, given=dict(overrides))
+                      reference=reference, given=dict(overrides), models=models)
     check_runs(profile.runs(), data=False)
     return profile

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Union, get_args, get_origin
 
 from ..errors import ConfigError
+from ..study.data import register_imagefolder
 from .layout import RunKey
 
 
@@ -65,6 +66,16 @@ class RunConfig:
     arch: str = "resnet18"                     # registry name in xai_utils.study.models
     widths: Optional[list[int]] = None         # stage widths; None = the architecture's own (64..512)
     proj_dim: int = 128                        # SCL projection head output
+    # a model brought as a file instead of trained (a profile's ``models:``, xai_utils.study.brought)
+    checkpoint: Optional[str] = None           # its weights (.safetensors or a state dict); None: the run trains
+    checkpoint_sha256: Optional[str] = None    # of that file, read with the profile: what the stage hashes see
+    num_classes: Optional[int] = None          # outputs of its classifier
+    mean: Optional[list[float]] = None         # its input normalisation per channel; None: the data's
+    std: Optional[list[float]] = None
+    normalize_features: bool = False           # registered backbones: the head reads L2-normalised features (a probe)
+    # data a user brings (a profile's ``data:``): its kind (None: a registered dataset) and image side
+    data_kind: Optional[str] = None            # imagefolder (xai_utils.study.data.imagefolder)
+    image_size: Optional[int] = None
     # data for training
     train_subset: Optional[int] = None         # first-k of a fixed permutation of the train split
     augmentation: str = "auto"                 # auto | ce | scl | none (+ _imagenet variants); auto: scl for SCL, ce otherwise
@@ -159,10 +170,17 @@ class RunConfig:
     kept_images: str = "correct"               # the images the statistics keep: correct (the paper's) | all (rehearsals)
 
     def __post_init__(self) -> None:
+        if self.data_kind == "imagefolder" and self.image_size:   # every process that reads the run knows its data
+            register_imagefolder(self.dataset, self.image_size)
         rule = PROTOCOLS.get(self.protocol)
         if rule is not None:
             for key, value in rule(self).items():
                 setattr(self, key, value)
+
+    @property
+    def brought(self) -> bool:
+        """Whether the run's model is brought as a file (imported, not trained)."""
+        return self.checkpoint is not None
 
     @property
     def key(self) -> RunKey:

@@ -35,8 +35,10 @@ from ..ops.losses import MINING
 from ..ops.metrics import BASELINES, METRICS, NOISE_SPACES, SIMILARITIES, TIE_BREAKS
 from ..ops.pairs import PAIR_KINDS, PAIR_METHODS, PAIR_METRICS, SPACES
 from ..ops.pairs.methods import check_pair_method_options
-from ..study.data import (DATASETS, check_available, dataset_label, eval_indices, has_masks, resolve_split,
-                          split_sizes, train_indices, train_permutation)
+from ..study.brought import build_network, fit_weights, holds_study_model, is_timm_model, load_checkpoint
+from ..study.data import (DATASETS, check_available, dataset_label, eval_indices, files_present, has_masks,
+                          resolve_split, split_sizes, train_indices, train_permutation)
+from ..study.data.imagefolder import check_imagefolder, class_names
 from ..study.models import BACKBONES, EXPLAIN_FEATURES
 from ..study.objectives import OBJECTIVES, get_objective
 from ..study.training import OPTIMIZERS
@@ -80,8 +82,28 @@ def _names(cfg: RunConfig, key: str, registry: Sequence[str]) -> None:
         raise _fail(cfg, key, f"lists {dup} more than once")
 
 
+def check_brought(cfg: RunConfig) -> None:
+    """The settings of a model brought as a file (no training): its architecture, classes and
+    normalisation."""
+    _one_of(cfg, "dataset", DATASETS)
+    if cfg.arch not in BACKBONES and not is_timm_model(cfg.arch):
+        raise _fail(cfg, "arch", f"must be a timm model name or a registered backbone ({', '.join(BACKBONES)}), "
+                                 f"got {cfg.arch!r}")
+    if cfg.num_classes is None or cfg.num_classes < 1:
+        raise _fail(cfg, "num_classes", f"must be the number of classes of the brought model, got {cfg.num_classes!r}")
+    for key in ("mean", "std"):
+        value = getattr(cfg, key)
+        if value is not None and (len(value) != 3 or (key == "std" and min(value) <= 0)):
+            raise _fail(cfg, key, f"must be null (the data's) or 3 values per channel{', > 0' if key == 'std' else ''}, "
+                                  f"got {value!r}")
+    if cfg.widths is not None and (len(cfg.widths) != 4 or min(cfg.widths) < 1):
+        raise _fail(cfg, "widths", f"must be null or 4 positive stage widths, got {cfg.widths!r}")
+
+
 def check_training(cfg: RunConfig) -> None:
-    """The settings of the training stage."""
+    """The settings of the training stage (of the import, for a model brought as a file)."""
+    if cfg.brought:
+        return check_brought(cfg)
     _one_of(cfg, "dataset", DATASETS)
     _one_of(cfg, "objective", OBJECTIVES)
     _one_of(cfg, "optimizer", OPTIMIZERS)
@@ -184,7 +206,7 @@ def check_pairs(cfg: RunConfig) -> None:
     _one_of(cfg, "pair_space", SPACES)
     if cfg.pair_metrics and not cfg.pair_methods:
         raise _fail(cfg, "pair_metrics", "scores pair maps, but 'pair_methods' is empty")
-    if cfg.pair_space == "projection" and "proj_dim" not in get_objective(cfg.objective).settings:
+    if cfg.pair_space == "projection" and (cfg.brought or "proj_dim" not in get_objective(cfg.objective).settings):
         raise _fail(cfg, "pair_space", f"'projection' needs a projection head, which {cfg.objective} does not "
                                        f"train; use cosine or distance")
     if cfg.pair_blur_kernel % 2 == 0:
@@ -298,6 +320,9 @@ SIZE_BOUNDS: dict[str, Bound] = {
 }
 
 
+TRAINING_BOUNDS = ("train_subset", "batch_size")     # bounds of training, not of a brought model
+
+
 def _setting(cfg: RunConfig, key: str) -> Any:
     """The value of a (dotted) key, e.g. ``method_options.occlusion.window``; None when unset."""
     first, *rest = key.split(".")
@@ -321,6 +346,8 @@ def check_sizes(cfg: RunConfig, sizes: Optional[Mapping[str, int]]) -> None:
     a dry run without the data still works; the data check reports missing files."""
     data = data_size(cfg, sizes)
     for key, bound in SIZE_BOUNDS.items():
+        if cfg.brought and key in TRAINING_BOUNDS:
+            continue                                # a brought model is not trained here
         value, limit = _setting(cfg, key), bound(cfg, data)
         number = isinstance(value, (int, float)) and not isinstance(value, bool)   # None: unset
         if number and limit is not None and value > limit[0]:
@@ -344,12 +371,39 @@ def _check_trained_on(cfg: RunConfig, d: DataSize) -> None:
 
 
 def check_data(cfg: RunConfig, stages: Sequence[Stage]) -> None:
-    """The dataset's files of the splits the stages read (raises DatasetNotFoundError)."""
+    """The dataset's files of the splits the stages read (raises DatasetNotFoundError), and
+    every image of an image folder (readable, square, a class folder not empty)."""
     if Stage.TRAIN in stages:
-        check_available(cfg.dataset, "train", cfg.data_root)
+        if not cfg.brought:                       # an import reads the test split only
+            check_available(cfg.dataset, "train", cfg.data_root)
         check_available(cfg.dataset, "test", cfg.data_root)
     if {Stage.ATTRIBUTE, Stage.EVALUATE} & set(stages):
         check_available(cfg.dataset, cfg.eval_split, cfg.data_root)
+    if DATASETS[cfg.dataset].kind == "imagefolder":
+        for split in ("train", "test"):
+            if files_present(cfg.dataset, split, cfg.data_root):
+                check_imagefolder(cfg.data_root, split)
+
+
+def check_model_file(cfg: RunConfig, stages: Sequence[Stage]) -> None:
+    """A brought checkpoint, where the import will run: readable without running code (a
+    pickle that needs code is refused before any of it runs), fitting its ``arch`` and
+    ``num_classes``, which must be the image folder's number of classes (CheckpointError or
+    ConfigError)."""
+    if not cfg.brought or Stage.TRAIN not in stages:
+        return
+    if DATASETS[cfg.dataset].kind == "imagefolder":
+        classes = len(class_names(cfg.data_root))
+        if classes != cfg.num_classes:
+            raise _fail(cfg, "num_classes", f"is {cfg.num_classes}, but the image folder {cfg.data_root} has "
+                                            f"{classes} classes")
+    weights = load_checkpoint(cfg.checkpoint)
+    try:
+        net = build_network(cfg.arch, cfg.num_classes, cfg.mean or (0.0,) * 3, cfg.std or (1.0,) * 3, cfg.widths,
+                            cfg.normalize_features, study_model=holds_study_model(weights))
+    except ConfigError as e:
+        raise _fail(cfg, "arch", str(e)) from None
+    fit_weights(net, weights, cfg.checkpoint, cfg.arch)
 
 
 def check_run(cfg: RunConfig, stages: Sequence[Stage] = RUN_STAGES, data: bool = False) -> None:
@@ -367,6 +421,7 @@ def check_run(cfg: RunConfig, stages: Sequence[Stage] = RUN_STAGES, data: bool =
     if data:
         check_device(cfg)
         check_data(cfg, stages)
+        check_model_file(cfg, stages)
         check_sizes(cfg, split_sizes(cfg.dataset, cfg.data_root))
 
 
@@ -385,6 +440,7 @@ def check_runs(runs: Iterable[RunConfig], stages: Sequence[Stage] = RUN_STAGES, 
             if key not in seen:
                 seen.add(key)
                 check_data(cfg, stages)
+            check_model_file(cfg, stages)
             where = (cfg.dataset, cfg.data_root)
             if where not in sizes:
                 sizes[where] = split_sizes(cfg.dataset, cfg.data_root)

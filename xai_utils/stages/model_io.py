@@ -11,6 +11,7 @@ from ..settings.run_config import RunConfig
 from ..study.models import EXPLAIN_FEATURES, ExplainedModel, ProjectionHead
 from ..study.objectives import explained_model
 from .artefacts import load_torch
+from .imported import brought_model
 from ..settings.layout import trained_model_path
 
 
@@ -44,8 +45,11 @@ def load_model(run_dir_or_file: Union[str, Path], device: Union[str, torch.devic
         raise FileNotFoundError(f"{p} not found: train the run first (notebook 01_train)")
     state = load_torch(p)
     cfg = RunConfig.from_dict(state["config"])
-    model = explained_model(cfg, state["num_classes"], state["mean"], state["std"])
-    model.load_state_dict(state["state_dict"])
+    if cfg.brought:                            # a model brought as a file (stages.imported)
+        model = brought_model(cfg, state["num_classes"], state["mean"], state["std"], state["weights"])
+    else:
+        model = explained_model(cfg, state["num_classes"], state["mean"], state["std"])
+        model.load_state_dict(state["state_dict"])
     if "projection" in state:                  # SCL-like runs: the head, for pair_space projection
         head = ProjectionHead(model.feature_dim, cfg.proj_dim)
         head.load_state_dict(state["projection"])

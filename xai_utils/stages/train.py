@@ -37,6 +37,7 @@ from . import files
 from .artefacts import read_jsonl
 from .artefacts import load_json, load_torch
 from .fingerprint import record_fingerprint
+from .imported import import_run
 from .model_io import model_state
 
 PathLike = Union[str, Path]
@@ -127,6 +128,7 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     ``embeddings.npz`` (features, labels, preds, indices and a 2-D PCA of a fixed subset of
     1000 test images).
 
+    A run whose model is brought as a file is imported instead (:func:`~.imported.import_run`).
     A finished run is not retrained (its summary is returned); an interrupted one resumes from
     its checkpoint. Both require the same training settings (a :class:`ConfigError` otherwise).
     A checkpoint replaces the one before only after moving it to ``checkpoint.prev.pt``; an
@@ -135,6 +137,8 @@ def train_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[
     and kept in the summary (``recovered``).
     """
     check_run(cfg, stages=(runs.Stage.TRAIN,), data=False)       # the loader says itself if data is missing
+    if cfg.brought:
+        return import_run(cfg, run_dir, progress)
     run_dir = Path(run_dir)
     summary_path = run_dir / runs.TRAIN_SUMMARY
     notes: list[str] = []                                # files found damaged and what was done

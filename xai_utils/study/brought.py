@@ -9,15 +9,36 @@ has them): pixel-space images in, logits out; ``mean`` and ``std`` (the pixel no
 pretrained configuration, the layer given (a module or its dotted name) or found: timm's
 ``feature_info`` (the last stage), a torchvision ResNet's ``layer4``, else the last module that
 holds a convolution.
+
+A model brought as a file (a profile's ``models:``) is a checkpoint of the network's weights,
+loaded without running code (:func:`load_checkpoint`: safetensors, or a PyTorch state dict read
+with ``weights_only=True``), into the network :func:`build_network` makes for its ``arch`` (a
+backbone of the study's registry, then the study's own model, or a timm model name), checked
+key by key and shape by shape first (:func:`fit_weights`).
 """
 from __future__ import annotations
 
+import hashlib
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 
+from ..errors import ConfigError
+from .models import BACKBONES, ExplainedModel, build_model
+
 Layer = Union[nn.Module, str, None]
+PathLike = Union[str, Path]
+SHOWN_KEYS = 3                   # keys named in a mismatch message
+
+
+class CheckpointError(ConfigError):
+    """A brought checkpoint cannot be used: unreadable, code inside, or weights that do not fit
+    its ``arch``; the message names the file and what to do."""
 
 
 class BroughtModel(nn.Module):
@@ -101,3 +122,135 @@ def bring(net: nn.Module, target_layer: Layer = None, mean: Optional[Sequence[fl
         return net
     m, s = normalisation_of(net, mean, std)
     return BroughtModel(net, m, s, cam_layer_of(net, target_layer)).train(net.training)
+
+
+# ----------------------------------------------------------------------------- models brought as files
+
+def file_sha256(path: PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
+    """The weights in ``path`` (name -> tensor), on the CPU: a ``.safetensors`` file, or a
+    PyTorch state dict (``torch.save(model.state_dict(), f)``, or a dict holding one under
+    ``state_dict``) read with ``weights_only=True``, so that nothing in the file is executed: a
+    pickled object that needs code to load is refused before any of it runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"checkpoint {path} is not a readable safetensors file ({e})") from None
+    try:
+        with warnings.catch_warnings():           # torch's note on an old pickle protocol: the refusal says it all
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"checkpoint {path} holds pickled objects that need code to load (refused: loading "
+                              "them would run it); save the weights instead: torch.save(model.state_dict(), f) or "
+                              "safetensors.torch.save_file(model.state_dict(), f)") from None
+    except (OSError, EOFError, RuntimeError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {path} is not a state dict (a mapping of names to tensors)")
+    return obj
+
+
+def is_timm_model(arch: str) -> bool:
+    import timm   # reason: 2-3 s at import; only a process that builds a brought network pays it
+    return bool(timm.is_model(arch))
+
+
+def holds_study_model(weights: dict[str, torch.Tensor]) -> bool:
+    """Whether a checkpoint holds the study's own model (``backbone.*`` and ``head.*``, as this
+    companion's runs save it) rather than a timm model's own keys."""
+    return any(k.startswith("backbone.") for k in weights) and any(k.startswith("head.") for k in weights)
+
+
+def build_network(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float],
+                  widths: Optional[Sequence[int]] = None, normalize_features: bool = False,
+                  study_model: bool = False) -> nn.Module:
+    """The explained model of a brought checkpoint, before its weights: with ``study_model``
+    (:func:`holds_study_model`) the study's own model on the registered backbone ``arch`` at
+    ``widths`` (``normalize_features``: its head reads L2-normalised features, as a linear probe
+    of a contrastive encoder), else the timm model ``arch`` with ``num_classes`` outputs,
+    wrapped by :func:`bring`."""
+    if study_model:
+        if arch not in BACKBONES:
+            raise ConfigError(f"the checkpoint holds the study's model (backbone.*, head.*), whose arch must be a "
+                              f"registered backbone ({', '.join(BACKBONES)}), got '{arch}'")
+        return build_model(arch, widths, num_classes, mean, std, normalize_features)
+    if not is_timm_model(arch):
+        raise ConfigError(f"arch '{arch}' is not a timm model (a checkpoint of the study's own model, with "
+                          f"backbone.* and head.* keys, may name a registered backbone: {', '.join(BACKBONES)})")
+    if normalize_features:
+        raise ConfigError("normalize_features applies to the study's own model (backbone.*, head.*); a timm "
+                          "model is explained as it is")
+    import timm   # reason: as in is_timm_model
+    net = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    return BroughtModel(net, mean, std, find_cam_layer(net))
+
+
+def _weights_of(model: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor], str]:
+    """(the module the checkpoint holds the weights of, its own weights by name, its classifier's
+    weight name): the brought network itself, or the study's model without its normalisation."""
+    if isinstance(model, BroughtModel):
+        net = model.net
+        classifier = (getattr(net, "pretrained_cfg", None) or {}).get("classifier", "fc")
+        return net, net.state_dict(), f"{classifier}.weight"
+    own = {k: v for k, v in model.state_dict().items() if k not in ("mean", "std")}
+    return model, own, "head.weight"
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of a model as its checkpoint holds them (:func:`fit_weights` reads them back)."""
+    return _weights_of(model)[1]
+
+
+def _some(keys: Sequence[str]) -> str:
+    more = len(keys) - SHOWN_KEYS
+    return ", ".join(keys[:SHOWN_KEYS]) + (f" (+{more} more)" if more > 0 else "")
+
+
+def fit_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: PathLike, arch: str) -> nn.Module:
+    """Load ``weights`` into ``model`` (:func:`build_network`) after checking that they fit: the
+    same names (the first missing and unexpected ones named otherwise) and the same shapes (a
+    classifier of another size named as a ``num_classes`` that differs)."""
+    target, own, classifier = _weights_of(model)
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    if missing or unexpected:
+        parts = ([f"missing keys {_some(missing)}"] if missing else []) + \
+                ([f"unexpected keys {_some(unexpected)}"] if unexpected else [])
+        raise CheckpointError(f"checkpoint {path} does not fit arch '{arch}': {'; '.join(parts)}")
+    for k, v in own.items():
+        got = tuple(weights[k].shape)
+        if got != tuple(v.shape):
+            if k == classifier and got[1:] == tuple(v.shape)[1:]:
+                raise CheckpointError(f"checkpoint {path} has {got[0]} classes ({k}), num_classes says {v.shape[0]}")
+            raise CheckpointError(f"checkpoint {path} does not fit arch '{arch}': {k} is {list(got)} there, "
+                                  f"{list(v.shape)} in the model")
+    target.load_state_dict({k: weights[k].to(v.dtype) for k, v in own.items()}, strict=False)
+    return model
+
+
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features and logits of pixel-space images, from one forward pass."""
+    if isinstance(model, ExplainedModel):
+        h = model.features(x)
+        return h, model.logits_from_features(h)
+    net = model.net
+    maps = net.forward_features(model.normalize_input(x))
+    return net.forward_head(maps, pre_logits=True), net.forward_head(maps)

@@ -349,16 +349,24 @@ def evaluate_test(engine: Engine, cfg: RunSettings, device: torch.device
     feats, labels = engine.extract(_dataset_batches(test, cfg.batch_size_eval, device))
     with ieee_float32(device):
         logits = engine.model.logits_from_features(feats)    # float32 features -> IEEE float32 logits
+    return test_outputs(feats, logits, labels)
+
+
+def test_outputs(feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+                 ) -> tuple[float, int, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """What the test pass writes, from the features and logits of every test image: the accuracy
+    (%), the number of images, ``embeddings.npz`` (the fixed subset) and ``predictions.npz``."""
     preds = logits.argmax(dim=1)
     acc = 100.0 * float((preds == labels).float().mean())
-    predictions = {"indices": np.arange(len(test), dtype=np.int64),
+    n = len(labels)
+    predictions = {"indices": np.arange(n, dtype=np.int64),
                    "labels": labels.cpu().numpy().astype(np.int64),
                    "preds": preds.cpu().numpy().astype(np.int64),
                    "logits": logits.cpu().numpy().astype(np.float32)}
-    idx = torch.as_tensor(eval_indices(len(test), EMBED_SAMPLES, seed=0), device=feats.device)
+    idx = torch.as_tensor(eval_indices(n, EMBED_SAMPLES, seed=0), device=feats.device)
     emb = {"features": feats[idx].cpu().numpy().astype(np.float32),
            "labels": labels[idx].cpu().numpy().astype(np.int64),
            "preds": preds[idx].cpu().numpy().astype(np.int64),
            "indices": idx.cpu().numpy().astype(np.int64),
            "coords2d": pca_2d(feats[idx]).cpu().numpy()}
-    return acc, len(test), emb, predictions
+    return acc, n, emb, predictions

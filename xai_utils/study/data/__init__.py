@@ -23,6 +23,9 @@ name             splits                           source
 ``cifar10``      train (50,000) / test (10,000)   torchvision's ``cifar-10-batches-py``
 ``imagenet_s50`` train (streamed) / val (+masks)  a folder the user supplies (see
                                                   :func:`~.imagenet.load_imagenet_s50`)
+a profile's      train (optional) / test (+masks) a folder of images in torchvision's
+``data:`` name                                    ImageFolder layout (:mod:`.imagefolder`,
+                                                  :func:`register_imagefolder`)
 ===============  ===============================  ==========================================
 
 ``test`` and ``val`` both name the held-out evaluation split of every dataset (so a profile's
@@ -41,7 +44,7 @@ how to get the data; nothing is written to disk on failure.
 from ...errors import DatasetNotFoundError
 from .base import ImageDataset, Index, PathLike, eval_indices, train_indices, train_permutation
 from .imagenet import IMAGENET_S50_INDICES, imagenet_s50_classes
-from .registry import (DATASETS, DatasetSpec, check_available, dataset_label, files_present, has_masks,
+from .registry import (DATA_KINDS, DATASETS, DatasetSpec, check_available, register_imagefolder, dataset_label, files_present, has_masks,
                        load_dataset, resolve_split, split_sizes, write_stand_in_data)
 from .shapes import SHAPE_CLASSES, SHAPES_MEAN, SHAPES_SPLITS, SHAPES_STD, make_shapes, shapes_params
 from .streaming import StreamingImageDataset

@@ -12,6 +12,7 @@ from .base import ImageDataset, PathLike
 from .cifar10 import count_cifar10, locate_cifar10, load_cifar10
 from .fashion_mnist import count_fashion_mnist, locate_fashion_mnist, load_fashion_mnist
 from .generated import write_cifar10, write_imagenet_s50
+from .imagefolder import count_imagefolder, has_imagefolder_masks, load_imagefolder, locate_imagefolder
 from .imagenet import count_imagenet_s50, imagenet_mask_dir, locate_imagenet_s50, load_imagenet_s50
 from .shapes import SHAPES_SPLITS, load_shapes
 from .streaming import StreamingImageDataset
@@ -43,6 +44,7 @@ class DatasetSpec:
     locate: Optional[Callable[[str, Optional[PathLike], bool], Any]] = None   # None: generated in memory
     masks: Callable[[str, Optional[PathLike]], bool] = lambda split, root: False
     generate: Optional[Callable[[PathLike], Path]] = None    # writes stand-in files under a root
+    kind: str = "registered"                                  # or "imagefolder": a folder a user brings
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -57,6 +59,30 @@ DATASETS: dict[str, DatasetSpec] = {
                                 masks=lambda split, root: split == "val" and imagenet_mask_dir(root) is not None,
                                 generate=write_imagenet_s50),
 }
+
+
+DATA_KINDS = ("imagefolder",)     # what a profile's ``data:`` may declare (the registered datasets aside)
+
+
+def register_imagefolder(name: str, image_size: int) -> DatasetSpec:
+    """Register ``name`` as a folder of images a user brings (:mod:`.imagefolder`), read at
+    ``image_size``; its root is given where it is loaded (``data_root``). Registering it again
+    with another size replaces it; a name of a registered dataset is refused."""
+    old = DATASETS.get(name)
+    if old is not None and old.kind != "imagefolder":
+        raise ValueError(f"dataset name '{name}' is taken by a registered dataset; name the image folder otherwise")
+    if old is not None and old.image_size == image_size:
+        return old
+    spec = DatasetSpec(name, functools.partial(_load_imagefolder, name=name, image_size=image_size), ("train", "test"),
+                       count_imagefolder, image_size, locate=locate_imagefolder,
+                       masks=lambda split, root: has_imagefolder_masks(split, root), kind="imagefolder")
+    DATASETS[name] = spec
+    _load_cached.cache_clear()
+    return spec
+
+
+def _load_imagefolder(split: str, root: Optional[PathLike], name: str, image_size: int) -> ImageDataset:
+    return load_imagefolder(split, root, image_size, name)
 
 
 def dataset_label(name: str) -> str:

@@ -179,8 +179,8 @@ def get_objective(name: str) -> type[Objective]:
 
 
 def objective_label(name: str) -> str:
-    """Display name (``CE``); an unregistered name is shown upper-cased."""
-    return OBJECTIVES[name].label if name in OBJECTIVES else str(name).upper()
+    """Display name (``CE``); an unregistered name (a brought model's label) is shown as it is."""
+    return OBJECTIVES[name].label if name in OBJECTIVES else str(name)
 
 
 def objective_color(name: str) -> str:
