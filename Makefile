@@ -66,11 +66,15 @@ lock:
 test: setup data
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-# Fashion-MNIST offline: Debian ships it. Installed when nothing else provides it and
-# apt-get is usable; otherwise say exactly what to do.
-data:
-	@if [ -d "$(FMNIST_DEB)" ] || ls data/FashionMNIST/raw/*ubyte* >/dev/null 2>&1; then \
-	  echo "Fashion-MNIST: found"; \
+# Fashion-MNIST offline: Debian ships it. Looked for where the loader looks (the data folder,
+# $$XAI_UTILS_DATA or ~/.cache/xai_utils, then Debian's); installed when absent and apt-get is
+# usable; otherwise say exactly what to do.
+FMNIST_WHERE = XAI_UTILS_NO_DOWNLOAD=1 $(PY) -c "from xai_utils.study.data.fashion_mnist import \
+  locate_fashion_mnist as f; print(f('train', None, False)[0].parent, f('test', None, False)[0].parent)" 2>/dev/null
+
+data: setup
+	@if where=$$($(FMNIST_WHERE)); then \
+	  echo "Fashion-MNIST: found in $${where%% *}"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist"; \
 	  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
@@ -78,8 +82,8 @@ data:
 	  echo "Fashion-MNIST: apt-get failed; it will be downloaded by torchvision if online"; \
 	else \
 	  echo "Fashion-MNIST not found. Either run 'sudo apt-get install dataset-fashion-mnist'"; \
-	  echo "or put the four *-ubyte.gz files in data/FashionMNIST/raw/ (torchvision layout),"; \
-	  echo "or stay online: torchvision downloads it on first use."; \
+	  echo "or put the four *-ubyte.gz files in $${XAI_UTILS_DATA:-$$HOME/.cache/xai_utils}/FashionMNIST/raw/"; \
+	  echo "(torchvision's layout), or stay online: torchvision downloads it on first use."; \
 	fi
 
 # Keeps the committed tables of figures/$(PROFILE) before the run overwrites them, and ends by

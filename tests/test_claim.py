@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from xai_utils.errors import ConfigError
 from xai_utils.ops import calibration as C
 from xai_utils.stages.calibrate import calibration_indices
 from xai_utils.ops import metrics as M
@@ -153,12 +154,12 @@ def test_no_evaluation_or_training_image_is_used_for_calibration(eval_split):
 
 
 def test_held_out_calibration_needs_held_out_images_and_auto_cross_fits_otherwise():
-    with pytest.raises(Exception, match="'calibration' 'heldout' .*set train_subset"):
+    with pytest.raises(ConfigError, match="'calibration' 'heldout' .*set train_subset"):
         load_profile("smoke", train_subset=None, metrics=["pixel_flipping_calibrated"], calibration="heldout")
     run = next(load_profile("smoke", train_subset=None, metrics=["pixel_flipping_calibrated"]).runs())
     assert resolve_calibration(run) == "crossfit"
     assert resolve_calibration(RunConfig(train_subset=100)) == "heldout"
-    with pytest.raises(Exception, match="'eval_samples' must be >= 4"):
+    with pytest.raises(ConfigError, match="'eval_samples' must be >= 4"):
         load_profile("smoke", train_subset=None, metrics=["pixel_flipping_calibrated"], eval_samples=3)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from xai_utils.errors import ConfigError
 from xai_utils.ops import attribution as A
 from xai_utils.settings import RunConfig, load_profile
 from xai_utils.ops.losses import SupConLoss
@@ -181,9 +182,9 @@ def test_a_step_logs_its_terms_and_exconb_adds_background_samples():
 
 
 def test_bad_excon_settings_are_refused():
-    with pytest.raises(Exception, match="excon_layer"):
+    with pytest.raises(ConfigError, match="excon_layer"):
         load_profile("smoke", objectives=["excon"], excon_layer="layer9.conv")
-    with pytest.raises(Exception, match="excon_threshold"):
+    with pytest.raises(ConfigError, match="excon_threshold"):
         load_profile("smoke", objectives=["excon"], excon_threshold=1.5)
 
 

@@ -155,10 +155,19 @@ def test_a_run_killed_at_five_points_and_run_again_ends_with_the_results_of_an_u
 
 # ----------------------------------------------------------------------------- two invocations at once
 
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """A handshake: return once ``path`` exists (written by ``proc``), fail if ``proc`` ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the first process ended before {path.name} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
 def test_two_invocations_on_one_run_train_it_once_and_both_finish(tmp_path):
     """Through the notebooks (two terminals); training only, the other stages take the same lock."""
     first = _start(tmp_path, "--stage", "train", executor="local")
-    time.sleep(3)
+    _wait_for(_run_dir(tmp_path) / "stages" / "run.lock", first)    # the first holds the run: start the second
     second = _start(tmp_path, "--stage", "train", executor="local")
     (s1, out1), (s2, out2) = _finish(first), _finish(second)
     assert (s1, s2) == (0, 0), out1 + out2
@@ -199,19 +208,27 @@ def test_a_lock_left_by_a_killed_process_is_taken_at_once(tmp_path):
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     assert (tmp_path / "stages" / "run.lock").is_file()           # the marker is still there
-    lock, start = RunLock(tmp_path), time.perf_counter()
-    assert lock.acquire(wait=False)                               # its process is gone from this host
-    assert time.perf_counter() - start < 5
+    lock = RunLock(tmp_path)
+    assert lock.acquire(wait=False)                               # its process is gone from this host: no wait
     lock.release()
 
 
-def test_a_lock_of_another_host_is_taken_once_its_lease_ran_out(tmp_path):
+def test_a_lock_of_another_host_is_taken_once_its_lease_ran_out(tmp_path, monkeypatch):
+    """filelock ages a lease on the contender's own monotonic clock (how long it has seen the
+    marker unchanged, not the file's mtime, which another host's clock wrote): that clock is
+    advanced here, not waited for."""
+    from filelock._soft._exclusive import _recovery
+
+    clock = [1000.0]
+    monkeypatch.setattr(_recovery, "time", type("Clock", (), {"monotonic": staticmethod(lambda: clock[0])}))
     marker = tmp_path / "stages" / "run.lock"
     marker.parent.mkdir(parents=True)
-    marker.write_text("filelock/2\npid=4242\nhost=node-elsewhere\nmode=lease\ntoken=abc\nduration=1.5\n")
-    lock = RunLock(tmp_path, lease_seconds=1.5)
+    marker.write_text("filelock/2\npid=4242\nhost=node-elsewhere\nmode=lease\ntoken=abc\nduration=60\n")
+    lock = RunLock(tmp_path, lease_seconds=60)
     assert not lock.acquire(wait=False)                           # fresh: its holder may be alive there
-    time.sleep(1.6)
+    clock[0] += 59.0
+    assert not lock.acquire(wait=False)                           # unchanged for less than the lease
+    clock[0] += 2.0
     assert lock.acquire(wait=False)                               # not refreshed for a lease: stale
     lock.release()
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from xai_utils.errors import ConfigError
 from xai_utils.ops.attribution import METHODS, attribute
 from xai_utils.ops.augment import get_augmentation
 from xai_utils.ops.devices import deterministic_algorithms, fp32_precision, ieee_float32
@@ -183,12 +184,28 @@ def test_deterministic_algorithms_are_switched_on_and_restored(monkeypatch):
         assert not torch.are_deterministic_algorithms_enabled()
 
 
+def _stepped(objective: str, deterministic: bool) -> tuple[dict, dict, EpochTotals]:
+    cfg, model, obj, engine, opt, sched = _step_parts(objective, deterministic=deterministic)
+    assert not (deterministic and engine.tf32)                     # deterministic: no TF32
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    totals = EpochTotals.zeros(torch.device("cpu"))
+    with deterministic_algorithms(cfg.deterministic):
+        train_step(obj, model, engine, opt, sched, _batch(cfg), totals)
+    return before, model.state_dict(), totals
+
+
 @pytest.mark.parametrize("objective", list(OBJECTIVES))
 def test_every_objective_steps_with_deterministic_algorithms(objective):
-    cfg, model, obj, engine, opt, sched = _step_parts(objective, deterministic=True)
-    assert not engine.tf32
-    with deterministic_algorithms(cfg.deterministic):
-        train_step(obj, model, engine, opt, sched, _batch(cfg), EpochTotals.zeros(torch.device("cpu")))
+    """Every operation of every objective's step has a deterministic kernel (none raises), and
+    the step under deterministic algorithms moves the weights exactly as the default step does
+    on the CPU."""
+    before, after, totals = _stepped(objective, deterministic=True)
+    _, default, default_totals = _stepped(objective, deterministic=False)
+    assert torch.isfinite(totals.loss) and torch.equal(totals.loss, default_totals.loss)
+    moved = [k for k in after if after[k].is_floating_point() and not torch.equal(after[k], before[k])]
+    assert moved                                                     # the step changed weights...
+    for k in after:
+        assert torch.equal(after[k], default[k]), k                  # ...exactly as the default step
 
 
 def test_deterministic_enters_the_training_hash_only_when_set():
@@ -222,7 +239,9 @@ def test_uses_clean_view_says_exactly_which_objectives_need_it(objective):
         with pytest.raises(RuntimeError, match="uses_clean_view"):
             train_step(obj, model, engine, opt, sched, batch, EpochTotals.zeros(torch.device("cpu")))
     else:
-        train_step(obj, model, engine, opt, sched, batch, EpochTotals.zeros(torch.device("cpu")))
+        totals = EpochTotals.zeros(torch.device("cpu"))
+        train_step(obj, model, engine, opt, sched, batch, totals)
+        assert totals.seen == 8 and torch.isfinite(totals.loss) and float(totals.loss) > 0
 
 
 # ----------------------------------------------------------------------------- one run per GPU
@@ -241,7 +260,7 @@ def test_one_run_per_gpu_by_default(monkeypatch):
     assert cli._check_scale_out(args) == ["0", "1", "2", "3"] and args.jobs == 2
     args = _args(devices="cuda:1")
     assert cli._check_scale_out(args) == ["1"] and args.jobs == 1
-    with pytest.raises(Exception, match="--jobs 5 is larger than the 4 GPU"):
+    with pytest.raises(ConfigError, match="--jobs 5 is larger than the 4 GPU"):
         executors.check_local(5, cli._check_scale_out(_args(jobs="5")), [])
 
 
@@ -252,7 +271,7 @@ def test_without_a_gpu_two_runs_at_a_time(monkeypatch):
     assert cli._check_scale_out(args) == [] and args.jobs == 2
     args = _args(executor="inline")
     assert cli._check_scale_out(args) == [] and args.jobs == 1
-    with pytest.raises(Exception, match="inline runs one run at a time"):
+    with pytest.raises(ConfigError, match="inline runs one run at a time"):
         cli._check_scale_out(_args(executor="inline", jobs="2"))
-    with pytest.raises(Exception, match="--jobs must be at least 1"):
+    with pytest.raises(ConfigError, match="--jobs must be at least 1"):
         cli._check_scale_out(_args(jobs="many"))

@@ -136,6 +136,45 @@ def test_evaluate_on_a_plain_timm_model_equals_the_pipeline(tmp_path, capfd):
     np.testing.assert_allclose(merged["value_x"], merged["value_y"], rtol=0, atol=1e-6)
 
 
+def test_an_encoder_gets_the_papers_linear_probe_fitted_on_the_train_split(tmp_path, capfd):
+    """``probe: fit``: a checkpoint without a classifier (timm's num_classes=0) is imported with a
+    linear probe on its frozen, L2-normalised train features, fitted as the paper fits it (a literal
+    full-batch SGD loop here); the run then scores as any other."""
+    _write_folder(tmp_path / "images", per_class=5)
+    torch.manual_seed(4)
+    encoder = timm.create_model("test_resnet", num_classes=0).eval()
+    save_file(encoder.state_dict(), str(tmp_path / "enc.safetensors"))
+    assert not any(k.startswith("fc.") for k in encoder.state_dict())
+    settings = {"methods": ["gradcam"], "metrics": ["complexity"], "eval_samples": 6, "probe_epochs": 30,
+                "probe_lr": 0.5, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    profile = _profile(tmp_path, {"enc": {"arch": "test_resnet", "checkpoint": "enc.safetensors", "num_classes": 3,
+                                          "probe": "fit"}}, settings)
+    res = _run(capfd, profile, tmp_path, "--executor", "inline")
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = tmp_path / "r" / "my" / "mine" / "enc" / "seed0"
+    imported, probe = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert imported["event"] == "imported" and probe["stage"] == "probe" and probe["n_train"] == 15
+
+    files = sorted((tmp_path / "images" / "train").glob("*/*.png"))
+    x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
+    y = torch.tensor([CLASSES.index(f.parent.name) for f in files])
+    with torch.no_grad():
+        h = torch.nn.functional.normalize(encoder((x.float() / 255 - 0.5) / 0.25), dim=1)
+    torch.manual_seed(0)                                  # the run's seed
+    ref = torch.nn.Linear(h.shape[1], 3)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)   # probe_* defaults
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(h), y).backward()
+        opt.step()
+    weights = torch.load(run / "model.pt", weights_only=True)["weights"]
+    torch.testing.assert_close(weights["fc.weight"], ref.weight.detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(weights["fc.bias"], ref.bias.detach(), rtol=0, atol=1e-5)
+    accuracy = 100.0 * float((ref(h).argmax(1) == y).float().mean())
+    assert abs(json.loads((run / "train_summary.json").read_text())["probe_train_accuracy"] - accuracy) < 1e-9
+    assert len(pd.read_csv(run / "results.csv")) == 6
+
+
 class _RunsCode:
     """A pickled object whose loading would call ``Path.touch`` on a marker."""
 
@@ -213,6 +252,8 @@ def test_the_command_line_exits_2_on_a_checkpoint_with_code(tmp_path):
     ({"m": {"arch": "test_resnet", "checkpoint": "good.safetensors", "num_classes": 3, "epochs": 3}},
      "unknown key 'epochs'"),
     ({"m": {"arch": "no_such_net", "checkpoint": "good.safetensors", "num_classes": 3}}, "'arch' must be a timm"),
+    ({"m": {"arch": "test_resnet", "checkpoint": "good.safetensors", "num_classes": 3, "probe": "train"}},
+     "'probe' must be null"),
 ])
 def test_a_bad_model_entry_is_one_line(tmp_path, capfd, models, words):
     _write_folder(tmp_path / "images", per_class=1)
@@ -220,3 +261,18 @@ def test_a_bad_model_entry_is_one_line(tmp_path, capfd, models, words):
     res = _run(capfd, _profile(tmp_path, models), tmp_path / "out")
     assert res.returncode == 2 and words in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_image_folder_is_read_resized_with_the_train_splits_statistics(tmp_path):
+    """Each split in class order, resized; mean and std those of train/'s pixels (computed here
+    with PIL and NumPy), for the test split too."""
+    from xai_utils.study.data.imagefolder import load_imagefolder
+    root = _write_folder(tmp_path / "images", per_class=2, size=40, seed=5)
+    test = load_imagefolder("test", root, 32)
+    assert test.images.shape == (6, 3, 32, 32) and test.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert test.class_names == list(CLASSES) and test.num_classes == 3
+    train = np.stack([np.asarray(Image.open(f).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
+                      for f in sorted((root / "train").glob("*/*.png"))]).astype(np.float64) / 255
+    np.testing.assert_allclose(test.mean, train.mean(axis=(0, 1, 2)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(test.std, train.std(axis=(0, 1, 2), ddof=1), rtol=0, atol=1e-12)
+    assert load_imagefolder("train", root, 32).mean == test.mean

@@ -8,7 +8,8 @@ text to be parsed.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+import argparse
+from typing import Any, ClassVar, NoReturn, Optional
 
 
 class Explained(Exception):
@@ -100,3 +101,11 @@ def error_record(error: Optional[BaseException]) -> Optional[dict[str, Any]]:
 def error_from_record(record: dict[str, Any]) -> Explained:
     """The error an :func:`error_record` describes."""
     return EXPLAINED[record["kind"]].from_fields(record["fields"])
+
+
+class CommandLine(argparse.ArgumentParser):
+    """The companion's command lines: a bad argument is one line, ``<prog>: <what> (see --help)``,
+    exit status 2, as every other refusal; argparse's own answer would print the usage first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")

@@ -17,7 +17,6 @@ afterwards and exits 0 whatever moved (``make reproduce`` runs both around the p
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Optional, Sequence
 
 from .analysis.reproduction import REPORT, ReproductionInputError, compare_folders
 from .analysis.reproduction_report import write_report
-from .errors import ConfigError
+from .errors import CommandLine, ConfigError
 from .settings.profiles import load_profile
 
 KEPT = "committed-figures"        # <results_root>/<profile>/committed-figures/
@@ -109,7 +108,7 @@ def _committed_files(folder: Path) -> Optional[dict[str, bytes]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m xai_utils.reproduction",
+    ap = CommandLine(prog="python -m xai_utils.reproduction",
                                  description="Compare a reproduction's tables and verdicts with a reference's.")
     ap.add_argument("reference", nargs="?", help="the reference figures folder (e.g. the committed figures/quick)")
     ap.add_argument("reproduced", nargs="?", help="the reproduced figures folder of the same profile")

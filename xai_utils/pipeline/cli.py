@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import ConfigError, DatasetNotFoundError
+from ..errors import CommandLine, ConfigError, DatasetNotFoundError
 from ..settings.layout import Stage
 from ..settings.profiles import load_profile
 from ..settings.rehearsal import what_shrank
@@ -26,7 +26,7 @@ from .jobs import STAGES, parse_set, plan, results_digest, summary, validate
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m xai_utils.pipeline",
+    ap = CommandLine(prog="python -m xai_utils.pipeline",
                                  description="Run a whole study with Papermill: the four notebooks for every run of a profile.")
     ap.add_argument("--profile", default="quick", help="profile name in configs/ or a YAML path")
     ap.add_argument("--stage", type=Stage, choices=STAGES, action="append",

@@ -37,7 +37,8 @@ STAGE_ORDER = tuple(Stage)
 # Keys added after results existed: hashed only when set away from their default, so that
 # adding one re-runs nothing (on the CPU ``deterministic`` changes no number either).
 HASHED_WHEN_SET = ("deterministic", "kept_images", "road_fractions", "road_noise", "calibration",
-                   "checkpoint_sha256", "num_classes", "mean", "std", "normalize_features", "data_kind", "image_size")
+                   "checkpoint_sha256", "num_classes", "mean", "std", "normalize_features", "probe", "data_kind",
+                   "image_size")
 _DEFAULTS = RunConfig().to_dict()
 
 

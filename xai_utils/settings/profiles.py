@@ -52,7 +52,7 @@ CONFIG_DIR = Path(os.environ.get("XAI_CONFIG_DIR", Path(__file__).resolve().pare
 PROFILE_KEYS = ("description", "seeds", "objectives", "models", "datasets", "data", "protocols", "reference",
                 "results_root", "figures_root", "settings")
 # a brought model (``models: <label>: {...}``): its keys, the run settings they set
-MODEL_KEYS = ("arch", "checkpoint", "num_classes", "widths", "mean", "std", "normalize_features")
+MODEL_KEYS = ("arch", "checkpoint", "num_classes", "widths", "mean", "std", "normalize_features", "probe")
 DATA_KEYS = ("kind", "root", "image_size")
 
 
@@ -184,10 +184,11 @@ def _check_list(value: Any, key: str, allowed: Optional[tuple] = None, item=str)
     return list(value)
 
 
-def _mapping(value: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
+def _mapping(value: Any, where: str, keys: Optional[tuple[str, ...]] = None) -> dict[str, Any]:
+    """``value`` as a mapping whose keys are among ``keys`` (any keys when None)."""
     if not isinstance(value, dict):
         raise ConfigError(f"profile: '{where}' must be a mapping, got {value!r}")
-    unknown = sorted(set(value) - set(keys))
+    unknown = [] if keys is None else sorted(set(value) - set(keys))
     if unknown:
         raise ConfigError(f"profile: '{where}' has unknown key '{unknown[0]}'; valid: {', '.join(keys)}")
     return value
@@ -202,7 +203,7 @@ def _path(value: Any, base: Path, where: str) -> str:
 def _data(raw: Any, base: Path) -> dict[str, dict[str, Any]]:
     """``data:`` -> the run settings of each image folder (registered as a dataset here)."""
     out: dict[str, dict[str, Any]] = {}
-    for name, block in _mapping(raw or {}, "data", tuple(raw or {})).items():
+    for name, block in _mapping(raw or {}, "data").items():
         block = _mapping(block, f"data.{name}", DATA_KEYS)
         if block.get("kind") not in DATA_KINDS:
             raise ConfigError(f"profile: 'data.{name}.kind' must be one of {', '.join(DATA_KINDS)}, "
@@ -228,7 +229,7 @@ def _models(raw: dict[str, Any], base: Path) -> dict[str, ModelFiles]:
             raise ConfigError(f"profile: '{key}' and 'models' exclude each other (the models are not trained; "
                               "their checkpoints are the seeds)")
     out = {}
-    for label, block in _mapping(raw["models"], "models", tuple(raw["models"])).items():
+    for label, block in _mapping(raw["models"], "models").items():
         label = str(label)
         if not label or "/" in label or label.startswith((".", SEED_PREFIX)):
             raise ConfigError(f"profile: model label {label!r} must be a plain folder name")

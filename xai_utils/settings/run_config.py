@@ -72,7 +72,9 @@ class RunConfig:
     num_classes: Optional[int] = None          # outputs of its classifier
     mean: Optional[list[float]] = None         # its input normalisation per channel; None: the data's
     std: Optional[list[float]] = None
-    normalize_features: bool = False           # registered backbones: the head reads L2-normalised features (a probe)
+    normalize_features: bool = False           # the classifier reads L2-normalised features (a probe)
+    probe: Optional[str] = None                # "fit": the checkpoint is an encoder; its classifier is the paper's
+                                               # linear probe, fitted here on the train split (probe_* settings)
     # data a user brings (a profile's ``data:``): its kind (None: a registered dataset) and image side
     data_kind: Optional[str] = None            # imagefolder (xai_utils.study.data.imagefolder)
     image_size: Optional[int] = None

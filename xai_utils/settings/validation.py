@@ -98,6 +98,11 @@ def check_brought(cfg: RunConfig) -> None:
                                   f"got {value!r}")
     if cfg.widths is not None and (len(cfg.widths) != 4 or min(cfg.widths) < 1):
         raise _fail(cfg, "widths", f"must be null or 4 positive stage widths, got {cfg.widths!r}")
+    if cfg.probe not in (None, "fit"):
+        raise _fail(cfg, "probe", f"must be null (the checkpoint's own classifier) or 'fit' (a linear probe fitted on "
+                                  f"the train split), got {cfg.probe!r}")
+    if cfg.probe == "fit" and cfg.probe_epochs < 1:
+        raise _fail(cfg, "probe_epochs", f"must be >= 1 to fit the probe, got {cfg.probe_epochs}")
 
 
 def check_training(cfg: RunConfig) -> None:
@@ -398,12 +403,13 @@ def check_model_file(cfg: RunConfig, stages: Sequence[Stage]) -> None:
             raise _fail(cfg, "num_classes", f"is {cfg.num_classes}, but the image folder {cfg.data_root} has "
                                             f"{classes} classes")
     weights = load_checkpoint(cfg.checkpoint)
+    probe = cfg.probe == "fit"
     try:
         net = build_network(cfg.arch, cfg.num_classes, cfg.mean or (0.0,) * 3, cfg.std or (1.0,) * 3, cfg.widths,
-                            cfg.normalize_features, study_model=holds_study_model(weights))
+                            cfg.normalize_features or probe, study_model=holds_study_model(weights))
     except ConfigError as e:
         raise _fail(cfg, "arch", str(e)) from None
-    fit_weights(net, weights, cfg.checkpoint, cfg.arch)
+    fit_weights(net, weights, cfg.checkpoint, cfg.arch, encoder_only=probe)
 
 
 def check_run(cfg: RunConfig, stages: Sequence[Stage] = RUN_STAGES, data: bool = False) -> None:

@@ -2,9 +2,10 @@
 torchvision model as it comes), wrapped so that the study's methods and metrics explain it
 exactly as they explain the study's own models.
 
-The study's code asks a model for four things (:class:`~xai_utils.study.models.ExplainedModel`
-has them): pixel-space images in, logits out; ``mean`` and ``std`` (the pixel normalisation);
-``normalize_input``; and ``cam_layer``, the layer Grad-CAM and Eigen-CAM explain.
+The study's code asks a model for four things, the contract of
+:class:`~xai_utils.ops.contract.Explainable` (the study's own models hold it): pixel-space images
+in, logits out; ``mean`` and ``std`` (the pixel normalisation); ``normalize_input``; and
+``cam_layer``, the layer Grad-CAM and Eigen-CAM explain.
 :func:`bring` gives a plain model these: the normalisation given or read from timm's
 pretrained configuration, the layer given (a module or its dotted name) or found: timm's
 ``feature_info`` (the last stage), a torchvision ResNet's ``layer4``, else the last module that
@@ -27,8 +28,10 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..ops.contract import Explainable
 from .models import BACKBONES, ExplainedModel, build_model
 
 Layer = Union[nn.Module, str, None]
@@ -45,9 +48,11 @@ class BroughtModel(nn.Module):
     """Pixel-space images -> the brought model's logits; the CAM layer and normalisation the
     study's methods and metrics read."""
 
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], cam_layer: nn.Module):
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], cam_layer: nn.Module,
+                 normalize_features: bool = False):
         super().__init__()
         self.net = net
+        self.normalize_features = normalize_features      # the classifier reads L2-normalised features (a probe)
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
         self._cam = (cam_layer,)                 # a reference, not a second registration of the module
@@ -60,7 +65,13 @@ class BroughtModel(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize_features:
+            return self.logits_from_features(self.features(x))
         return self.net(self.normalize_input(x))
+
+    def logits_from_features(self, h: torch.Tensor) -> torch.Tensor:
+        """The classifier on pooled features (L2-normalised first for a probe)."""
+        return self.net.get_classifier()(F.normalize(h, dim=1) if self.normalize_features else h)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features (timm models: ``forward_head(..., pre_logits=True)``)."""
@@ -114,11 +125,12 @@ def normalisation_of(net: nn.Module, mean: Optional[Sequence[float]], std: Optio
 
 
 def bring(net: nn.Module, target_layer: Layer = None, mean: Optional[Sequence[float]] = None,
-          std: Optional[Sequence[float]] = None) -> BroughtModel:
+          std: Optional[Sequence[float]] = None) -> Explainable:
     """``net`` (normalised images -> logits) as a model the study explains (pixel-space input),
-    in ``net``'s mode (training or eval); a :class:`BroughtModel` or the study's own model is
-    returned as it is."""
-    if isinstance(net, BroughtModel) or (hasattr(net, "cam_layer") and hasattr(net, "normalize_input")):
+    in ``net``'s mode (training or eval); a model that holds the contract already
+    (:class:`~xai_utils.ops.contract.Explainable`: the study's own, a :class:`BroughtModel`, a
+    user's class) is returned as it is."""
+    if isinstance(net, Explainable):
         return net
     m, s = normalisation_of(net, mean, std)
     return BroughtModel(net, m, s, cam_layer_of(net, target_layer)).train(net.training)
@@ -175,8 +187,10 @@ def is_timm_model(arch: str) -> bool:
 
 def holds_study_model(weights: dict[str, torch.Tensor]) -> bool:
     """Whether a checkpoint holds the study's own model (``backbone.*`` and ``head.*``, as this
-    companion's runs save it) rather than a timm model's own keys."""
-    return any(k.startswith("backbone.") for k in weights) and any(k.startswith("head.") for k in weights)
+    companion's runs save it, or ``backbone.*`` alone: its encoder) rather than a timm model's
+    own keys."""
+    return (any(k.startswith("backbone.") for k in weights)
+            and all(k.split(".")[0] in ("backbone", "head") for k in weights))
 
 
 def build_network(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float],
@@ -186,7 +200,7 @@ def build_network(arch: str, num_classes: int, mean: Sequence[float], std: Seque
     (:func:`holds_study_model`) the study's own model on the registered backbone ``arch`` at
     ``widths`` (``normalize_features``: its head reads L2-normalised features, as a linear probe
     of a contrastive encoder), else the timm model ``arch`` with ``num_classes`` outputs,
-    wrapped by :func:`bring`."""
+    wrapped as a :class:`BroughtModel` (``normalize_features`` likewise)."""
     if study_model:
         if arch not in BACKBONES:
             raise ConfigError(f"the checkpoint holds the study's model (backbone.*, head.*), whose arch must be a "
@@ -195,12 +209,9 @@ def build_network(arch: str, num_classes: int, mean: Sequence[float], std: Seque
     if not is_timm_model(arch):
         raise ConfigError(f"arch '{arch}' is not a timm model (a checkpoint of the study's own model, with "
                           f"backbone.* and head.* keys, may name a registered backbone: {', '.join(BACKBONES)})")
-    if normalize_features:
-        raise ConfigError("normalize_features applies to the study's own model (backbone.*, head.*); a timm "
-                          "model is explained as it is")
     import timm   # reason: as in is_timm_model
     net = timm.create_model(arch, pretrained=False, num_classes=num_classes)
-    return BroughtModel(net, mean, std, find_cam_layer(net))
+    return BroughtModel(net, mean, std, find_cam_layer(net), normalize_features)
 
 
 def _weights_of(model: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor], str]:
@@ -224,11 +235,31 @@ def _some(keys: Sequence[str]) -> str:
     return ", ".join(keys[:SHOWN_KEYS]) + (f" (+{more} more)" if more > 0 else "")
 
 
-def fit_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: PathLike, arch: str) -> nn.Module:
+def classifier_keys(model: nn.Module) -> tuple[str, str]:
+    """The names of the classifier's weight and bias in the model's checkpoint."""
+    weight = _weights_of(model)[2]
+    return weight, weight[:-len("weight")] + "bias"
+
+
+def set_classifier(model: nn.Module, probe: nn.Linear) -> None:
+    """Put a fitted linear probe in place of the model's classifier (same shapes)."""
+    target, own, _ = _weights_of(model)
+    weight, bias = classifier_keys(model)
+    target.load_state_dict({weight: probe.weight.detach().to(own[weight].dtype),
+                            bias: probe.bias.detach().to(own[bias].dtype)}, strict=False)
+
+
+def fit_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: PathLike, arch: str,
+                encoder_only: bool = False) -> nn.Module:
     """Load ``weights`` into ``model`` (:func:`build_network`) after checking that they fit: the
     same names (the first missing and unexpected ones named otherwise) and the same shapes (a
-    classifier of another size named as a ``num_classes`` that differs)."""
+    classifier of another size named as a ``num_classes`` that differs). ``encoder_only``: the
+    classifier is fitted afterwards (``probe: fit``), so its keys are neither needed nor read."""
     target, own, classifier = _weights_of(model)
+    if encoder_only:
+        skipped = classifier_keys(model)
+        own = {k: v for k, v in own.items() if k not in skipped}
+        weights = {k: v for k, v in weights.items() if k not in skipped}
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     if missing or unexpected:
@@ -248,7 +279,7 @@ def fit_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: PathLi
 
 def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features and logits of pixel-space images, from one forward pass."""
-    if isinstance(model, ExplainedModel):
+    if isinstance(model, ExplainedModel) or model.normalize_features:
         h = model.features(x)
         return h, model.logits_from_features(h)
     net = model.net

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..contract import Explainable, require
 from .maps import grad_input, minmax_scale, upsample
 from .registry import register_method
 
@@ -66,14 +67,21 @@ def grad_cam(forward: Callable[[Tensor], Tensor], layer: nn.Module, x: Tensor, t
         return cam.clamp_min(0) if relu else cam
 
 
+def _cam_layer(model: Explainable) -> nn.Module:
+    """The layer a CAM explains; a model without one is refused in one line (:func:`require`)."""
+    if not hasattr(model, "cam_layer"):
+        require(model)
+    return model.cam_layer
+
+
 @register_method("gradcam", label="Grad-CAM")
-def gradcam(model: nn.Module, x: Tensor, target: Tensor, *, scale: bool = True) -> Tensor:
+def gradcam(model: Explainable, x: Tensor, target: Tensor, *, scale: bool = True) -> Tensor:
     """Grad-CAM (Selvaraju et al. 2017) of ``model.cam_layer`` (:func:`grad_cam`).
 
     Map = ReLU(sum_c mean_hw(dy_t/dA_c) * A_c), upsampled bilinearly to the input size,
     then min-max scaled per map (``scale=True``, the paper's convention).
     """
-    cam = grad_cam(model, model.cam_layer, grad_input(x), target).detach()
+    cam = grad_cam(model, _cam_layer(model), grad_input(x), target).detach()
     cam = upsample(cam, x.shape[-2:])
     return minmax_scale(cam) if scale else cam
 
@@ -137,12 +145,12 @@ def eigencam_projection(acts: Tensor, sign: str = "activation") -> Tensor:
 
 
 @register_method("eigencam", label="Eigen-CAM", class_agnostic=True, choices={"sign": EIGEN_SIGNS})
-def eigencam(model: nn.Module, x: Tensor, target: Tensor, *, scale: bool = True,
+def eigencam(model: Explainable, x: Tensor, target: Tensor, *, scale: bool = True,
              sign: str = "activation") -> Tensor:
     """Eigen-CAM (Muhammad & Yeasin 2020): ReLU of the first-principal-component projection
     of ``model.cam_layer``'s activations (class-agnostic: ``target`` is ignored), upsampled
     bilinearly and min-max scaled per map (``scale=True``)."""
-    with torch.no_grad(), _captured_output(model.cam_layer) as out:
+    with torch.no_grad(), _captured_output(_cam_layer(model)) as out:
         model(x)
     cam = eigencam_projection(out[0], sign=sign).clamp_min(0).unsqueeze(1)
     cam = upsample(cam, x.shape[-2:])

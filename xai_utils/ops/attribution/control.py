@@ -9,9 +9,9 @@ import zlib
 
 import numpy as np
 import torch
-import torch.nn as nn
 from torch import Tensor
 
+from ..contract import Explainable
 from .registry import register_method
 
 
@@ -24,7 +24,7 @@ def image_seed(x: Tensor, seed: int) -> int:
 
 
 @register_method("random", label="Random", class_agnostic=True)
-def random_map(model: nn.Module, x: Tensor, target: Tensor, *, seed: int = 0) -> Tensor:
+def random_map(model: Explainable, x: Tensor, target: Tensor, *, seed: int = 0) -> Tensor:
     """Uniform [0, 1) noise, one value per pixel, drawn from a generator seeded by the image
     itself (:func:`image_seed`): the same images get the same maps for every model, and a
     perturbed image (continuity's noise) gets an unrelated map, as a random explanation should.

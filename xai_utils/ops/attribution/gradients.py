@@ -6,15 +6,15 @@ import warnings
 from typing import Optional
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
+from ..contract import Explainable
 from .maps import REDUCTIONS, channel_map, grad_input
 from .registry import register_method
 
 
 @register_method("saliency", label="Saliency", choices={"reduction": REDUCTIONS})
-def saliency(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "sum",
+def saliency(model: Explainable, x: Tensor, target: Tensor, *, reduction: str = "sum",
              abs: bool = True, scale: bool = False) -> Tensor:
     """Input gradient dy_t/dx (Simonyan et al. 2014), Captum ``Saliency``; default map: L1 norm over channels."""
     from captum.attr import Saliency   # reason: captum loads only when a method of its runs
@@ -24,7 +24,7 @@ def saliency(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "s
 
 
 @register_method("input_x_gradient", label="Input x Gradient", choices={"reduction": REDUCTIONS})
-def input_x_gradient(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "sum",
+def input_x_gradient(model: Explainable, x: Tensor, target: Tensor, *, reduction: str = "sum",
                      abs: bool = True, scale: bool = False) -> Tensor:
     """x * dy_t/dx in pixel space (Captum ``InputXGradient``)."""
     from captum.attr import InputXGradient   # reason: captum loads only when a method of its runs
@@ -36,7 +36,7 @@ def input_x_gradient(model: nn.Module, x: Tensor, target: Tensor, *, reduction: 
 @register_method("integrated_gradients", label="Integrated Gradients", choices={
     "reduction": REDUCTIONS,
     "method": ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")})
-def integrated_gradients(model: nn.Module, x: Tensor, target: Tensor, *, n_steps: int = 50,
+def integrated_gradients(model: Explainable, x: Tensor, target: Tensor, *, n_steps: int = 50,
                          baseline: float = 0.0, method: str = "gausslegendre",
                          internal_batch_size: Optional[int] = None, reduction: str = "sum",
                          abs: bool = True, scale: bool = False) -> Tensor:
@@ -56,7 +56,7 @@ def integrated_gradients(model: nn.Module, x: Tensor, target: Tensor, *, n_steps
 
 
 @register_method("smoothgrad", label="SmoothGrad", choices={"reduction": REDUCTIONS})
-def smoothgrad(model: nn.Module, x: Tensor, target: Tensor, *, nt_samples: int = 16,
+def smoothgrad(model: Explainable, x: Tensor, target: Tensor, *, nt_samples: int = 16,
                stdevs: float = 0.15, seed: int = 0, nt_samples_batch_size: int = 1,
                reduction: str = "sum", abs: bool = True, scale: bool = False) -> Tensor:
     """SmoothGrad (Smilkov et al. 2017): mean input gradient over ``nt_samples`` noisy copies.
@@ -86,7 +86,7 @@ def smoothgrad(model: nn.Module, x: Tensor, target: Tensor, *, nt_samples: int =
 
 
 @register_method("guided_backprop", label="Guided Backprop", choices={"reduction": REDUCTIONS})
-def guided_backprop(model: nn.Module, x: Tensor, target: Tensor, *, reduction: str = "sum",
+def guided_backprop(model: Explainable, x: Tensor, target: Tensor, *, reduction: str = "sum",
                     abs: bool = True, scale: bool = False) -> Tensor:
     """Guided backpropagation (Springenberg et al. 2015), Captum ``GuidedBackprop``.
 
@@ -108,7 +108,7 @@ def _check_occlusion(options: dict) -> None:
 
 
 @register_method("occlusion", label="Occlusion", choices={"reduction": REDUCTIONS}, check=_check_occlusion)
-def occlusion(model: nn.Module, x: Tensor, target: Tensor, *, window: Optional[int] = None,
+def occlusion(model: Explainable, x: Tensor, target: Tensor, *, window: Optional[int] = None,
               stride: Optional[int] = None, baseline: float = 0.0, perturbations_per_eval: int = 1,
               reduction: str = "mean", abs: bool = True, scale: bool = False) -> Tensor:
     """Occlusion (Zeiler & Fergus 2014), Captum ``Occlusion``: drop of the target logit when a

@@ -11,6 +11,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ...registry import Registry
+from ..contract import Explainable
 from ..devices import ieee_float32
 
 Method = Callable[..., Tensor]
@@ -101,7 +102,7 @@ def resolve_options(name: str, **options: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- model state
 
 @contextlib.contextmanager
-def explaining(model: nn.Module, out_of_place: bool = False) -> Iterator[nn.Module]:
+def explaining(model: Explainable, out_of_place: bool = False) -> Iterator[Explainable]:
     """Run with ``model`` in eval mode (and, if asked, no in-place activations); restore after.
 
     Captum's guided backprop replaces ReLU gradients with hooks on ``nn.ReLU`` modules; timm
@@ -123,7 +124,7 @@ def explaining(model: nn.Module, out_of_place: bool = False) -> Iterator[nn.Modu
             m.training = flag
 
 
-def attribute(model: nn.Module, x: Tensor, target: Union[Tensor, Sequence[int]], method: str,
+def attribute(model: Explainable, x: Tensor, target: Union[Tensor, Sequence[int]], method: str,
               **options: Any) -> Tensor:
     """Attribution maps float32 [N, 1, H, W] on ``x.device`` for the whole batch ``x``, computed
     in IEEE float32 (no autocast, no TF32) whatever the caller's context.
@@ -147,7 +148,7 @@ def attribute(model: nn.Module, x: Tensor, target: Union[Tensor, Sequence[int]],
     return maps.detach().float().contiguous()
 
 
-def predict(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
+def predict(model: Explainable, x: Tensor, batch_size: int = 256) -> Tensor:
     """Predicted class per image (int64 [N] on ``x.device``), in eval mode, batch by batch."""
     dev = next(model.parameters()).device
     out = []
@@ -163,7 +164,7 @@ TARGET_KINDS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
-def targets_for(model: nn.Module, x: Tensor, labels: Tensor, kind: str,
+def targets_for(model: Explainable, x: Tensor, labels: Tensor, kind: str,
                 preds: Optional[Tensor] = None) -> Tensor:
     """Classes to explain: ``"pred"`` (the model's prediction) or ``"true"`` (the label)."""
     if kind not in TARGET_KINDS:

@@ -10,6 +10,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..attribution import attribute, get_method, resolve_options
+from ..contract import Explainable
 
 AttributionFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 MethodLike = Union[str, AttributionFn]
@@ -90,20 +91,20 @@ def is_constant_map(a: Tensor) -> Tensor:
     return (flat == flat[:, :1]).all(dim=1)
 
 
-def _attribute_chunked(method: AttributionFn, model: nn.Module, x: Tensor, target: Tensor,
+def _attribute_chunked(method: AttributionFn, model: Explainable, x: Tensor, target: Tensor,
                        batch_size: Optional[int]) -> Tensor:
     bs = batch_size or DEFAULT_BATCH
     return torch.cat([method(model, x[s:s + bs], target[s:s + bs]).to(x.device)
                       for s in range(0, x.shape[0], bs)])
 
 
-def _forward_chunked(model: nn.Module, x: Tensor, batch_size: Optional[int]) -> Tensor:
+def _forward_chunked(model: Explainable, x: Tensor, batch_size: Optional[int]) -> Tensor:
     bs = batch_size or DEFAULT_BATCH
     with torch.inference_mode():
         return torch.cat([model(x[s:s + bs]).float() for s in range(0, x.shape[0], bs)])
 
 
-def num_classes_of(model: nn.Module, x: Tensor) -> int:
+def num_classes_of(model: Explainable, x: Tensor) -> int:
     head = getattr(model, "head", None)
     if isinstance(head, nn.Linear):
         return head.out_features

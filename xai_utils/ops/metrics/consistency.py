@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
 from ..attribution import resolve_options
 from ..augment import apply_crop_flip, sample_crop_flip_params
+from ..contract import Explainable
 from ._common import MethodLike, _as_long, _attribute_chunked, _sample_ids, resolve_method, sample_seed
 from .map_similarity import ssim
 
@@ -51,7 +51,7 @@ def _max_scaled(m: Tensor) -> Tensor:
     return m / torch.where(top > 0, top, torch.ones_like(top))
 
 
-def consistency(model: nn.Module, x: Tensor, target: Any, method: MethodLike,
+def consistency(model: Explainable, x: Tensor, target: Any, method: MethodLike,
                 crop_scale: Sequence[float] = (0.08, 1.0), seed: int = 0, sample_ids: Optional[Any] = None,
                 batch_size: Optional[int] = None, method_options: Optional[dict[str, Any]] = None
                 ) -> tuple[Tensor, Tensor]:

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..contract import Explainable
 from ._common import (DEFAULT_BATCH, _as_long, _check_maps,
                       _forward_chunked, _sample_ids, is_constant_map, normalise_by_max,
                       sample_seed)
@@ -45,15 +46,15 @@ def resolve_tie_break(tie_break: str, device: "torch.device | str") -> str:
     return "stable" if kind == "cuda" else "quantus"
 
 
-def _baseline_black(model: nn.Module, x: Tensor) -> Tensor:
+def _baseline_black(model: Explainable, x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).amin(dim=1, keepdim=True)
 
 
-def _baseline_white(model: nn.Module, x: Tensor) -> Tensor:
+def _baseline_white(model: Explainable, x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).amax(dim=1, keepdim=True)
 
 
-def _baseline_black_normalised(model: nn.Module, x: Tensor) -> Tensor:
+def _baseline_black_normalised(model: Explainable, x: Tensor) -> Tensor:
     """The official protocol: Quantus sees *normalised* images there, so "black" is the
     minimum of the normalised image, given to every channel; mapped back to pixel space it
     is one value per channel (nearly black, slightly out of [0, 1] on some channels)."""
@@ -80,7 +81,7 @@ def curve_auc(curves: Tensor) -> Tensor:
     return (c.sum(dim=1) - 0.5 * (c[:, 0] + c[:, -1])) / (c.shape[1] - 1)
 
 
-def pixel_flipping_logits(model: nn.Module, x: Tensor, a: Tensor, features_in_step: int,
+def pixel_flipping_logits(model: Explainable, x: Tensor, a: Tensor, features_in_step: int,
                           baseline: str = "black", batch_size: Optional[int] = None,
                           tie_break: str = "quantus") -> Tensor:
     """The logits of every class along the pixel-flipping perturbation (float32 [N, S + 1, C]).
@@ -207,7 +208,7 @@ def flip_curves(logits: Tensor, y: Any, score: str = "probability", temperature:
     return curves, auc
 
 
-def pixel_flipping(model: nn.Module, x: Tensor, y: Any, a: Tensor, features_in_step: int,
+def pixel_flipping(model: Explainable, x: Tensor, y: Any, a: Tensor, features_in_step: int,
                    baseline: str = "black", batch_size: Optional[int] = None,
                    tie_break: str = "quantus", constant_map_nan: bool = True,
                    return_unperturbed: bool = False) -> tuple[Tensor, ...]:
@@ -231,7 +232,7 @@ def pixel_flipping(model: nn.Module, x: Tensor, y: Any, a: Tensor, features_in_s
     return curves, auc, p0
 
 
-def faithfulness_correlation(model: nn.Module, x: Tensor, y: Any, a: Tensor, subset_size: int = 224,
+def faithfulness_correlation(model: Explainable, x: Tensor, y: Any, a: Tensor, subset_size: int = 224,
                              nr_runs: int = 100, baseline: str = "black", seed: int = 0,
                              sample_ids: Optional[Any] = None, batch_size: Optional[int] = None) -> Tensor:
     """Quantus ``FaithfulnessCorrelation`` (defaults: logits, ``abs=False``, ``normalise=True``,

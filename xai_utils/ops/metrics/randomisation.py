@@ -8,11 +8,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..contract import Explainable
 from ._common import (MethodLike, _as_long, _attribute_chunked, resolve_method)
 from .map_similarity import SIMILARITIES
 
 
-def randomise_model(model: nn.Module, seed: int = 0) -> nn.Module:
+def randomise_model(model: Explainable, seed: int = 0) -> Explainable:
     """A copy of ``model`` with every layer re-initialised (``reset_parameters``; BatchNorm
     statistics reset too), seeded, in eval mode; the original is untouched and the global
     RNG state is preserved. Buffers that are not learned (input mean/std) are kept."""
@@ -28,7 +29,7 @@ def randomise_model(model: nn.Module, seed: int = 0) -> nn.Module:
     return rand.to(device).eval()
 
 
-def model_randomisation(model: nn.Module, x: Tensor, target: Any, method: MethodLike,
+def model_randomisation(model: Explainable, x: Tensor, target: Any, method: MethodLike,
                         a: Optional[Tensor] = None, similarity: str = "ssim", seed: int = 0,
                         batch_size: Optional[int] = None) -> Tensor:
     """Model-randomisation sanity check (Adebayo et al. 2018, full randomisation): similarity

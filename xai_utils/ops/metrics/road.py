@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..contract import Explainable
 from ._common import DEFAULT_BATCH, _check_maps
 
 ORDERS = ("morf", "lerf")            # most relevant first, least relevant first
@@ -260,7 +261,7 @@ def removal_masks(a: Tensor, fractions: Sequence[float], order: str) -> Tensor:
     return m.unsqueeze(0).double() >= thresholds[:, :, None, None, None]
 
 
-def road_logits(model: nn.Module, x: Tensor, a: Tensor, order: str, fractions: Sequence[float] = FRACTIONS,
+def road_logits(model: Explainable, x: Tensor, a: Tensor, order: str, fractions: Sequence[float] = FRACTIONS,
                 noise: float = 0.01, generators: Generators = None, batch_size: Optional[int] = None) -> Tensor:
     """The logits of every class with the fraction f of pixels removed in ``order`` and imputed,
     for each f of ``fractions`` (float32 [N, 1 + F, classes]; column 0 the unperturbed image).

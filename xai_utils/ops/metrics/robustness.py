@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..contract import Explainable
 from ._common import (DEFAULT_BATCH, MethodLike, _as_long, _attribute_chunked, _check_maps,
                       _sample_ids, num_classes_of, resolve_method, sample_seed)
 from .map_similarity import ssim
@@ -26,13 +27,13 @@ def gaussian_noise(shape: Sequence[int], seed: int, sample_ids: Optional[Any] = 
     return out.to(device)
 
 
-def _noisy_pixel(model: nn.Module, x: Tensor, noise: Tensor, sigma: float) -> Tensor:
+def _noisy_pixel(model: Explainable, x: Tensor, noise: Tensor, sigma: float) -> Tensor:
     """x + N(0, sigma^2) in pixel space, clamped to [0, 1] (a valid image; at sigma=0.02
     the clamp touches only pixels within a few sigma of 0 or 1)."""
     return (x + sigma * noise).clamp(0.0, 1.0)
 
 
-def _noisy_official(model: nn.Module, x: Tensor, noise: Tensor, sigma: float) -> Tensor:
+def _noisy_official(model: Explainable, x: Tensor, noise: Tensor, sigma: float) -> Tensor:
     """The authors' code: noise added to the *normalised* image, then clamped to [0, 1] —
     in normalised units, where values span about [-2, 2]: every value below the channel
     mean becomes the mean and every value above mean + std becomes mean + std. The
@@ -48,7 +49,7 @@ NOISE_SPACES: dict[str, Callable[[nn.Module, Tensor, Tensor, float], Tensor]] = 
 }
 
 
-def continuity_perturbation(model: nn.Module, x: Tensor, sigma: float = 0.02, noise_space: str = "pixel",
+def continuity_perturbation(model: Explainable, x: Tensor, sigma: float = 0.02, noise_space: str = "pixel",
                             seed: int = 0, sample_ids: Optional[Any] = None) -> Tensor:
     """The noisy images (pixel space) the continuity metric explains; see :data:`NOISE_SPACES`."""
     if noise_space not in NOISE_SPACES:
@@ -57,7 +58,7 @@ def continuity_perturbation(model: nn.Module, x: Tensor, sigma: float = 0.02, no
     return NOISE_SPACES[noise_space](model, x, noise, sigma)
 
 
-def continuity_ssim(model: nn.Module, x: Tensor, target: Any, method: MethodLike, sigma: float = 0.02,
+def continuity_ssim(model: Explainable, x: Tensor, target: Any, method: MethodLike, sigma: float = 0.02,
                     noise_space: str = "pixel", seed: int = 0, sample_ids: Optional[Any] = None,
                     maps: Optional[Tensor] = None, batch_size: Optional[int] = None) -> Tensor:
     """SSIM (data_range 1) between the map of x and the map of x + N(0, sigma^2) for the same
@@ -92,7 +93,7 @@ def other_classes(pred: Any, num_classes: int, seed: int = 0, sample_ids: Option
     return r + (r >= pred).long()
 
 
-def contrastivity_ssim(model: nn.Module, x: Tensor, pred: Any, method: MethodLike,
+def contrastivity_ssim(model: Explainable, x: Tensor, pred: Any, method: MethodLike,
                        generator: Optional[torch.Generator] = None, seed: int = 0,
                        sample_ids: Optional[Any] = None, maps: Optional[Tensor] = None,
                        batch_size: Optional[int] = None, return_classes: bool = False):
@@ -110,7 +111,7 @@ def contrastivity_ssim(model: nn.Module, x: Tensor, pred: Any, method: MethodLik
     return (value, other) if return_classes else value
 
 
-def max_sensitivity(model: nn.Module, x: Tensor, target: Any, method: MethodLike,
+def max_sensitivity(model: Explainable, x: Tensor, target: Any, method: MethodLike,
                     a: Optional[Tensor] = None, nr_samples: int = 200, lower_bound: float = 0.2,
                     seed: int = 0, sample_ids: Optional[Any] = None,
                     batch_size: Optional[int] = None) -> Tensor:

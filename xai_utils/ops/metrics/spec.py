@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
 from ...registry import Registry
+from ..contract import Explainable
 from ._common import AttributionFn
 from .road import FRACTIONS
 
@@ -33,7 +33,7 @@ from .road import FRACTIONS
 class MetricInputs:
     """Everything a registered metric may need, for one method on one run's samples."""
 
-    model: nn.Module
+    model: Explainable
     x: Tensor                                  # pixel space [N, C, H, W]
     maps: Tensor                               # stored maps [N, 1, H, W]
     labels: Tensor                             # true classes [N]

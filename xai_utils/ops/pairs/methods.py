@@ -49,6 +49,7 @@ from torch import Tensor
 from ...registry import Registry
 from ..augment import apply_color_jitter, sample_color_jitter_params
 from ..attribution import check_options, explaining, keyword_options, minmax_scale, module_at, upsample
+from ..contract import Embedding
 from .spaces import embed, get_space, score
 
 PairMethod = Callable[..., tuple[Tensor, Tensor]]
@@ -94,11 +95,11 @@ def check_pair_method_options(name: str, options: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- helpers
 
-def _layer(model: nn.Module, layer: str) -> nn.Module:
+def _layer(model: Embedding, layer: str) -> nn.Module:
     return module_at(model.backbone, layer) if layer else model.cam_layer
 
 
-def _joint_activations(model: nn.Module, x1: Tensor, x2: Tensor, layer: nn.Module, space: str
+def _joint_activations(model: Embedding, x1: Tensor, x2: Tensor, layer: nn.Module, space: str
                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One joint forward of both images: (A_1, A_2, G_1, G_2) at ``layer`` (float32)."""
     store: list[Tensor] = []
@@ -127,7 +128,7 @@ def _pixel_post(maps: Tensor, postprocess: str) -> Tensor:
     return minmax_scale(maps) if postprocess == "scale" else maps
 
 
-def _input_gradients(model: nn.Module, x1: Tensor, x2: Tensor, space: str) -> tuple[Tensor, Tensor]:
+def _input_gradients(model: Embedding, x1: Tensor, x2: Tensor, space: str) -> tuple[Tensor, Tensor]:
     """(ds/dx1, ds/dx2) of every pair, one joint forward and backward."""
     n = x1.shape[0]
     with torch.enable_grad():
@@ -145,7 +146,7 @@ def _channel_max_abs(x: Tensor, g: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- CAM methods
 
 @register_pair_method("pair_gradcam", label="Pair Grad-CAM", choices={"postprocess": POSTPROCESS_CAM})
-def pair_gradcam(model: nn.Module, x1: Tensor, x2: Tensor, *, space: str = "cosine", layer: str = "",
+def pair_gradcam(model: Embedding, x1: Tensor, x2: Tensor, *, space: str = "cosine", layer: str = "",
                  postprocess: str = "scale") -> tuple[Tensor, Tensor]:
     """Pairwise Grad-CAM: ``M_k = sum_c A_k^c * ReLU(ds/dA_k^c)`` at ``layer``."""
     a1, a2, g1, g2 = _joint_activations(model, x1, x2, _layer(model, layer), space)
@@ -170,7 +171,7 @@ GRADIENTS = ("element", "interaction")
 
 @register_pair_method("interaction_cam", label="Interaction-CAM",
                       choices={"pooling": POOLINGS, "gradients": GRADIENTS, "postprocess": POSTPROCESS_CAM})
-def interaction_cam(model: nn.Module, x1: Tensor, x2: Tensor, *, space: str = "cosine", layer: str = "",
+def interaction_cam(model: Embedding, x1: Tensor, x2: Tensor, *, space: str = "cosine", layer: str = "",
                     pooling: str = "mean", gradients: str = "element",
                     postprocess: str = "scale") -> tuple[Tensor, Tensor]:
     """Interaction-CAM: ``M_k = sum_c w_c A_k^c ReLU(g_k^c)``, ``w = P(A_1) * P(A_2)``."""
@@ -196,7 +197,7 @@ def window_masks(height: int, width: int, window: int, stride: int, device: torc
     return masks
 
 
-def embed_chunked(model: nn.Module, x: Tensor, space: str, batch_size: int = 256) -> Tensor:
+def embed_chunked(model: Embedding, x: Tensor, space: str, batch_size: int = 256) -> Tensor:
     """Embeddings of many images, ``batch_size`` at a time, without gradients."""
     with torch.inference_mode():
         return torch.cat([embed(model, x[s:s + batch_size], space) for s in range(0, x.shape[0], batch_size)])
@@ -204,7 +205,7 @@ def embed_chunked(model: nn.Module, x: Tensor, space: str, batch_size: int = 256
 
 @register_pair_method("conditional_occlusion", label="Conditional occlusion",
                       choices={"postprocess": POSTPROCESS_PIXEL})
-def conditional_occlusion(model: nn.Module, x1: Tensor, x2: Tensor, *, space: str = "cosine", window: int = 8,
+def conditional_occlusion(model: Embedding, x1: Tensor, x2: Tensor, *, space: str = "cosine", window: int = 8,
                           stride: int = 2, baseline: float = 0.0, batch_size: int = 256,
                           postprocess: str = "scale") -> tuple[Tensor, Tensor]:
     """Drop of s when a window of one image is set to ``baseline`` and the other image is
@@ -234,7 +235,7 @@ def conditional_occlusion(model: nn.Module, x1: Tensor, x2: Tensor, *, space: st
 # ----------------------------------------------------------------------------- gradients
 
 @register_pair_method("pair_input_x_gradient", label="Pair input × gradient", choices={"postprocess": POSTPROCESS_PIXEL})
-def pair_input_x_gradient(model: nn.Module, x1: Tensor, x2: Tensor, *, space: str = "cosine",
+def pair_input_x_gradient(model: Embedding, x1: Tensor, x2: Tensor, *, space: str = "cosine",
                           postprocess: str = "scale") -> tuple[Tensor, Tensor]:
     """Channel max of ``|x_k * ds/dx_k|``."""
     g1, g2 = _input_gradients(model, x1, x2, space)
@@ -242,7 +243,7 @@ def pair_input_x_gradient(model: nn.Module, x1: Tensor, x2: Tensor, *, space: st
 
 
 @register_pair_method("pair_smoothgrad", label="Pair SmoothGrad", choices={"postprocess": POSTPROCESS_PIXEL})
-def pair_smoothgrad(model: nn.Module, x1: Tensor, x2: Tensor, *, space: str = "cosine", samples: int = 50,
+def pair_smoothgrad(model: Embedding, x1: Tensor, x2: Tensor, *, space: str = "cosine", samples: int = 50,
                     stdev: float = 0.15, seed: int = 0, postprocess: str = "scale") -> tuple[Tensor, Tensor]:
     """Input x gradient with the gradient averaged over ``samples`` noisy copies of the pair
     (the same noise image on both, drawn from a private generator seeded with ``seed``)."""
@@ -258,7 +259,7 @@ def pair_smoothgrad(model: nn.Module, x1: Tensor, x2: Tensor, *, space: str = "c
 
 
 @register_pair_method("averaged_transforms", label="Averaged transforms", choices={"postprocess": POSTPROCESS_PIXEL})
-def averaged_transforms(model: nn.Module, x1: Tensor, x2: Tensor, *, space: str = "cosine", transforms: int = 4,
+def averaged_transforms(model: Embedding, x1: Tensor, x2: Tensor, *, space: str = "cosine", transforms: int = 4,
                         steps: int = 10, seed: int = 0, postprocess: str = "scale") -> tuple[Tensor, Tensor]:
     """Input x gradient averaged along ``x_k(l) = l x_k + (1 - l) J(x_k)``, l = 1, 1 - 1/steps,
     ..., 1/steps, for ``transforms`` colour-jitter draws J (SimCLR's strengths 0.4, 0.4, 0.4,
@@ -281,7 +282,7 @@ def averaged_transforms(model: nn.Module, x1: Tensor, x2: Tensor, *, space: str 
 
 # ----------------------------------------------------------------------------- entry point
 
-def pair_attribute(model: nn.Module, x1: Tensor, x2: Tensor, method: str, space: str = "cosine",
+def pair_attribute(model: Embedding, x1: Tensor, x2: Tensor, method: str, space: str = "cosine",
                    **options: Any) -> tuple[Tensor, Tensor]:
     """Maps (float32 [N, 1, H, W] each, on the images' device) of every pair (x1[i], x2[i])
     explaining their similarity in ``space``, with the pair method ``method``."""

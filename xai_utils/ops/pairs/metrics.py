@@ -46,6 +46,7 @@ from torch import Tensor
 from ...registry import Registry
 from ..attribution import minmax_scale
 from ..augment import apply_gaussian_blur
+from ..contract import Embedding
 from ..metrics._common import sample_seed
 from ..metrics.spec import MetricResult, MetricSpec
 from .methods import embed_chunked
@@ -58,7 +59,7 @@ PairMethodFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
 class PairInputs:
     """Everything a pair metric may need, for one pair method on one run's pairs."""
 
-    model: nn.Module
+    model: Embedding
     x1: Tensor                                   # [N, C, H, W], pixel space
     x2: Tensor
     maps1: Tensor                                # stored maps [N, 1, H, W]

@@ -24,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..contract import Embedding
+
 
 @dataclass(frozen=True)
 class Space:
@@ -33,11 +35,11 @@ class Space:
     description: str = ""
 
 
-def _features(model: nn.Module, x: Tensor) -> Tensor:
+def _features(model: Embedding, x: Tensor) -> Tensor:
     return model.features(x).float()
 
 
-def _projection(model: nn.Module, x: Tensor) -> Tensor:
+def _projection(model: Embedding, x: Tensor) -> Tensor:
     head = getattr(model, "projection", None)
     if head is None:
         raise ValueError("pair_space 'projection' needs a model trained with a projection head (SCL, ExCon, "
@@ -67,7 +69,7 @@ def get_space(name: str) -> Space:
     return SPACES[name]
 
 
-def embed(model: nn.Module, x: Tensor, space: str = "cosine") -> Tensor:
+def embed(model: Embedding, x: Tensor, space: str = "cosine") -> Tensor:
     """Embeddings of images in ``space`` (float32 [N, D]); differentiable."""
     return get_space(space).embed(model, x)
 
@@ -77,7 +79,7 @@ def score(e1: Tensor, e2: Tensor, space: str = "cosine") -> Tensor:
     return get_space(space).score(e1, e2)
 
 
-def similarity(model: nn.Module, x1: Tensor, x2: Tensor, space: str = "cosine") -> Tensor:
+def similarity(model: Embedding, x1: Tensor, x2: Tensor, space: str = "cosine") -> Tensor:
     """s(x1_i, x2_i) for every pair i (float32 [N]); one joint forward of both images
     (BatchNorm must be in eval mode for a pair's value not to depend on the batch)."""
     if x1.shape != x2.shape:

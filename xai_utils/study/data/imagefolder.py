@@ -16,6 +16,7 @@ it into a tensor, so a bad folder is refused before any work, naming the file.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -128,6 +129,25 @@ def _read(path: Path, image_size: int, mode: str) -> np.ndarray:
         return np.asarray(img)
 
 
+def _images(paths: list[Path], image_size: int) -> torch.Tensor:
+    """uint8 [N, 3, image_size, image_size]."""
+    return torch.from_numpy(np.stack([_read(p, image_size, "RGB") for p in paths])).permute(0, 3, 1, 2)
+
+
+def _pixel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images, in [0, 1]."""
+    pixels = images.double().div(255.0)
+    return (tuple(float(v) for v in pixels.mean(dim=(0, 2, 3))), tuple(float(v) for v in pixels.std(dim=(0, 2, 3))))
+
+
+@functools.lru_cache(maxsize=8)
+def _train_stats(root: str, image_size: int, files: tuple[tuple[str, int], ...]
+                 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The train split's pixel statistics, read once per process for files unchanged since
+    (``files``: each path with its mtime)."""
+    return _pixel_stats(_images([Path(p) for p, _ in files], image_size))
+
+
 def load_imagefolder(split: str, root: Optional[PathLike], image_size: int, name: str = "imagefolder"
                      ) -> ImageDataset:
     """Split ``split`` of the image folder at ``root``, resized to ``image_size``; ``mean`` and
@@ -135,17 +155,16 @@ def load_imagefolder(split: str, root: Optional[PathLike], image_size: int, name
     entries = image_files(root, split)
     if not entries:
         raise DatasetNotFoundError(f"image folder {_split_dir(root, split)}: no image")
-    images = torch.from_numpy(np.stack([_read(p, image_size, "RGB") for p, _ in entries])).permute(0, 3, 1, 2)
+    images = _images([p for p, _ in entries], image_size)
     labels = torch.tensor([label for _, label in entries], dtype=torch.int64)
     masks = None
     if has_imagefolder_masks(split, root):
         m = np.stack([_read(mask_file(root, split, p), image_size, "L") > 127 for p, _ in entries])
         masks = torch.from_numpy(m).unsqueeze(1)
-    stats = images if split == "train" or count_imagefolder("train", root) is None else None
-    if stats is None:
-        stats = load_imagefolder("train", root, image_size, name).images
-    pixels = stats.double().div(255.0)
-    mean = tuple(float(v) for v in pixels.mean(dim=(0, 2, 3)))
-    std = tuple(float(v) for v in pixels.std(dim=(0, 2, 3)))
+    if split == "train" or count_imagefolder("train", root) is None:
+        mean, std = _pixel_stats(images)
+    else:
+        train = image_files(root, "train")
+        mean, std = _train_stats(str(root), image_size, tuple((str(p), p.stat().st_mtime_ns) for p, _ in train))
     names = class_names(root)
     return ImageDataset(name, split, images.contiguous(), labels, masks, mean, std, len(names), names)

@@ -73,16 +73,12 @@ def register_imagefolder(name: str, image_size: int) -> DatasetSpec:
         raise ValueError(f"dataset name '{name}' is taken by a registered dataset; name the image folder otherwise")
     if old is not None and old.image_size == image_size:
         return old
-    spec = DatasetSpec(name, functools.partial(_load_imagefolder, name=name, image_size=image_size), ("train", "test"),
+    spec = DatasetSpec(name, functools.partial(load_imagefolder, image_size=image_size, name=name), ("train", "test"),
                        count_imagefolder, image_size, locate=locate_imagefolder,
                        masks=lambda split, root: has_imagefolder_masks(split, root), kind="imagefolder")
     DATASETS[name] = spec
     _load_cached.cache_clear()
     return spec
-
-
-def _load_imagefolder(split: str, root: Optional[PathLike], name: str, image_size: int) -> ImageDataset:
-    return load_imagefolder(split, root, image_size, name)
 
 
 def dataset_label(name: str) -> str:
