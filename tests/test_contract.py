@@ -1,12 +1,14 @@
 """The model contract of the lower layers (xai_utils.ops.contract): a class of a user's own that
 has its members is explained and scored exactly as the wrapped timm model; one without them is
 refused in one line naming what it lacks."""
+import inspect
+
 import pytest
 import torch
 import torch.nn as nn
 
 from xai_utils.ops.attribution import attribute
-from xai_utils.ops.contract import Embedding, Explainable, require
+from xai_utils.ops.contract import Embedding, Explainable, holds, require
 from xai_utils.ops.metrics import METRICS, MetricInputs
 from xai_utils.study.brought import bring
 from xai_utils.study.models import build_model
@@ -42,10 +44,20 @@ def net(one_thread):
 
 
 def test_the_companions_models_and_a_users_own_class_hold_the_contract(net):
-    assert isinstance(Mine(net), Explainable) and not isinstance(Mine(net), Embedding)
-    assert isinstance(bring(net, mean=MEAN, std=STD), Embedding)
-    assert isinstance(build_model("resnet18", [8, 16, 32, 64], 4, MEAN, STD, False), Embedding)
-    assert not isinstance(net, Explainable)
+    assert holds(Mine(net), Explainable) and not holds(Mine(net), Embedding)
+    assert holds(bring(net, mean=MEAN, std=STD), Embedding)
+    assert holds(build_model("resnet18", [8, 16, 32, 64], 4, MEAN, STD, False), Embedding)
+    assert not holds(net, Explainable)
+    mine = Mine(net)
+    assert bring(mine) is mine                                    # a model that holds it is not wrapped again
+
+
+def test_buffers_count_although_a_static_lookup_misses_them(net):
+    """Python 3.12's isinstance on a runtime protocol looks members up statically, which misses
+    an nn.Module's buffers: the contract is checked with hasattr, on every Python."""
+    wrapped = bring(net, mean=MEAN, std=STD)
+    assert inspect.getattr_static(wrapped, "mean", None) is None and hasattr(wrapped, "mean")
+    assert holds(wrapped) and bring(wrapped) is wrapped
 
 
 @pytest.mark.parametrize("method", ["gradcam", "eigencam", "saliency"])

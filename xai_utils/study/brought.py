@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..ops.contract import Explainable
+from ..ops.contract import Explainable, holds
 from .models import BACKBONES, ExplainedModel, build_model
 
 Layer = Union[nn.Module, str, None]
@@ -130,7 +130,7 @@ def bring(net: nn.Module, target_layer: Layer = None, mean: Optional[Sequence[fl
     in ``net``'s mode (training or eval); a model that holds the contract already
     (:class:`~xai_utils.ops.contract.Explainable`: the study's own, a :class:`BroughtModel`, a
     user's class) is returned as it is."""
-    if isinstance(net, Explainable):
+    if holds(net, Explainable):
         return net
     m, s = normalisation_of(net, mean, std)
     return BroughtModel(net, m, s, cam_layer_of(net, target_layer)).train(net.training)
