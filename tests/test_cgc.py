@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -106,6 +107,52 @@ def test_consistency_is_one_for_an_equivariant_model_and_lower_for_a_random_netw
     a = M.consistency_transforms(4, 32, 32, sample_ids=[7, 8, 9, 10])
     b = M.consistency_transforms(2, 32, 32, sample_ids=[9, 10])
     assert all(torch.equal(a[k][2:], b[k]) for k in a)
+
+
+def _warp_loop(img: np.ndarray, top: int, left: int, h: int, w: int, flip: bool) -> np.ndarray:
+    """T written out for one [C, H, W] array: output pixel (i, j) reads the image bilinearly at
+    row top + (i + 0.5) h / H - 0.5 and column left + (j' + 0.5) w / W - 0.5 (j' = W - 1 - j when
+    flipped), each clamped to the image (its border pixels extend it)."""
+    c, height, width = img.shape
+    out = np.zeros_like(img, dtype=np.float64)
+    for i in range(height):
+        for j in range(width):
+            jj = width - 1 - j if flip else j
+            r = min(max(top + (i + 0.5) * h / height - 0.5, 0.0), height - 1.0)
+            q = min(max(left + (jj + 0.5) * w / width - 0.5, 0.0), width - 1.0)
+            r0, q0 = int(math.floor(r)), int(math.floor(q))
+            r1, q1 = min(r0 + 1, height - 1), min(q0 + 1, width - 1)
+            fr, fq = r - r0, q - q0
+            out[:, i, j] = ((1 - fr) * (1 - fq) * img[:, r0, q0] + (1 - fr) * fq * img[:, r0, q1]
+                            + fr * (1 - fq) * img[:, r1, q0] + fr * fq * img[:, r1, q1])
+    return out
+
+
+def test_consistency_equals_a_per_image_loop_with_scikit_images_ssim():
+    """Per image: the seeded crop and flip written out (:func:`_warp_loop`), the map of the warped
+    image, the cosine in NumPy and scikit-image's SSIM of the max-scaled maps."""
+    from skimage.metrics import structural_similarity
+    from xai_utils.ops.attribution import attribute
+    from xai_utils.study.objectives import explained_model
+
+    torch.manual_seed(1)
+    net = explained_model(RunConfig(arch="resnet18", widths=[8, 16, 32, 64]), 10, (0.5,) * 3, (0.25,) * 3).eval()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+    t = torch.tensor([1, 4, 7, 9])
+    ids = [3, 11, 12, 40]
+    cos, sim = M.consistency(net, x, t, "gradcam", sample_ids=ids)
+    params = M.consistency_transforms(4, 32, 32, sample_ids=ids)
+    assert params["flip"].any() and (~params["flip"]).any()
+    maps = attribute(net, x, t, "gradcam", scale=False).double().numpy()
+    for n in range(4):
+        box = [int(params[k][n]) for k in ("top", "left", "h", "w")] + [bool(params["flip"][n])]
+        warped_image = torch.from_numpy(_warp_loop(x[n].double().numpy(), *box)).float()[None]
+        map_t = attribute(net, warped_image, t[n:n + 1], "gradcam", scale=False)[0].double().numpy()
+        warped_map = _warp_loop(maps[n], *box)
+        u, v = warped_map.ravel(), map_t.ravel()
+        assert abs(float(cos[n]) - u @ v / (np.linalg.norm(u) * np.linalg.norm(v))) < 1e-5, n
+        ref = structural_similarity(warped_map[0] / warped_map.max(), map_t[0] / map_t.max(), data_range=1.0)
+        assert abs(float(sim[n]) - ref) < 1e-4, n
 
 
 def test_cgc_step_terms_and_gradient():

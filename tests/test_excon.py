@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -77,9 +78,15 @@ def test_mask_keeps_the_salient_region_and_fills_the_mean_colour():
     # bilinear upsampling x2 then min-max: the kept region is the centre, symmetric
     assert keep[0, 0, 3:5, 3:5].all() and not keep[0, 0, 0].any() and not keep[0, 0, :, 0].any()
     assert torch.equal(keep[0, 0], keep[0, 0].flip(0)) and torch.equal(keep[0, 0], keep[0, 0].T)
-    up = F.interpolate(cam[1:], size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
-    ref = (up - up.min()) / (up.max() - up.min()) > 0.5
-    assert torch.equal(keep[1, 0], ref)                 # the ramp: the upper half of the values
+    from skimage.transform import resize                # the reference: scikit-image's bilinear resize
+    up = resize(cam[1, 0].double().numpy(), (8, 8), order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+    ref = torch.from_numpy((up - up.min()) / (up.max() - up.min()) > 0.5)
+    assert torch.equal(keep[1, 0], ref) and 0 < int(ref.sum()) < 64   # the ramp: the upper half of the values
+    ramp = torch.rand(1, 1, 5, 7, generator=torch.Generator().manual_seed(0))
+    up = resize(ramp[0, 0].double().numpy(), (32, 32), order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+    scaled = (up - up.min()) / (up.max() - up.min())
+    clear = np.abs(scaled - 0.3) > 1e-6                 # pixels not within rounding of the threshold
+    assert clear.all() and np.array_equal(saliency_mask(ramp, (32, 32), 0.3)[0, 0].numpy(), scaled > 0.3)
     assert not saliency_mask(torch.ones(1, 1, 4, 4), (8, 8), 0.5).any()   # constant map: nothing
     x = torch.rand(2, 3, 8, 8)
     fill = torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1)

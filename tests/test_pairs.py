@@ -10,6 +10,7 @@ map's or curve's scale (float32); 1e-6 absolute for occlusion drops (differences
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -156,6 +157,58 @@ class LinearEmbedding(nn.Module):
 
     def features(self, x):
         return x.flatten(1) @ self.w
+
+
+def _cosine_gradients(w: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """d cos(W'x1, W'x2) / d x1 and / d x2 of one pair, by hand: with u = W'x1, v = W'x2,
+    d cos / du = v / (|u| |v|) - cos u / |u|^2 (and symmetrically)."""
+    u, v = x1.ravel() @ w, x2.ravel() @ w
+    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+    c = u @ v / (nu * nv)
+    return ((w @ (v / (nu * nv) - c * u / nu ** 2)).reshape(x1.shape),
+            (w @ (u / (nu * nv) - c * v / nv ** 2)).reshape(x2.shape))
+
+
+def _pairs_loop(x1, x2, w, points) -> tuple[np.ndarray, np.ndarray]:
+    """Channel max of |x_k * mean gradient| over ``points`` (a list of (x1', x2') per pair)."""
+    m1, m2 = np.zeros((len(x1), 1, 16, 16)), np.zeros((len(x1), 1, 16, 16))
+    for n in range(len(x1)):
+        grads = [_cosine_gradients(w, a, b) for a, b in points(n)]
+        g1, g2 = (np.mean([g[k] for g in grads], axis=0) for k in (0, 1))
+        m1[n, 0], m2[n, 0] = np.abs(x1[n] * g1).max(axis=0), np.abs(x2[n] * g2).max(axis=0)
+    return m1, m2
+
+
+@pytest.mark.parametrize("method", ["pair_input_x_gradient", "pair_smoothgrad", "averaged_transforms"])
+def test_gradient_pair_methods_equal_a_literal_loop_with_gradients_by_hand(method):
+    """The cosine of a linear embedding has its gradient in closed form: each gradient pair
+    method is its definition evaluated image by image, noise copy by noise copy (SmoothGrad: the
+    same seeded noise image on both images of a pair) and jitter step by step (averaged
+    transforms: x(l) = l x + (1 - l) J(x), l = 1, 1 - 1/steps, ..., 1/steps)."""
+    from xai_utils.ops.augment import apply_color_jitter, sample_color_jitter_params
+    model = LinearEmbedding(dim=5).double()
+    g = torch.Generator().manual_seed(4)
+    x1, x2 = torch.rand(3, 3, 16, 16, generator=g), torch.rand(3, 3, 16, 16, generator=g)
+    w, a, b = model.w.detach().numpy(), x1.double().numpy(), x2.double().numpy()
+    if method == "pair_input_x_gradient":
+        options = {}
+        points = lambda n: [(a[n], b[n])]                                     # noqa: E731
+    elif method == "pair_smoothgrad":
+        options = {"samples": 4, "stdev": 0.2, "seed": 7}
+        noise = torch.normal(0.0, 0.2, size=(4, 3, 16, 16), generator=torch.Generator().manual_seed(7)).double().numpy()
+        points = lambda n: [(a[n] + e, b[n] + e) for e in noise]              # noqa: E731
+    else:
+        options = {"transforms": 2, "steps": 3, "seed": 5}
+        params = sample_color_jitter_params(2, p=1.0, generator=torch.Generator().manual_seed(5))
+        jit = [[apply_color_jitter(x[n:n + 1], {k: v[t:t + 1] for k, v in params.items()})[0].double().numpy()
+                for t in range(2)] for x in (x1, x2) for n in range(3)]
+        j1, j2 = jit[:3], jit[3:]
+        points = lambda n: [(l * a[n] + (1 - l) * j1[n][t], l * b[n] + (1 - l) * j2[n][t])   # noqa: E731
+                            for t in range(2) for l in (1.0, 2 / 3, 1 / 3)]
+    m1, m2 = PAIR_METHODS[method](model.float(), x1, x2, postprocess="none", **options)
+    r1, r2 = _pairs_loop(a, b, w, points)
+    np.testing.assert_allclose(m1.double().numpy(), r1, rtol=1e-4, atol=1e-7 * r1.max())
+    np.testing.assert_allclose(m2.double().numpy(), r2, rtol=1e-4, atol=1e-7 * r2.max())
 
 
 def _pair_inputs(model, n=3, seed=2, per_step=20):
@@ -316,3 +369,32 @@ def test_the_projection_space_uses_the_saved_scl_head(tmp_path, images):
         want = F.cosine_similarity(head(m.eval().features(x1)), head(m.features(x2)), dim=1)
         assert torch.allclose(similarity(loaded, x1, x2, "projection"), want, atol=1e-6)
         assert not torch.allclose(similarity(loaded, x1, x2, "projection"), similarity(loaded, x1, x2), atol=1e-3)
+
+
+def test_pair_table_cells_equal_the_seed_means_of_the_correct_pairs():
+    """table_pair_metrics from a synthetic results.csv: each cell is the mean (and sample
+    standard deviation, ddof 1) over seeds of the per-seed mean over the pairs whose images the
+    model classifies correctly, recomputed here with NumPy; the best objective is the lower one
+    for deletion."""
+    from xai_utils.analysis.pair_figures import table_pair_metrics
+    rng = np.random.default_rng(0)
+    rows = []
+    for obj in ("ce", "scl"):
+        for s in range(3):
+            for i in range(10):
+                for kind in ("view", "same"):
+                    rows.append({"run_id": f"shapes/{obj}/seed{s}", "dataset": "shapes", "objective": obj, "seed": s,
+                                 "sample_index": i, "pair": f"{kind}:{i}:{i + 1}", "true": 0, "pred": int(i % 4 == 0),
+                                 "correct": bool(i % 4), "method": "pair_gradcam",
+                                 "metric": f"pair_deletion[{kind},joint]", "value": rng.random(), "protocol": "corrected"})
+    results = pd.DataFrame(rows)
+    data = table_pair_metrics(results).data.set_index("metric")
+    for kind in ("view", "same"):
+        r = data.loc[f"pair_deletion[{kind},joint]"]
+        for obj in ("ce", "scl"):
+            sel = results[(results["objective"] == obj) & results["pair"].str.startswith(kind) & results["correct"]]
+            per_seed = [sel[sel["seed"] == s]["value"].mean() for s in range(3)]
+            np.testing.assert_allclose([r[f"{obj}_mean"], r[f"{obj}_std"]], [np.mean(per_seed), np.std(per_seed, ddof=1)],
+                                       rtol=0, atol=1e-12)
+            assert r[f"{obj}_n_seeds"] == 3
+        assert r["best"] == min(("ce", "scl"), key=lambda o: r[f"{o}_mean"])

@@ -134,6 +134,39 @@ def test_road_curves_equal_a_per_image_loop_with_pytorch_grad_cams_rule(model_an
             assert abs(float(ours[i, 0]) - float(torch.softmax(model(x[i:i + 1]), -1)[0, y[i]])) <= 1e-5
 
 
+def test_road_aggregates_equal_pytorch_grad_cams_averages_after_the_conversion(model_and_images):
+    """pytorch-grad-cam's ROAD averages (``AveragerAcrossThresholds`` of ``RemoveMostRelevantFirst``
+    / ``RemoveLeastRelevantFirst`` at percentiles 10..90, the imputer without noise, the softmax
+    target) and its combined score ``(LeRF - MoRF) / 2`` against ours. Its average over the K
+    thresholds is mean_k p_k - p_0 (p_0: the unperturbed image); ours is the trapezoidal area of
+    the removal curve [p_1, ..., p_K] over its K - 1 steps (SciPy's trapezoid checks it), so
+    ours = (K (average + p_0) - (p_1 + p_K) / 2) / (K - 1)."""
+    from scipy.integrate import trapezoid
+    from pytorch_grad_cam.metrics.perturbation_confidence import AveragerAcrossThresholds, PerturbationConfidenceMetric
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model, x, y, maps = model_and_images
+    fractions = tuple(k / 10 for k in range(1, 10))
+    k = len(fractions)
+    d = M.MetricInputs(model=model, x=x, maps=maps, labels=y, preds=y, targets=y, sample_ids=torch.arange(6),
+                       road_fractions=fractions, road_noise=0.0)
+    targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in y]
+    converted = {}
+    for order, removal in (("morf", RemoveMostRelevantFirst), ("lerf", RemoveLeastRelevantFirst)):
+        ours = M.METRICS[f"road_{order}"].compute(d)
+        averager = AveragerAcrossThresholds(
+            lambda p, removal=removal: PerturbationConfidenceMetric(removal(p, NoisyLinearImputer(noise=0.0))),
+            percentiles=[round(100 * (1 - f)) for f in fractions])
+        theirs = averager(x, maps[:, 0].numpy(), targets, model)
+        curves, p0 = ours.curves.double().numpy(), ours.extras["unperturbed"].double().numpy()
+        assert curves.shape == (6, k) and np.isfinite(ours.values.numpy()).sum() == 4   # 2 constant maps: NaN
+        np.testing.assert_allclose(ours.values.numpy(), trapezoid(curves, axis=1) / (k - 1), rtol=0, atol=1e-12)
+        converted[order] = (k * (theirs + p0) - (curves[:, 0] + curves[:, -1]) / 2) / (k - 1)
+        np.testing.assert_allclose(ours.values.numpy(), converted[order], rtol=0, atol=2e-4)
+    np.testing.assert_allclose(M.METRICS["road"].compute(d).values.numpy(),
+                               (converted["lerf"] - converted["morf"]) / 2, rtol=0, atol=2e-4)
+
+
 def test_road_metrics_through_the_registry(model_and_images):
     model, x, y, maps = model_and_images
     d = M.MetricInputs(model=model, x=x, maps=maps, labels=y, preds=y, targets=y, sample_ids=torch.arange(6),
