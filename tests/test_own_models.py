@@ -173,6 +173,9 @@ def test_an_encoder_gets_the_papers_linear_probe_fitted_on_the_train_split(tmp_p
     accuracy = 100.0 * float((ref(h).argmax(1) == y).float().mean())
     assert abs(json.loads((run / "train_summary.json").read_text())["probe_train_accuracy"] - accuracy) < 1e-9
     assert len(pd.read_csv(run / "results.csv")) == 6
+    again = _run(capfd, profile, tmp_path, "--executor", "inline", "--stage", "train", "--set", "probe_epochs=31")
+    assert again.returncode == 0, again.stdout + again.stderr                  # another probe: fitted again
+    assert json.loads((run / "train_log.jsonl").read_text().splitlines()[1])["epochs"] == 31
 
 
 class _RunsCode:

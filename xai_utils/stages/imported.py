@@ -23,6 +23,7 @@ import torch
 from ..errors import ConfigError
 from ..ops.devices import ieee_float32, resolve_device
 from ..settings import layout as runs
+from ..settings.hashing import stage_hash
 from ..settings.run_config import RunConfig
 from ..study.brought import (build_network, features_and_logits, file_sha256, fit_weights, holds_study_model,
                              load_checkpoint, set_classifier, weights_of)
@@ -72,15 +73,17 @@ def _fit_probe(cfg: RunConfig, model: torch.nn.Module, device: torch.device) -> 
 
 
 def import_run(cfg: RunConfig, run_dir: PathLike, progress: bool = True) -> dict[str, Any]:
-    """Import (or skip, when done with the same file) the brought model of run ``cfg``; returns
+    """Import (or skip, when done with the same file and the same settings of this stage: a
+    changed probe setting refits the probe) the brought model of run ``cfg``; returns
     ``train_summary.json``."""
     run_dir = Path(run_dir)
     summary_path = run_dir / runs.TRAIN_SUMMARY
-    if summary_path.is_file() and (run_dir / runs.MODEL).is_file():
-        summary = load_json(summary_path)
-        if summary.get("checkpoint_sha256") == cfg.checkpoint_sha256:
+    done = [run_dir / name for name in (runs.TRAIN_SUMMARY, runs.MODEL, runs.CONFIG)]
+    if all(p.is_file() for p in done):
+        before = RunConfig.from_dict(load_json(run_dir / runs.CONFIG))
+        if stage_hash(before, runs.Stage.TRAIN) == stage_hash(cfg, runs.Stage.TRAIN):
             files.save_json(run_dir / runs.CONFIG, cfg.to_dict())
-            return summary
+            return load_json(summary_path)
     sha = file_sha256(cfg.checkpoint)
     if cfg.checkpoint_sha256 is not None and sha != cfg.checkpoint_sha256:
         raise ConfigError(f"checkpoint {cfg.checkpoint} changed since the study was planned (SHA-256 {sha[:12]}, "
