@@ -38,6 +38,14 @@ def _write_folder(root: Path, per_class: int = 4, size: int = 32, seed: int = 0)
     return root
 
 
+def _read_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split of a written folder read with PIL alone: images in [0, 1] class by class, as the
+    folder is read, and their labels."""
+    files = sorted((root / split).glob("*/*.png"))
+    images = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
+    return images.float() / 255, torch.tensor([CLASSES.index(f.parent.name) for f in files])
+
+
 def _checkpoint(path: Path, arch: str = "test_resnet", num_classes: int = 3, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     save_file(timm.create_model(arch, num_classes=num_classes).state_dict(), str(path))
@@ -125,10 +133,7 @@ def test_evaluate_on_a_plain_timm_model_equals_the_pipeline(tmp_path, capfd):
     net = timm.create_model("test_resnet", num_classes=3)
     from safetensors.torch import load_file
     net.load_state_dict(load_file(str(path)))
-    files = sorted((tmp_path / "images" / "test").glob("*/*.png"))     # class by class, as the folder is read
-    images = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1)
-                          for f in files]).float() / 255
-    labels = [CLASSES.index(f.parent.name) for f in files]
+    images, labels = _read_split(tmp_path / "images", "test")
     direct = xai_utils.evaluate(net.eval(), images, labels, methods=["gradcam"], metrics=metrics, target="true",
                                 mean=[0.5] * 3, std=[0.25] * 3, device="cpu")
     merged = direct.merge(piped, left_on=["image", "method", "metric"], right_on=["sample_index", "method", "metric"])
@@ -155,11 +160,9 @@ def test_an_encoder_gets_the_papers_linear_probe_fitted_on_the_train_split(tmp_p
     imported, probe = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert imported["event"] == "imported" and probe["stage"] == "probe" and probe["n_train"] == 15
 
-    files = sorted((tmp_path / "images" / "train").glob("*/*.png"))
-    x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
-    y = torch.tensor([CLASSES.index(f.parent.name) for f in files])
+    x, y = _read_split(tmp_path / "images", "train")
     with torch.no_grad():
-        h = torch.nn.functional.normalize(encoder((x.float() / 255 - 0.5) / 0.25), dim=1)
+        h = torch.nn.functional.normalize(encoder((x - 0.5) / 0.25), dim=1)
     torch.manual_seed(0)                                  # the run's seed
     ref = torch.nn.Linear(h.shape[1], 3)
     opt = torch.optim.SGD(ref.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)   # probe_* defaults

@@ -28,7 +28,6 @@ before returning.
 """
 
 import dataclasses
-import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,17 +61,6 @@ class ModelFiles:
     checkpoints, one per replicate (absolute paths)."""
     settings: dict[str, Any]
     checkpoints: tuple[str, ...]
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
-
-
-def checkpoint_sha256(path: str) -> str:
-    """The file's SHA-256, computed once per process for a file unchanged since."""
-    st = os.stat(path)
-    return _sha256(path, st.st_size, st.st_mtime_ns)
 
 
 @dataclass
@@ -113,7 +101,7 @@ class Profile:
         if objective in self.models:                  # the model's own settings, and its seed-th checkpoint
             model = self.models[objective]
             path = model.checkpoints[seed]
-            merged.update(model.settings, checkpoint=path, checkpoint_sha256=checkpoint_sha256(path))
+            merged.update(model.settings, checkpoint=path, checkpoint_sha256=file_sha256(path))
         if protocol is not None or self.protocols:
             merged["protocol"] = protocol or self.protocols[0]
         cfg = RunConfig(**merged)

@@ -19,7 +19,9 @@ key by key and shape by shape first (:func:`fit_weights`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import pickle
 import warnings
 import zipfile
@@ -139,7 +141,15 @@ def bring(net: nn.Module, target_layer: Layer = None, mean: Optional[Sequence[fl
 # ----------------------------------------------------------------------------- models brought as files
 
 def file_sha256(path: PathLike) -> str:
-    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    """The SHA-256 of a file's bytes (hex), computed once per process for a file unchanged since
+    (the same size and modification time): the profile that plans a study and the import that
+    checks the file against the plan read it once between them."""
+    st = os.stat(path)
+    return _sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -243,10 +253,8 @@ def classifier_keys(model: nn.Module) -> tuple[str, str]:
 
 def set_classifier(model: nn.Module, probe: nn.Linear) -> None:
     """Put a fitted linear probe in place of the model's classifier (same shapes)."""
-    target, own, _ = _weights_of(model)
-    weight, bias = classifier_keys(model)
-    target.load_state_dict({weight: probe.weight.detach().to(own[weight].dtype),
-                            bias: probe.bias.detach().to(own[bias].dtype)}, strict=False)
+    head = model.net.get_classifier() if isinstance(model, BroughtModel) else model.head
+    head.load_state_dict(probe.state_dict())
 
 
 def fit_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: PathLike, arch: str,

@@ -75,7 +75,7 @@ def register_imagefolder(name: str, image_size: int) -> DatasetSpec:
         return old
     spec = DatasetSpec(name, functools.partial(load_imagefolder, image_size=image_size, name=name), ("train", "test"),
                        count_imagefolder, image_size, locate=locate_imagefolder,
-                       masks=lambda split, root: has_imagefolder_masks(split, root), kind="imagefolder")
+                       masks=has_imagefolder_masks, kind="imagefolder")
     DATASETS[name] = spec
     _load_cached.cache_clear()
     return spec
