@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "xai_utils"
-LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+# import-linter's command, through this interpreter (its console script may not be on PATH)
+LINT_IMPORTS = [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"]
 MAX_FUNCTION_IMPORTS = 10
 
 
@@ -107,7 +108,7 @@ def test_imports_inside_functions_are_few_and_give_their_reason():
 
 def _lint(root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(root / "pyproject.toml")],
+    return subprocess.run([*LINT_IMPORTS, "--no-cache", "--config", str(root / "pyproject.toml")],
                           cwd=root, env=env, capture_output=True, text=True, timeout=120)
 
 

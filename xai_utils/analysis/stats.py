@@ -66,6 +66,7 @@ from .seed_level import comparison_seed, model_level, model_verdict
 
 # what identifies an explained item across models: an image, or a pair of images (pair analysis)
 ITEM = ["sample_index", "pair"]
+KEY = ["seed", *ITEM]                  # what pairs two objectives' scores
 ALPHA = 0.05
 GROUP = ["dataset", "method", "metric"]
 
@@ -160,27 +161,40 @@ def paired_values(df: pd.DataFrame, dataset: str, method: str, metric: str, a: s
     if "pair" not in df:                       # frames built before the pair analysis existed
         df = df.assign(pair="")
     sel = df[(df["dataset"] == dataset) & (df["method"] == method) & (df["metric"] == metric)]
-    key = ["seed", *ITEM]
-    sides = {}
-    for o in (a, b):
-        s = sel[sel["objective"] == o]
-        dup = s.duplicated(key)
-        if dup.any():
-            raise ValueError(f"{dataset}/{o}: {int(dup.sum())} duplicated (seed, sample_index) rows for "
-                             f"{method}/{metric}; each run must list a sample once per method and metric")
-        sides[o] = s[key + ["value"]].rename(columns={"value": o})
-    pairs = sides[a].merge(sides[b], on=key, how="inner")
     if common is None:
         common = correct_for_all(df[df["dataset"] == dataset], objectives)
-    ok = common[(common["dataset"] == dataset) & common["all_correct"]][key]
-    pairs = pairs.merge(ok, on=key, how="inner").sort_values(key)
+    return _pair_up(_scores(sel, a, dataset, method, metric), _scores(sel, b, dataset, method, metric),
+                    _correct_keys(common, dataset), a, b, nan_pairing)
+
+
+def _scores(sel: pd.DataFrame, objective: str, dataset: str, method: str, metric: str) -> pd.DataFrame:
+    """One objective's scores of one dataset, method and metric (``sel``): the key columns and
+    the value, named after the objective; a (seed, sample) listed twice is refused."""
+    s = sel[sel["objective"] == objective]
+    dup = s.duplicated(KEY)
+    if dup.any():
+        raise ValueError(f"{dataset}/{objective}: {int(dup.sum())} duplicated (seed, sample_index) rows for "
+                         f"{method}/{metric}; each run must list a sample once per method and metric")
+    return s[KEY + ["value"]].rename(columns={"value": objective})
+
+
+def _correct_keys(common: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The keys of the samples of ``dataset`` that every compared model classifies correctly."""
+    return common[(common["dataset"] == dataset) & common["all_correct"]][KEY]
+
+
+def _pair_up(side_a: pd.DataFrame, side_b: pd.DataFrame, ok: pd.DataFrame, a: str, b: str,
+             nan_pairing: str) -> pd.DataFrame:
+    """:func:`paired_values` from the two objectives' scores and the correct samples' keys."""
+    pairs = side_a.merge(side_b, on=KEY, how="inner")
+    pairs = pairs.merge(ok, on=KEY, how="inner").sort_values(KEY)
     if nan_pairing == "per_model":
         parts = []
         for seed, g in pairs.groupby("seed", sort=True):
-            va, vb = g.loc[g[a].notna(), [*key, a]], g.loc[g[b].notna(), b].to_numpy()
+            va, vb = g.loc[g[a].notna(), [*KEY, a]], g.loc[g[b].notna(), b].to_numpy()
             n = min(len(va), len(vb))
             parts.append(va.iloc[:n].assign(**{b: vb[:n]}))
-        cols = [*key, a, b]
+        cols = [*KEY, a, b]
         return (pd.concat(parts, ignore_index=True)[cols] if parts else pairs[cols].iloc[:0]).reset_index(drop=True)
     pairs = pairs[pairs[a].notna() & pairs[b].notna()]
     return pairs.reset_index(drop=True)
@@ -348,16 +362,24 @@ def _dataset_tests(ds: str, dsub: pd.DataFrame, pairs: Optional[Sequence[tuple[s
         pair_list = [(reference, o) for o in objs if o != reference]
     else:
         pair_list = list(pairs) if pairs is not None else list(itertools.combinations(objs, 2))
-    commons: dict[tuple, object] = {}
+    if nan_pairing not in NAN_PAIRINGS:
+        raise ValueError(f"nan_pairing='{nan_pairing}' unknown; choose one of {', '.join(NAN_PAIRINGS)}")
+    if "pair" not in dsub:                     # frames built before the pair analysis existed
+        dsub = dsub.assign(pair="")
+    correct: dict[tuple, pd.DataFrame] = {}    # the correct samples' keys per set of compared models
     rows = []
     for (method, metric), msub in dsub.groupby(["method", "metric"], sort=False):   # in order of appearance
+        scores: dict[str, pd.DataFrame] = {}   # each objective's scores, read once per method and metric
         for a, b in pair_list:
             if a not in objs or b not in objs:
                 continue
             compared = tuple(objs if common == "all" else [a, b])
-            if compared not in commons:
-                commons[compared] = correct_for_all(dsub, list(compared))
-            pv = paired_values(msub, ds, method, metric, a, b, common=commons[compared], nan_pairing=nan_pairing)
+            if compared not in correct:
+                correct[compared] = _correct_keys(correct_for_all(dsub, list(compared)), ds)
+            for o in (a, b):
+                if o not in scores:
+                    scores[o] = _scores(msub, o, ds, method, metric)
+            pv = _pair_up(scores[a], scores[b], correct[compared], a, b, nan_pairing)
             models = (_model_level(pv, a, b, metric, comparison_seed(ds, method, metric, a, b))
                       if seeds != "per_seed" else {})
             for seed_label, x, y, n_obs in SEED_HANDLING[seeds](pv, a, b) or [("all", np.array([]), np.array([]), 0)]:
