@@ -1,4 +1,4 @@
-"""The prepared GPU check: what a first session on a GPU must measure, in one script that
+"""The prepared GPU check: what a first run on a GPU machine measures, in one script that
 finishes within a time budget (8 minutes on one GPU), written to a Markdown and a JSON report.
 
     python benchmarks/gpu_check.py                            # on the GPU: benchmarks/results/gpu_check-<device>.*

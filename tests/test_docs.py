@@ -73,3 +73,25 @@ def test_make_help_names_every_profile():
     out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     profiles = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
     assert len(profiles) >= 7 and all(re.search(rf"\b{p}\b", out) for p in profiles), out
+
+
+# Words about how the project was made rather than what it is: the docs speak of the product.
+PROCESS_WORDS = ("session", "sessions", "issue", "issues", "goal", "goals", "lending", "lent", "landing",
+                 "landings", "working period", "sprint", "ticket", "subagent", "of this project")
+PROSE = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "configs").glob("*.yaml"),
+                *(ROOT / "benchmarks").glob("*.md")])
+
+
+def _process_words(text: str) -> list[str]:
+    return sorted({w for w in PROCESS_WORDS if re.search(rf"\b{re.escape(w)}\b", text, flags=re.I)})
+
+
+@pytest.mark.parametrize("page", PROSE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_prose_speaks_of_the_product_not_of_its_making(page):
+    found = _process_words(page.read_text())
+    assert not found, f"{page.relative_to(ROOT)} speaks of how it was made: {found}"
+
+
+def test_the_process_word_check_sees_one():
+    assert _process_words("Measured in the third working period, see the issue.") == ["issue", "working period"]
+    assert _process_words("A tissue of excellent goalkeepers.") == []
