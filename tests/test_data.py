@@ -554,3 +554,22 @@ def test_imagenet_s50_missing(tmp_path):
         D.load_dataset("imagenet_s50", "val", root=tmp_path / "nowhere")
     assert str(tmp_path / "nowhere" / "val") in str(err.value)
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_files_digest_is_hashlibs_and_follows_the_file(tmp_path):
+    """file_digest (the CIFAR-10 batches' MD5, a checkpoint's SHA-256) equals hashlib's, is read
+    once for an unchanged file, and again once the file changes."""
+    import hashlib
+    import os
+    from xai_utils.study.data import file_digest
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x" * 3_000_000)
+    for algorithm in ("md5", "sha256"):
+        assert file_digest(path, algorithm) == hashlib.new(algorithm, path.read_bytes()).hexdigest()
+    first, stat = file_digest(path), path.stat()
+    path.write_bytes(b"z" * 3_000_000)                       # same size, mtime put back: not read again
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file_digest(path) == first
+    path.write_bytes(b"y" * 3_000_001)
+    os.utime(path, ns=(1_000_000_000, 2_000_000_000))
+    assert file_digest(path) == hashlib.sha256(b"y" * 3_000_001).hexdigest()

@@ -19,9 +19,6 @@ key by key and shape by shape first (:func:`fit_weights`).
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
 import pickle
 import warnings
 import zipfile
@@ -34,6 +31,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..ops.contract import Explainable, holds
+from .data import file_digest
 from .models import BACKBONES, ExplainedModel, build_model
 
 Layer = Union[nn.Module, str, None]
@@ -141,20 +139,10 @@ def bring(net: nn.Module, target_layer: Layer = None, mean: Optional[Sequence[fl
 # ----------------------------------------------------------------------------- models brought as files
 
 def file_sha256(path: PathLike) -> str:
-    """The SHA-256 of a file's bytes (hex), computed once per process for a file unchanged since
-    (the same size and modification time): the profile that plans a study and the import that
-    checks the file against the plan read it once between them."""
-    st = os.stat(path)
-    return _sha256(str(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The SHA-256 of a checkpoint (hex; :func:`~xai_utils.study.data.base.file_digest`): the
+    profile that plans a study and the import that checks the file against the plan read it
+    once between them."""
+    return file_digest(path, "sha256")
 
 
 def load_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:

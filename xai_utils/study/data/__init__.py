@@ -42,7 +42,7 @@ Missing data raises one :class:`DatasetNotFoundError` that lists every place loo
 how to get the data; nothing is written to disk on failure.
 """
 from ...errors import DatasetNotFoundError
-from .base import ImageDataset, Index, PathLike, eval_indices, train_indices, train_permutation
+from .base import ImageDataset, Index, PathLike, eval_indices, file_digest, train_indices, train_permutation
 from .imagenet import IMAGENET_S50_INDICES, imagenet_s50_classes
 from .registry import (DATA_KINDS, DATASETS, DatasetSpec, check_available, register_imagefolder, dataset_label, files_present, has_masks,
                        load_dataset, resolve_split, split_sizes, write_stand_in_data)

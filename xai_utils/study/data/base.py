@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -103,3 +106,20 @@ def train_permutation(n_total: int, seed: int = 0) -> np.ndarray:
     """The fixed permutation whose first k entries are ``train_indices(n_total, k)``; the
     entries after them are training images a run with that subset never saw (int64)."""
     return np.random.default_rng(seed).permutation(n_total).astype(np.int64)
+
+
+def file_digest(path: PathLike, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (``hashlib`` ``algorithm``), computed once per process
+    for a file unchanged since (the same size and modification time): a file checked when a
+    study is planned and again when it is read is read once between them."""
+    st = os.stat(path)
+    return _digest(str(path), st.st_size, st.st_mtime_ns, algorithm)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, size: int, mtime_ns: int, algorithm: str) -> str:
+    h = hashlib.new(algorithm, usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -10,7 +10,6 @@ applies to them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from ...errors import DatasetNotFoundError
-from .base import ImageDataset, PathLike, not_found
+from .base import ImageDataset, PathLike, file_digest, not_found
 from .download import download_possible, roots, try_download
 
 
@@ -72,22 +71,12 @@ def verify_cifar10_file(path: Path) -> None:
     if (path.parent / STAND_IN).is_file():
         return
     expected = CIFAR10_MD5.get(path.name)
-    got = _md5(str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns)
+    got = file_digest(path, "md5")
     if got != expected:
         what = f"CIFAR-10's published {path.name}" if expected else "a file of CIFAR-10's"
         raise DatasetNotFoundError(f"{path} is not {what} (MD5 {got}, expected {expected or 'none: no such file'}): "
                                    f"unpack cifar-10-python.tar.gz again into {path.parent.parent} (stand-in files "
                                    f"of a rehearsal without {STAND_IN}: delete {path.parent} to have them rewritten)")
-
-
-@functools.lru_cache(maxsize=16)
-def _md5(path: str, size: int, mtime_ns: int) -> str:
-    """The file's MD5, once per (path, size, mtime) in a process."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def locate_cifar10(split: str, root: Optional[PathLike], download: bool) -> Optional[Path]:
