@@ -35,7 +35,7 @@ from ..ops.losses import MINING
 from ..ops.metrics import BASELINES, METRICS, NOISE_SPACES, SIMILARITIES, TIE_BREAKS
 from ..ops.pairs import PAIR_KINDS, PAIR_METHODS, PAIR_METRICS, SPACES
 from ..ops.pairs.methods import check_pair_method_options
-from ..study.brought import build_network, fit_weights, holds_study_model, is_timm_model, load_checkpoint
+from ..study.brought import CheckpointError, brought_network, is_timm_model, load_checkpoint
 from ..study.data import (DATASETS, check_available, dataset_label, eval_indices, files_present, has_masks,
                           resolve_split, split_sizes, train_indices, train_permutation)
 from ..study.data.imagefolder import check_imagefolder, class_names
@@ -402,14 +402,14 @@ def check_model_file(cfg: RunConfig, stages: Sequence[Stage]) -> None:
         if classes != cfg.num_classes:
             raise _fail(cfg, "num_classes", f"is {cfg.num_classes}, but the image folder {cfg.data_root} has "
                                             f"{classes} classes")
-    weights = load_checkpoint(cfg.checkpoint)
-    probe = cfg.probe == "fit"
     try:
-        net = build_network(cfg.arch, cfg.num_classes, cfg.mean or (0.0,) * 3, cfg.std or (1.0,) * 3, cfg.widths,
-                            cfg.normalize_features or probe, study_model=holds_study_model(weights))
-    except ConfigError as e:
+        brought_network(load_checkpoint(cfg.checkpoint), cfg.checkpoint, cfg.arch, cfg.num_classes,
+                        cfg.mean or (0.0,) * 3, cfg.std or (1.0,) * 3, cfg.widths, cfg.normalize_features, cfg.probe,
+                        encoder_only=cfg.probe == "fit")
+    except CheckpointError:                    # the file: its message names it and what to do
+        raise
+    except ConfigError as e:                   # the architecture itself
         raise _fail(cfg, "arch", str(e)) from None
-    fit_weights(net, weights, cfg.checkpoint, cfg.arch, encoder_only=probe)
 
 
 def check_run(cfg: RunConfig, stages: Sequence[Stage] = RUN_STAGES, data: bool = False) -> None:

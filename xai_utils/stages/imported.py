@@ -25,8 +25,8 @@ from ..ops.devices import ieee_float32, resolve_device
 from ..settings import layout as runs
 from ..settings.hashing import stage_hash
 from ..settings.run_config import RunConfig
-from ..study.brought import (build_network, features_and_logits, file_sha256, fit_weights, holds_study_model,
-                             load_checkpoint, set_classifier, weights_of)
+from ..study.brought import (brought_network, features_and_logits, file_sha256, load_checkpoint, set_classifier,
+                             weights_of)
 from ..study.data import load_dataset
 from ..study.training import test_outputs, train_probe
 from . import files
@@ -38,13 +38,10 @@ PathLike = Union[str, Path]
 
 def brought_model(cfg: RunConfig, num_classes: int, mean: Any, std: Any, weights: dict[str, torch.Tensor],
                   encoder_only: bool = False) -> torch.nn.Module:
-    """The explained model of a brought run with ``weights`` loaded (:func:`build_network`; the
-    checkpoint's keys say whether it is the study's own model or a timm model). A probe fitted
-    here (``probe: fit``) reads L2-normalised features; ``encoder_only``: its classifier is still
-    to be fitted (the checkpoint's own is not read)."""
-    model = build_network(cfg.arch, num_classes, mean, std, cfg.widths, cfg.normalize_features or cfg.probe == "fit",
-                          study_model=holds_study_model(weights))
-    return fit_weights(model, weights, cfg.checkpoint, cfg.arch, encoder_only=encoder_only)
+    """The explained model of a brought run with ``weights`` loaded: :func:`brought_network` with
+    the run's settings (``encoder_only``: its classifier is still to be fitted)."""
+    return brought_network(weights, cfg.checkpoint, cfg.arch, num_classes, mean, std, cfg.widths,
+                           cfg.normalize_features, cfg.probe, encoder_only=encoder_only)
 
 
 def _passes(model: torch.nn.Module, dataset: Any, batch_size: int, device: torch.device

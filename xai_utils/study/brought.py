@@ -273,6 +273,19 @@ def fit_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: PathLi
     return model
 
 
+def brought_network(weights: dict[str, torch.Tensor], path: PathLike, arch: str, num_classes: int,
+                    mean: Sequence[float], std: Sequence[float], widths: Optional[Sequence[int]] = None,
+                    normalize_features: bool = False, probe: Optional[str] = None,
+                    encoder_only: bool = False) -> nn.Module:
+    """The network a brought checkpoint is for (:func:`holds_study_model`), built by
+    :func:`build_network` and loaded by :func:`fit_weights`. A probe fitted at import
+    (``probe="fit"``) reads L2-normalised features, as the paper's linear probe does;
+    ``encoder_only``: the classifier is still to be fitted (the checkpoint's own is not read)."""
+    net = build_network(arch, num_classes, mean, std, widths, normalize_features or probe == "fit",
+                        study_model=holds_study_model(weights))
+    return fit_weights(net, weights, path, arch, encoder_only=encoder_only)
+
+
 def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features and logits of pixel-space images, from one forward pass."""
     if isinstance(model, ExplainedModel) or model.normalize_features:
