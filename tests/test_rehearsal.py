@@ -46,9 +46,10 @@ def test_a_rehearsal_shrinks_amounts_and_keeps_every_choice(profile, tmp_path):
 # claim question, Grad-CAM and the random floor, the corrected protocol, pixel flipping (plain and
 # calibrated), complexity, contrastivity and the two metrics read against ImageNet-S50's masks; its
 # TL, Eigen-CAM, ROAD, continuity, consistency and the official protocol run the code the cifar10
-# rehearsal runs at 32 px. Four images, the fewest a cross-fitted temperature takes. The cifar10 pair analysis: one pair of each kind. The extensions rehearsal: its
-# five objectives, with Grad-CAM and the random floor on the corrected protocol (Eigen-CAM and the
-# official protocol are the cifar10 rehearsal's).
+# rehearsal runs at 32 px. Four images, the fewest a cross-fitted temperature takes. The cifar10
+# pair analysis: one pair of each kind. The extensions rehearsal: its five objectives, with
+# Grad-CAM and the random floor on the corrected protocol (Eigen-CAM and the official protocol are
+# the cifar10 rehearsal's).
 FEWER = {"imagenet_s50": {"objectives": ["ce", "scl"], "methods": ["gradcam", "random"], "protocols": ["corrected"],
                           "metrics": ["pixel_flipping", "pixel_flipping_calibrated", "complexity", "contrastivity",
                                       "pointing_game", "attribution_localisation"]},
