@@ -16,7 +16,7 @@ JOBS    ?= auto
 TEST_WORKERS ?= auto
 FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup lock test reproduce rehearse gpu-check figures lab data clean-results help
+.PHONY: setup lock test reproduce rehearse gpu-check figures lab api-docs data clean-results help
 
 PROFILES := $(sort $(basename $(notdir $(wildcard configs/*.yaml))))
 
@@ -33,6 +33,7 @@ help:
 	@echo "make lock      remake requirements.lock (the exact environment make setup installs) from pyproject.toml"
 	@echo "make figures   rebuild figures/\$$PROFILE from saved results (no model needed)"
 	@echo "make lab       open the notebooks in JupyterLab"
+	@echo "make api-docs  rewrite docs/api.md (every public function and class) from the code"
 
 setup: $(STAMP)
 
@@ -112,6 +113,9 @@ figures: setup
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
+
+api-docs: setup
+	$(PY) -m xai_utils.reference > docs/api.md
 
 clean-results:
 	rm -rf results/$(PROFILE)

@@ -76,7 +76,7 @@ def test_make_help_names_every_profile():
 
 
 # Words about how the project was made rather than what it is: the docs speak of the product.
-PROCESS_WORDS = ("session", "sessions", "issue", "issues", "goal", "goals", "lending", "lent", "landing",
+PROCESS_WORDS = ("session", "sessions", "issue", "issues", "goal", "goals", "lending", "landing",
                  "landings", "working period", "sprint", "ticket", "subagent", "of this project")
 PROSE = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "configs").glob("*.yaml"),
                 *(ROOT / "benchmarks").glob("*.md")])
@@ -95,3 +95,15 @@ def test_the_prose_speaks_of_the_product_not_of_its_making(page):
 def test_the_process_word_check_sees_one():
     assert _process_words("Measured in the third working period, see the issue.") == ["issue", "working period"]
     assert _process_words("A tissue of excellent goalkeepers.") == []
+
+
+def test_the_api_reference_is_the_codes():
+    """docs/api.md is what `python -m xai_utils.reference` makes from the code (`make api-docs`):
+    every public function and class of every module, with its signature and docstring's first line."""
+    from xai_utils.reference import reference
+    made = reference()
+    assert (ROOT / "docs" / "api.md").read_text() == made, "docs/api.md is stale: run make api-docs"
+    for name in ("xai_utils.api", "xai_utils.ops.metrics.faithfulness", "xai_utils.analysis.stats",
+                 "xai_utils.study.brought"):
+        assert f"### `{name}`" in made
+    assert "- `evaluate(model" in made and "- `compare_objectives(df" in made

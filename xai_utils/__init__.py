@@ -3,6 +3,7 @@
 The package is built in layers; each imports only from the layers below it (an import-linter
 contract in ``pyproject.toml`` says so, and ``make test`` checks it):
 
+7. :mod:`.reference` — the API reference (docs/api.md), made from every module below
 6. :mod:`.pipeline`  — orchestration: a study as notebook jobs, executors, the command line;
    :mod:`.reproduction` — a reproduction's tables and verdicts compared with the committed ones;
    :mod:`.api` — the protocol on a model and images a user brings (``xai_utils.evaluate``,
