@@ -131,6 +131,7 @@ def seed_number(text: str) -> int:
 
 
 def study_dir(results_root: PathLike, profile: str) -> Path:
+    """A study's folder: ``<results_root>/<profile>``."""
     return Path(results_root) / profile
 
 
@@ -159,14 +160,17 @@ def trained_run_dir(folder: PathLike) -> Path:
 
 
 def trained_model_path(folder: PathLike) -> Path:
+    """The ``model.pt`` a run (or one of its protocol folders) explains: its trained run's."""
     return trained_run_dir(folder) / MODEL
 
 
 def attribution_path(run_dir: PathLike, method: str) -> Path:
+    """Where a run keeps one method's maps: ``attributions/<method>.npz``."""
     return Path(run_dir) / ATTRIBUTIONS / f"{method}.npz"
 
 
 def curves_path(run_dir: PathLike, method: str) -> Path:
+    """Where a run keeps one method's metric curves: ``curves/<method>.npz``."""
     return Path(run_dir) / CURVES / f"{method}.npz"
 
 
@@ -181,8 +185,10 @@ def pair_curves_path(run_dir: PathLike, method: str) -> Path:
 
 
 def stage_marker(folder: PathLike, stage: Stage) -> Path:
+    """The file that says a stage finished, with its hash: ``stages/<stage>.json``."""
     return Path(folder) / STAGES / f"{stage}.json"
 
 
 def notebook_path(folder: PathLike, notebook: str) -> Path:
+    """Where the executed copy of a notebook is kept: ``notebooks/<notebook>``."""
     return Path(folder) / NOTEBOOKS / notebook

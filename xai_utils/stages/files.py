@@ -52,14 +52,17 @@ def _atomic(path: PathLike, write: Callable[[str], None]) -> Path:
 
 
 def save_json(path: PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON with sorted keys, atomically (a reader never sees half)."""
     return _atomic(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str)))
 
 
 def save_torch(path: PathLike, obj: Any) -> Path:
+    """Write ``obj`` with ``torch.save``, atomically."""
     return _atomic(path, lambda t: torch.save(obj, t))
 
 
 def save_npz(path: PathLike, **arrays: Any) -> Path:
+    """Write ``arrays`` as one compressed ``.npz``, atomically."""
     def write(t: str) -> None:
         with open(t, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -67,10 +70,12 @@ def save_npz(path: PathLike, **arrays: Any) -> Path:
 
 
 def save_text(path: PathLike, text: str) -> Path:
+    """Write ``text``, atomically."""
     return _atomic(path, lambda t: Path(t).write_text(text))
 
 
 def append_jsonl(path: PathLike, obj: Any) -> None:
+    """Append ``obj`` as one JSON line (a log: each line is whole or absent)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
