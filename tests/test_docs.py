@@ -76,7 +76,7 @@ def test_make_help_names_every_profile():
 
 
 # Words about how the project was made rather than what it is: the docs speak of the product.
-PROCESS_WORDS = ("session", "sessions", "issue", "issues", "goal", "goals", "lending", "landing",
+PROCESS_WORDS = ("session", "sessions", "issue", "issues", "goal", "goals", "lending", "lent", "landing",
                  "landings", "working period", "sprint", "ticket", "subagent", "of this project")
 PROSE = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "configs").glob("*.yaml"),
                 *(ROOT / "benchmarks").glob("*.md")])

@@ -87,7 +87,7 @@ def parse_devices(text: Optional[str]) -> list[str]:
 
 
 class DevicePool:
-    """GPUs lent to concurrent runs, one run per GPU at a time.
+    """GPUs handed to concurrent runs, one run per GPU at a time.
 
     :meth:`lease` blocks until a GPU is free and yields the environment of the run's kernels
     (``CUDA_VISIBLE_DEVICES`` = that GPU). An empty pool yields no change.
