@@ -335,6 +335,8 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
         raise ValueError(f"common='{common}' unknown; choose 'all' or 'pair'")
     if correction not in (None, "holm"):
         raise ValueError(f"correction='{correction}' unknown; choose 'holm' or None")
+    if nan_pairing not in NAN_PAIRINGS:
+        raise ValueError(f"nan_pairing='{nan_pairing}' unknown; choose one of {', '.join(NAN_PAIRINGS)}")
     cols = ["dataset", "method", "metric", "objective_a", "objective_b", "seed", "seed_handling", "n_pairs",
             "n_obs", "mean_a", "mean_b", "mean_diff", "t", "p", "d_z", "d_pooled", "p_holm", "significant",
             "direction", "better", "verdict", "direction_of_better", *MODEL_COLUMNS]
@@ -362,8 +364,6 @@ def _dataset_tests(ds: str, dsub: pd.DataFrame, pairs: Optional[Sequence[tuple[s
         pair_list = [(reference, o) for o in objs if o != reference]
     else:
         pair_list = list(pairs) if pairs is not None else list(itertools.combinations(objs, 2))
-    if nan_pairing not in NAN_PAIRINGS:
-        raise ValueError(f"nan_pairing='{nan_pairing}' unknown; choose one of {', '.join(NAN_PAIRINGS)}")
     if "pair" not in dsub:                     # frames built before the pair analysis existed
         dsub = dsub.assign(pair="")
     correct: dict[tuple, pd.DataFrame] = {}    # the correct samples' keys per set of compared models
