@@ -11,6 +11,7 @@ import inspect
 import pkgutil
 import re
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
@@ -25,6 +26,7 @@ LAYERS = (("Pipeline, reproduction and the library entry points", ("pipeline", "
           ("Operations on tensors", ("ops",)),
           ("Registry and errors", ("registry", "errors")))
 ADDRESS = re.compile(r" at 0x[0-9a-f]+")        # object addresses in default values change per process
+REPOSITORY = str(Path(xai_utils.__file__).resolve().parent.parent)   # default paths differ per checkout
 
 
 def modules(top: str) -> list[str]:
@@ -53,9 +55,10 @@ def first_line(obj: object) -> str:
 
 
 def signature(name: str, obj: object) -> str:
-    """``name(arguments)``, without the object addresses of default values."""
+    """``name(arguments)``, with the checkout's folder written ``<repository>`` and without the
+    object addresses of default values (the same text on every machine)."""
     try:
-        return ADDRESS.sub("", f"{name}{inspect.signature(obj)}")
+        return ADDRESS.sub("", f"{name}{inspect.signature(obj)}").replace(REPOSITORY, "<repository>")
     except (TypeError, ValueError):
         return name
 
