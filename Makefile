@@ -16,7 +16,7 @@ JOBS    ?= auto
 TEST_WORKERS ?= auto
 FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup lock test reproduce rehearse gpu-check figures lab api-docs data clean-results help
+.PHONY: setup lock test reproduce rehearse gpu-check figures lab api-docs data browser clean-results help
 
 PROFILES := $(sort $(basename $(notdir $(wildcard configs/*.yaml))))
 
@@ -29,7 +29,7 @@ help:
 	@echo "make rehearse PROFILE=cifar10   the study shrunk to minutes, into results/<profile>-rehearsal/"
 	@echo "make gpu-check  the prepared GPU measurements (benchmarks/gpu_check.py), report in benchmarks/results/"
 	@echo "               (on a GPU image without network: python benchmarks/gpu_check.py, docs/full-scale.md)"
-	@echo "make test      run the test suite (CPU, offline)"
+	@echo "make test      run the test suite (CPU, offline; installs Debian's Fashion-MNIST and Chromium when absent)"
 	@echo "make lock      remake requirements.lock (the exact environment make setup installs) from pyproject.toml"
 	@echo "make figures   rebuild figures/\$$PROFILE from saved results (no model needed)"
 	@echo "make lab       open the notebooks in JupyterLab"
@@ -71,7 +71,7 @@ lock:
 
 # Two pytest-xdist workers on two cores (one per core elsewhere), whole modules each, the longest
 # first (tests/conftest.py); `make test TEST_WORKERS=0` runs the suite in one process.
-test: setup data
+test: setup data browser
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Fashion-MNIST offline: Debian ships it. Looked for where the loader looks (the data folder,
@@ -111,8 +111,22 @@ gpu-check: setup
 figures: setup
 	$(PY) -m xai_utils.pipeline --profile $(PROFILE) --stage figures --force
 
+# The browser test of JupyterLab (tests/test_lab.py) drives Debian's Chromium through Debian's
+# chromedriver (no browser or driver is fetched by the tests); installed when absent and apt-get
+# is usable, as Fashion-MNIST is.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+	  echo "Chromium: found in /usr/bin"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "Chromium: installing Debian's chromium and chromium-driver"; \
+	  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null); \
+	else \
+	  echo "Chromium not found: run 'sudo apt-get install chromium chromium-driver' (tests/test_lab.py needs them)"; \
+	fi
+
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/
 
 api-docs: setup
 	$(PY) -m xai_utils.reference > docs/api.md

@@ -42,7 +42,7 @@ import torch  # noqa: E402
 # first: `make test` hands whole modules to the workers in this order (--dist loadfile
 # --no-loadscope-reorder), so that no long module starts last while the other worker idles.
 LONGEST_FIRST = ("test_rehearsal", "test_pipeline", "test_faults", "test_train", "test_excon",
-                 "test_executors", "test_own_models", "test_cgc", "test_claim")
+                 "test_executors", "test_notebooks", "test_own_models", "test_cgc", "test_claim", "test_lab")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -232,7 +232,7 @@ def _git(cwd: Path, *args: str) -> None:
 def _profile(folder: Path) -> None:
     """The smoke profile as ``mini.yaml``, its results and figures under ``folder``."""
     text = (ROOT / "configs" / "smoke.yaml").read_text()
-    (folder / "mini.yaml").write_text(text + "\nfigures_root: figures\n")
+    (folder / "mini.yaml").write_text(text + f"\nresults_root: {folder / 'results'}\nfigures_root: {folder / 'figures'}\n")
 
 
 def test_keep_takes_the_committed_tables_and_check_compares_the_new_ones(tmp_path, monkeypatch, capsys):

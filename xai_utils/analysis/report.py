@@ -151,23 +151,24 @@ def coverage(expected: Sequence[str], covered: Sequence[str]) -> str:
     return text + (f"; missing: {', '.join(missing)}" if missing else "")
 
 
-def build_all(profile: str, results_root: PathLike = "results", output_dir: Optional[PathLike] = None,
+def build_all(profile: str, results_root: Optional[PathLike] = None, output_dir: Optional[PathLike] = None,
               n_images: Optional[int] = None, seeds: str = "image_mean",
               runs_expected: Optional[Sequence[str]] = None,
               runs_missing: Sequence[str] = (), reference: Optional[str] = None) -> list[Path]:
     """Write every table (CSV, Markdown, LaTeX) and figure (PDF, PNG) of a study.
 
-    Reads ``<results_root>/<profile>/<dataset>/<objective>/seed<k>/`` (only the runs of
+    Reads ``<results_root>/<profile>/<dataset>/<objective>/seed<k>/`` (``results_root`` None:
+    the repository's ``results/`` or ``$XAI_RESULTS``; a relative folder is the repository's) (only the runs of
     ``runs_expected``, ids like ``shapes/ce/seed0``, when given, and none of ``runs_missing``:
     runs whose files, if any, hold results of other settings); writes into ``output_dir``
     (``reference``: test every objective against this one only, instead of every pair)
-    (default ``figures/<profile>``). Every figure and ``report_notes.md`` say which runs
+    (default ``figures/<profile>`` of the repository, or ``$XAI_FIGURES/<profile>``). Every figure and ``report_notes.md`` say which runs
     they cover and which expected runs are missing (:func:`coverage`). A part whose input is
     missing is skipped with its reason (log + ``report_notes.md``); any other error in a part
     propagates. Raises FileNotFoundError, writing nothing, when no run has a result. Returns
     the written paths.
     """
-    out = Path(output_dir) if output_dir else Path("figures") / profile
+    out = runs.project_path(output_dir) if output_dir else runs.figures_home() / profile
     run_dirs = saved.find_run_dirs(results_root, profile)
     if runs_expected:
         wanted = set(runs_expected)
@@ -175,7 +176,7 @@ def build_all(profile: str, results_root: PathLike = "results", output_dir: Opti
     run_dirs = [rd for rd in run_dirs if _run_id(rd) not in set(runs_missing)]
     with_results = [rd for rd in run_dirs if (rd / runs.RESULTS).is_file() or (rd / runs.TRAIN_SUMMARY).is_file()]
     if not with_results:
-        raise FileNotFoundError(f"no run of study '{profile}' under {Path(results_root) / profile} has results "
+        raise FileNotFoundError(f"no run of study '{profile}' under {runs.study_dir(results_root, profile)} has results "
                                 f"(train_summary.json or results.csv): nothing to report")
     covered = [_run_id(rd) for rd in run_dirs if (rd / runs.RESULTS).is_file()]
     cover = coverage(list(runs_expected or []), covered or [_run_id(rd) for rd in with_results])

@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 
-def find_run_dirs(results_root: PathLike, profile: str) -> list[Path]:
+def find_run_dirs(results_root: Optional[PathLike], profile: str) -> list[Path]:
     """The run folders of a study (:func:`~xai_utils.settings.layout.run_folders`) that have a
-    config, results or a training summary."""
+    config, results or a training summary (``results_root``: as :func:`~xai_utils.settings.layout.study_dir`
+    reads it, None for the repository's ``results/``)."""
     return [p for p in runs.run_folders(runs.study_dir(results_root, profile))
             if any((p / f).is_file() for f in (runs.CONFIG, runs.RESULTS, runs.TRAIN_SUMMARY))]
 
@@ -61,7 +62,7 @@ def kept_images(df: pd.DataFrame, folder: PathLike) -> pd.DataFrame:
     return df.assign(correct=True) if _setting(Path(folder), "kept_images", "correct") == "all" else df
 
 
-def study_results(results_root: PathLike = "results", profile: str = "smoke",
+def study_results(results_root: Optional[PathLike] = None, profile: str = "smoke",
                   run_dirs: Optional[Sequence[Path]] = None, all_protocols: bool = False) -> pd.DataFrame:
     """The ``results.csv`` of every run of a study (or of ``run_dirs``), read by
     :func:`~xai_utils.stages.artefacts.load_results` and concatenated (long format, one row per
@@ -91,7 +92,7 @@ def study_results(results_root: PathLike = "results", profile: str = "smoke",
 CALIBRATION_COLUMNS = ("temperature", "ece_before", "ece_after")
 
 
-def load_summaries(results_root: PathLike = "results", profile: str = "smoke",
+def load_summaries(results_root: Optional[PathLike] = None, profile: str = "smoke",
                    run_dirs: Optional[Sequence[Path]] = None) -> pd.DataFrame:
     """One row per trained run (of the profile, or of ``run_dirs``): run_id, dataset,
     objective, seed, test_accuracy (percent), wall_time_s, run_dir, and the temperature and

@@ -48,7 +48,7 @@ from ..settings.layout import Stage
 from ..stages.artefacts import load_json
 from ..stages.files import save_json
 from .jobs import Job, Plan, failed_notebook, run_group, run_groups
-from .notebooks import in_repo_root
+from .notebooks import in_notebook_dir
 
 
 EXECUTORS = ("local", "inline", "slurm", "submitit-local")
@@ -174,7 +174,7 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
     runs = [g for g in by_run if g[0].stage != Stage.FIGURES]
     rest = [g for g in by_run if g[0].stage == Stage.FIGURES]
     workers = max(1, min(workers, len(runs)))
-    with threads_per_kernel(workers), in_repo_root():
+    with threads_per_kernel(workers), in_notebook_dir():
         if workers == 1:
             for group in runs:
                 one(group)
@@ -257,7 +257,7 @@ def run_remote(group: list[Job], force: bool, profile: Any = None) -> list[dict[
     """The body of one submitted job: a run's stages in order (or the figures, which need the
     ``profile``), as :func:`~xai_utils.pipeline.jobs.run_group` runs them locally; returns what happened to
     each stage."""
-    with in_repo_root():
+    with in_notebook_dir():
         run_group(group, profile, force=force, log=lambda text: print(text, flush=True))
     return [{"label": j.label, "status": j.status, "seconds": j.seconds, "error": j.error} for j in group]
 
@@ -399,6 +399,6 @@ def submit(p: Plan, kind: str, options: SlurmOptions, force: bool = False, wait:
                 if j.status == "failed":
                     j.note = f"log: {h.paths.stderr}; notebook: {failed_notebook(j)}"
     if figures and wait:
-        with in_repo_root():
+        with in_notebook_dir():
             run_group(figures, p.profile, force=force, log=print)
     return p.jobs

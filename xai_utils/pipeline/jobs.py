@@ -198,8 +198,8 @@ def _run_params(profile: Profile, run: RunConfig, run_dir: Path, stage: Stage) -
         if profile.rehearse and run.data_root is not None:   # stand-in data: where this pipeline wrote them
             overrides["data_root"] = str(Path(run.data_root).resolve())
         return {"profile": profile.path or profile.name, "dataset": run.dataset, "objective": run.objective,
-                "seed": run.seed, "run_dir": str(run_dir), "overrides": overrides, "rehearse": profile.rehearse}
-    common = {"run_dir": str(run_dir), "methods": list(run.methods), "n_samples": run.eval_samples,
+                "seed": run.seed, "run": str(run_dir), "overrides": overrides, "rehearse": profile.rehearse}
+    common = {"run": str(run_dir), "methods": list(run.methods), "n_samples": run.eval_samples,
               "batch_size": run.batch_size_eval, "device": run.device}
     if stage == Stage.ATTRIBUTE:
         return {**common, "target": run.target}
@@ -242,12 +242,12 @@ def _make_figures(job: Job) -> Any:
 # What each notebook calls, for a job run in this process (``--executor inline``): the same
 # stage functions with the same parameters, without a kernel or an executed notebook.
 STAGE_CALLS: dict[str, Callable[[Job], Any]] = {
-    Stage.TRAIN: lambda job: train_run(job.run, job.params["run_dir"], progress=False),
+    Stage.TRAIN: lambda job: train_run(job.run, job.params["run"], progress=False),
     Stage.ATTRIBUTE: lambda job: attribute_run(
-        job.params["run_dir"], methods=job.params["methods"], n_samples=job.params["n_samples"],
+        job.params["run"], methods=job.params["methods"], n_samples=job.params["n_samples"],
         target=job.params["target"], batch_size=job.params["batch_size"], device=job.params["device"]),
     Stage.EVALUATE: lambda job: evaluate_run(
-        job.params["run_dir"], methods=job.params["methods"], metrics=job.params["metrics"],
+        job.params["run"], methods=job.params["methods"], metrics=job.params["metrics"],
         n_samples=job.params["n_samples"], batch_size=job.params["batch_size"], device=job.params["device"]),
     Stage.FIGURES: _make_figures,
 }
@@ -376,7 +376,7 @@ def _report_repairs(job: Job, log: Callable[[str], None]) -> None:
     if job.stage != Stage.TRAIN:
         return
     try:
-        lines = load_json(Path(job.params["run_dir"]) / TRAIN_SUMMARY).get("recovered") or []
+        lines = load_json(Path(job.params["run"]) / TRAIN_SUMMARY).get("recovered") or []
     except (FileNotFoundError, ArtefactError):
         return
     for line in lines:

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError, Explained, error_from_record
-from ..settings.layout import Stage
+from ..settings.layout import PROJECT_DIR, Stage
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
 NOTEBOOKS = {Stage.TRAIN: "01_train.ipynb", Stage.ATTRIBUTE: "02_attribute.ipynb",
              Stage.EVALUATE: "03_evaluate.ipynb", Stage.FIGURES: "04_figures.ipynb"}
 KERNEL = "python3"
@@ -145,7 +144,7 @@ class RunKernel:
             self._reset()
         try:
             pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
-                                cwd=str(REPO_ROOT), progress_bar=False, log_output=False, km=self.km)
+                                cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=False, km=self.km)
         except pm.PapermillExecutionError as e:
             explained = self._explained_failure()
             if explained is not None:
@@ -204,11 +203,12 @@ class RunKernel:
 
 
 @contextlib.contextmanager
-def in_repo_root():
-    """Run from the repository root: papermill changes directory to ``cwd`` and back per
+def in_notebook_dir():
+    """Run from ``notebooks/``, where JupyterLab runs them too (their paths do not depend on it:
+    :mod:`xai_utils.settings.layout`): papermill changes directory to ``cwd`` and back per
     notebook, which is not thread-safe unless every notebook starts where it returns."""
     here = os.getcwd()
-    os.chdir(REPO_ROOT)
+    os.chdir(NOTEBOOK_DIR)
     try:
         yield
     finally:

@@ -1,5 +1,11 @@
 """Where a study's files are: the key of a run, its folder, and the name of every file in it.
 
+Results go under the repository's ``results/`` and tables and figures under its ``figures/``
+(the environment variables ``XAI_RESULTS`` and ``XAI_FIGURES`` move them); a relative folder
+given anywhere (a profile, ``--set``, a notebook parameter) is read against the repository,
+never the working directory, so a notebook opened in ``notebooks/`` and ``make reproduce``
+find the same files.
+
 One folder per study (``<results_root>/<profile>/``), one per run below it::
 
     <dataset>/<objective>/seed<k>/
@@ -28,13 +34,40 @@ writes, ``stages.artefacts`` reads and checks).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from ..registry import StrEnum
 
 PathLike = Union[str, Path]
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]   # the repository (the package is installed editable)
+
+
+def project_path(path: PathLike) -> Path:
+    """``path`` itself when absolute (``~`` expanded), else read against the repository."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else PROJECT_DIR / path
+
+
+def results_home() -> Path:
+    """Where studies' results go unless a profile says otherwise: ``$XAI_RESULTS`` or ``results/``."""
+    return project_path(os.environ.get("XAI_RESULTS") or "results")
+
+
+def figures_home() -> Path:
+    """Where studies' tables and figures go: ``$XAI_FIGURES`` or ``figures/`` (one folder per profile)."""
+    return project_path(os.environ.get("XAI_FIGURES") or "figures")
+
+
+def run_folder(run: PathLike) -> Path:
+    """A run's folder from its path under :func:`results_home`, ``<profile>/<dataset>/<objective>/seed<k>``
+    (e.g. ``smoke/shapes/ce/seed0``; ``.../protocols/<name>`` for another protocol's evaluation),
+    or from its folder's absolute path."""
+    path = Path(run).expanduser()
+    return path if path.is_absolute() else results_home() / path
 
 
 class Stage(StrEnum):
@@ -130,9 +163,10 @@ def seed_number(text: str) -> int:
     return int(text.removeprefix(SEED_PREFIX))
 
 
-def study_dir(results_root: PathLike, profile: str) -> Path:
-    """A study's folder: ``<results_root>/<profile>``."""
-    return Path(results_root) / profile
+def study_dir(results_root: Optional[PathLike], profile: str) -> Path:
+    """A study's folder: ``<results_root>/<profile>`` (``results_root``: :func:`project_path`;
+    None: :func:`results_home`)."""
+    return (results_home() if results_root is None else project_path(results_root)) / profile
 
 
 def run_folders(study: PathLike) -> list[Path]:

@@ -15,6 +15,9 @@ Instead of ``objectives`` to train, a profile may bring models as files (``model
 the seeds' part) and image folders (``data:``, name -> ``{kind: imagefolder, root, image_size}``):
 the runs are then ``<dataset>/<label>/seed<k>``, the k-th checkpoint, imported instead of
 trained (``docs/own-models.md``). Relative paths in them are read from the profile's folder.
+``results_root`` and ``figures_root`` default to the repository's ``results/`` and ``figures/``
+(or ``$XAI_RESULTS`` and ``$XAI_FIGURES``); a relative one is the repository's
+(:func:`xai_utils.settings.layout.project_path`), never the working directory's.
 
 ``load_profile(name, **overrides)`` applies overrides last: a top-level key (``seeds``,
 ``objectives``, ``datasets``, ``protocols``, ``results_root``, ``figures_root``) replaces the profile's value, a run key
@@ -39,14 +42,14 @@ from ..errors import ConfigError
 from ..study.brought import file_sha256
 from ..study.data import DATA_KINDS, DATASETS, register_imagefolder
 from ..study.objectives import OBJECTIVES, paper_objectives
-from .layout import SEED_PREFIX, protocol_dir, study_dir
+from .layout import PROJECT_DIR, SEED_PREFIX, figures_home, project_path, protocol_dir, results_home, study_dir
 from .rehearsal import SEEDS, SUFFIX, data_roots, shrink
 from .run_config import PROTOCOLS, RUN_KEYS, RunConfig, merge_settings, validate_run_keys
 from .validation import check_runs
 
 # Profiles live in the repository's configs/ (an editable install, as the README and the
 # notebooks' Colab cell do); XAI_CONFIG_DIR points elsewhere.
-CONFIG_DIR = Path(os.environ.get("XAI_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
+CONFIG_DIR = Path(os.environ.get("XAI_CONFIG_DIR", PROJECT_DIR / "configs"))
 
 PROFILE_KEYS = ("description", "seeds", "objectives", "models", "datasets", "data", "protocols", "reference",
                 "results_root", "figures_root", "settings")
@@ -79,7 +82,7 @@ class Profile:
     datasets: list[str]
     results_root: str
     settings: dict[str, dict[str, Any]]
-    figures_root: str = str(CONFIG_DIR.parent / "figures")
+    figures_root: str = field(default_factory=lambda: str(figures_home()))
     overrides: dict[str, Any] = field(default_factory=dict)
     path: Optional[str] = None
     protocols: Optional[list[str]] = None
@@ -290,11 +293,13 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
     else:
         objectives = _check_list(raw.get("objectives", paper_objectives()), "objectives", tuple(OBJECTIVES))
     datasets = _check_list(raw.get("datasets"), "datasets", tuple(DATASETS))
-    results_root = raw.get("results_root", "results")
-    figures_root = raw.get("figures_root", str(CONFIG_DIR.parent / "figures"))
-    for key, value in (("results_root", results_root), ("figures_root", figures_root)):
-        if not isinstance(value, str):
-            raise ConfigError(f"profile: '{key}' must be a str, got {value!r}")
+    roots = {"results_root": results_home(), "figures_root": figures_home()}
+    for key in roots:          # a relative folder is the repository's, wherever we run from
+        if key in raw:
+            if not isinstance(raw[key], str) or not raw[key]:
+                raise ConfigError(f"profile: '{key}' must be a folder, got {raw[key]!r}")
+            roots[key] = project_path(raw[key])
+    results_root, figures_root = (str(roots[k]) for k in ("results_root", "figures_root"))
     description = raw.get("description", "")
     protocols = raw.get("protocols")
     if protocols is not None:
@@ -322,7 +327,7 @@ def load_profile(name_or_path: Union[str, Path], **overrides: Any) -> Profile:
     run_over = validate_run_keys(run_over, where="override")
     profile = Profile(name=path.stem, description=description, seeds=seeds, objectives=objectives,
                       datasets=datasets, results_root=results_root, figures_root=figures_root,
-                      settings=settings, overrides=run_over, path=str(path), protocols=protocols,
+                      settings=settings, overrides=run_over, path=str(path.resolve()), protocols=protocols,
                       reference=reference, given=dict(overrides), models=models)
     check_runs(profile.runs(), data=False)
     return profile

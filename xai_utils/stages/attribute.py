@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..ops.attribution import (TARGET_KINDS, attribute, check_method_options, check_methods, predict,
                                resolve_options)
