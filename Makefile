@@ -16,7 +16,7 @@ JOBS    ?= auto
 TEST_WORKERS ?= auto
 FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup lock test reproduce rehearse gpu-check figures lab api-docs data browser clean-results help
+.PHONY: setup lock test reproduce rehearse gpu-check figures lab api-docs data browser deviations clean-results help
 
 PROFILES := $(sort $(basename $(notdir $(wildcard configs/*.yaml))))
 
@@ -32,6 +32,7 @@ help:
 	@echo "make test      run the test suite (CPU, offline; installs Debian's Fashion-MNIST and Chromium when absent)"
 	@echo "make lock      remake requirements.lock (the exact environment make setup installs) from pyproject.toml"
 	@echo "make figures   rebuild figures/\$$PROFILE from saved results (no model needed)"
+	@echo "make deviations  the effect of each of the authors' settings on the quick study: figures/deviations/"
 	@echo "make lab       open the notebooks in JupyterLab"
 	@echo "make api-docs  rewrite docs/api.md (every public function and class) from the code"
 
@@ -111,6 +112,24 @@ gpu-check: setup
 figures: setup
 	$(PY) -m xai_utils.pipeline --profile $(PROFILE) --stage figures --force
 
+# The measured effect of each deviation from the authors' code (docs/protocol-and-deviations.md):
+# the quick study under this companion's protocol (its trained runs reused when results/quick has
+# them), then copies of it re-explained and re-scored with one of the authors' settings each
+# (only the stages the setting affects re-run); the tables go to figures/deviations/<name>/quick/.
+DEVIATIONS := eigencam_sign:method_options.eigencam.sign=numpy noise_space:noise_space=official \
+              black:pixel_flipping_baseline=black_normalised tie_break:pixel_flipping_tie_break=stable
+deviations: setup data
+	$(PY) -m xai_utils.pipeline --profile quick --set "protocols=[corrected]" \
+	  --set figures_root=figures/deviations/corrected --jobs $(JOBS) $(ARGS)
+	@for d in $(DEVIATIONS); do name=$${d%%:*}; setting=$${d#*:}; \
+	  echo "deviation $$name: $$setting"; \
+	  rm -rf results/deviations/$$name && mkdir -p results/deviations/$$name && \
+	  cp -r $${XAI_RESULTS:-results}/quick results/deviations/$$name/ && \
+	  $(PY) -m xai_utils.pipeline --profile quick --set "protocols=[corrected]" --set "$$setting" \
+	    --set results_root=results/deviations/$$name --set figures_root=figures/deviations/$$name \
+	    --jobs $(JOBS) $(ARGS) || exit 1; \
+	done
+
 # The browser test of JupyterLab (tests/test_lab.py) drives Debian's Chromium through Debian's
 # chromedriver (no browser or driver is fetched by the tests); installed when absent and apt-get
 # is usable, as Fashion-MNIST is.
@@ -132,4 +151,4 @@ api-docs: setup
 	$(PY) -m xai_utils.reference > docs/api.md
 
 clean-results:
-	rm -rf results/$(PROFILE)
+	rm -rf $${XAI_RESULTS:-results}/$(PROFILE)

@@ -109,3 +109,144 @@ def test_the_api_reference_is_the_codes():
                  "xai_utils.study.brought"):
         assert f"### `{name}`" in made
     assert "- `evaluate(model" in made and "- `compare_objectives(df" in made
+
+
+# ----------------------------------------------------------------------------- what the docs name exists
+
+CODE_PAGES = [p for p in PAGES if p.name != "api.md"]       # api.md is made from the code itself
+# flags of other programs that the docs quote, and the program
+OTHER_FLAGS = {"--compile-bytecode": "uv pip install", "--time": "sbatch"}
+
+
+def code_of(text: str) -> list[str]:
+    """The commands and code a page quotes: its code blocks' lines and its `code spans`."""
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    return [line for b in blocks for line in b.splitlines()] + re.findall(r"`([^`\n]+)`", prose)
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), flags=re.M))
+
+
+def command_line_flags() -> set[str]:
+    """Every ``--flag`` an ``add_argument`` call of the package or the benchmarks declares."""
+    import ast
+    flags = {"--help"}
+    for path in [*(ROOT / "xai_utils").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+                flags |= {a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")}
+    return flags
+
+
+def named(pattern: str, pages=CODE_PAGES) -> dict[str, list[str]]:
+    """Each match of ``pattern`` (its first group) in the quoted code of ``pages`` -> the pages."""
+    found: dict[str, list[str]] = {}
+    for page in pages:
+        for code in code_of(page.read_text()):
+            for m in re.finditer(pattern, code):
+                found.setdefault(m.group(1), []).append(page.name)
+    return found
+
+
+def test_every_make_target_the_docs_name_exists():
+    quoted = named(r"\bmake ([a-z][a-z-]*)")
+    assert {"reproduce", "test", "figures", "lab"} <= set(quoted)
+    missing = {t: pages for t, pages in quoted.items() if t not in make_targets()}
+    assert not missing, f"make targets the docs name but the Makefile lacks: {missing}"
+
+
+def test_every_command_line_flag_the_docs_name_exists():
+    quoted = named(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
+    assert {"--profile", "--set", "--executor", "--slurm-cpus-per-run", "--no-progress", "--devices"} <= set(quoted)
+    missing = {f: pages for f, pages in quoted.items() if f not in command_line_flags() | set(OTHER_FLAGS)}
+    assert not missing, f"flags the docs name that no command line declares: {missing}"
+
+
+def test_every_setting_the_docs_name_exists():
+    """`--set key=value` and the keys of every YAML block: profile keys, or run settings under
+    ``settings: <selector>:`` (a dotted key sets one entry of a mapping-valued setting)."""
+    import yaml
+    from xai_utils.settings import PROFILE_KEYS
+    from xai_utils.settings.run_config import RUN_KEYS
+    bad = [(page, key) for key, pages in named(r"--set[ =]['\"]?([a-z_][a-z0-9_.]*)=").items() for page in pages
+           if key.split(".")[0] not in set(RUN_KEYS) | set(PROFILE_KEYS)]
+    blocks = 0
+    for page in CODE_PAGES:
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), flags=re.S):
+            profile = yaml.safe_load(block)
+            blocks += 1
+            bad += [(page.name, k) for k in profile if k not in PROFILE_KEYS]
+            for selector, keys in (profile.get("settings") or {}).items():
+                bad += [(page.name, f"settings.{selector}.{k}") for k in keys or {} if k not in RUN_KEYS]
+    assert blocks >= 1 and not bad, f"settings the docs name that do not exist: {bad}"
+
+
+def test_the_docs_checks_see_a_wrong_name(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("Run `make reproducee`, then `python -m xai_utils.pipeline --profiel quick --set epoch=3`.\n")
+    assert named(r"\bmake ([a-z][a-z-]*)", [page]) == {"reproducee": ["page.md"]}
+    assert "reproducee" not in make_targets() and "--profiel" not in command_line_flags()
+    assert set(named(r"(?<![\w-])(--[a-z][a-z0-9-]*)", [page])) == {"--profiel", "--set"}
+
+
+def test_the_run_folder_tree_names_every_file_of_a_run():
+    """docs/pipeline-and-settings.md's tree of a run folder names every file and folder of the
+    layout (xai_utils.settings.layout), so a new file cannot go unmentioned."""
+    from xai_utils.settings import layout
+    page = (ROOT / "docs" / "pipeline-and-settings.md").read_text()
+    tree = page.split("## What a run writes", 1)[1].split("```", 2)[1]
+    names = [layout.CONFIG, layout.TRAIN_LOG, layout.CHECKPOINT, layout.PREVIOUS_CHECKPOINT, layout.MODEL,
+             layout.TRAIN_SUMMARY, layout.PREDICTIONS, layout.EMBEDDINGS, layout.CALIBRATION, layout.RESULTS,
+             layout.FINGERPRINT, *(f"{d}/" for d in (layout.ATTRIBUTIONS, layout.PAIRS, layout.CURVES, layout.STAGES,
+                                                     layout.NOTEBOOKS, layout.PROTOCOLS))]
+    missing = [n for n in names if n not in tree]
+    assert not missing, f"the run-folder tree omits {missing}"
+
+
+# Each results page and the committed tables it quotes (figures/<folder>/*.csv).
+QUOTED_TABLES = {"README.md": ("quick", "seeds", "extensions"),
+                 "docs/results-quick.md": ("quick", "reproductions/quick-amd-epyc"),
+                 "docs/results-seeds.md": ("seeds", "reproductions/seeds-amd-epyc"),
+                 "docs/results-extensions.md": ("extensions",), "docs/pairs.md": ("quick",)}
+# numbers of those pages that no committed table holds, and where the page says they come from
+NOT_FROM_A_TABLE = {("README.md", "2604.22540"): "the paper's arXiv number",
+                    ("docs/results-seeds.md", "2.25"): "a ratio of two gaps of table_claim_robustness",
+                    ("docs/results-seeds.md", "86.88"): "the 20,000-image run the page names (not committed)",
+                    ("docs/results-seeds.md", "0.70"): "the same",
+                    ("docs/results-seeds.md", "84.10"): "the same",
+                    ("docs/results-seeds.md", "0.449"): "the same"}
+NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d{2,}(?![\w.])")
+
+
+def table_numbers(folders) -> set[str]:
+    """Every number of the committed CSV tables of ``folders``, as it reads at 1 to 4 decimals."""
+    import csv
+    out = set()
+    for folder in folders:
+        for path in (ROOT / "figures" / folder).glob("*.csv"):
+            for row in csv.reader(path.open()):
+                for cell in row:
+                    try:
+                        value = abs(float(cell))
+                    except ValueError:
+                        continue
+                    out |= {f"{value:.{d}f}" for d in range(1, 5)}
+    return out
+
+
+@pytest.mark.parametrize("page", sorted(QUOTED_TABLES))
+def test_every_number_a_results_page_quotes_is_in_its_tables(page):
+    """A number with two or more decimals on a results page is a committed table's, rounded as
+    quoted (or listed above with where the page says it comes from)."""
+    held = table_numbers(QUOTED_TABLES[page])
+    quoted = NUMBER.findall((ROOT / page).read_text())
+    assert len(quoted) > 10
+    stray = sorted({n for n in quoted if n.lstrip("-") not in held and (page, n.lstrip("-")) not in NOT_FROM_A_TABLE})
+    assert not stray, f"{page} quotes numbers no committed table of {QUOTED_TABLES[page]} holds: {stray}"
+
+
+def test_the_number_check_sees_a_misquote():
+    held = table_numbers(("quick",))
+    assert "80.76" in held and "80.77" not in held and "0.1750" in held

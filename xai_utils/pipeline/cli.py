@@ -59,7 +59,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="any other sbatch option, e.g. --slurm-option account=abc (repeatable)")
     ap.add_argument("--wait", action="store_true",
                     help="slurm: wait for the jobs, report failures, then make the figures here")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress bar (a log file, a batch job); the lines of finished notebooks stay")
     args = ap.parse_args(argv)
     try:
         devices = _check_scale_out(args)
