@@ -160,3 +160,34 @@ def test_evaluating_on_images_the_model_was_trained_on_is_refused():
                               calibration="crossfit"), {"train": n, "test": 2000})
     check_sizes(RunConfig(dataset="shapes", eval_split="test", eval_samples=100, train_subset=4000),
                 {"train": n, "test": 2000})                                              # held-out split
+
+
+# ----------------------------------------------------------------------------- where results and figures go
+
+def test_relative_folders_are_the_repositorys_whatever_the_working_directory(tmp_path, monkeypatch):
+    from pathlib import Path
+    from xai_utils.settings import layout
+    repo = Path(layout.__file__).resolve().parents[2]
+    monkeypatch.delenv("XAI_RESULTS", raising=False)
+    monkeypatch.delenv("XAI_FIGURES", raising=False)
+    monkeypatch.chdir(tmp_path)                     # a kernel started in notebooks/, a shell elsewhere
+    profile = load_profile("smoke")
+    assert Path(profile.results_root) == repo / "results" and profile.figures_dir() == repo / "figures" / "smoke"
+    assert Path(load_profile("smoke", results_root="elsewhere").results_root) == repo / "elsewhere"
+    assert Path(load_profile("smoke", results_root=str(tmp_path)).results_root) == tmp_path
+    assert layout.run_folder("smoke/shapes/ce/seed0") == repo / "results" / "smoke" / "shapes" / "ce" / "seed0"
+    assert layout.run_folder(tmp_path / "run") == tmp_path / "run"
+    assert layout.study_dir(None, "quick") == repo / "results" / "quick"
+    # the environment moves the defaults (a relative value is the repository's too)
+    monkeypatch.setenv("XAI_RESULTS", str(tmp_path / "r"))
+    monkeypatch.setenv("XAI_FIGURES", "figs")
+    profile = load_profile("smoke")
+    assert Path(profile.results_root) == tmp_path / "r" and profile.figures_dir() == repo / "figs" / "smoke"
+    assert layout.run_folder("smoke/shapes/ce/seed0") == tmp_path / "r" / "smoke" / "shapes" / "ce" / "seed0"
+
+
+def test_a_profile_root_must_be_a_folder(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [shapes]\nresults_root: 3\n")
+    with pytest.raises(ConfigError, match="'results_root' must be a folder"):
+        load_profile(str(bad))
