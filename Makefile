@@ -117,7 +117,8 @@ figures: setup
 # them), then copies of it re-explained and re-scored with one of the authors' settings each
 # (only the stages the setting affects re-run); the tables go to figures/deviations/<name>/quick/.
 DEVIATIONS := eigencam_sign:method_options.eigencam.sign=numpy noise_space:noise_space=official \
-              black:pixel_flipping_baseline=black_normalised tie_break:pixel_flipping_tie_break=stable
+              black:pixel_flipping_baseline=black_normalised tie_break:pixel_flipping_tie_break=stable \
+              nan_pairing:nan_pairing=per_model
 deviations: setup data
 	$(PY) -m xai_utils.pipeline --profile quick --set "protocols=[corrected]" \
 	  --set figures_root=figures/deviations/corrected --jobs $(JOBS) $(ARGS)

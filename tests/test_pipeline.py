@@ -77,6 +77,10 @@ def test_validation_checks_notebook_parameters(tmp_path):
     with pytest.raises(ConfigError, match="parameter 'seed' must be int"):
         pipeline.validate(p)
     assert _files(tmp_path) == []
+    # the figures job carries each protocol's NaN pairing, the study's setting where it gives one
+    assert p.jobs[-1].params["nan_pairing"] == {"corrected": "pairs", "official": "per_model"}
+    per_model = pipeline.plan(load_profile("smoke", results_root=str(tmp_path), nan_pairing="per_model"))
+    assert per_model.jobs[-1].params["nan_pairing"] == {"corrected": "per_model", "official": "per_model"}
 
 
 def test_only_selects_runs():

@@ -370,3 +370,23 @@ def test_the_accuracy_table_says_where_the_temperature_was_fitted(method, words)
     assert words in caption
     other = "two-fold" if method == "heldout" else "held-out"
     assert other not in caption
+
+
+def test_the_studys_nan_pairing_reaches_the_paired_tests(tmp_path):
+    """``nan_pairing`` (protocol -> pairing) reaches the significance table: a NaN of one CE image
+    is dropped as a pair by default, and per model (the authors' way, which misaligns the rest)
+    when the study says so; without a setting each protocol keeps its own."""
+    root = tmp_path / "results"
+    write_fake_study(root, "tiny", objectives=("ce", "scl"), seeds=(0,), methods=("gradcam",),
+                     metrics=("complexity",), curves=False, embeddings=False, n=12)
+    path = root / "tiny" / "shapes" / "ce" / "seed0" / "results.csv"
+    df, other = pd.read_csv(path), pd.read_csv(root / "tiny" / "shapes" / "scl" / "seed0" / "results.csv")
+    both = sorted(set(df.loc[df["correct"], "sample_index"]) & set(other.loc[other["correct"], "sample_index"]))
+    df.loc[df["sample_index"] == both[0], "value"] = np.nan       # an image both models classify correctly
+    df.to_csv(path, index=False)
+    made = {}
+    for name, pairing in (("own", None), ("pairs", {"corrected": "pairs"}), ("per_model", {"corrected": "per_model"})):
+        report.build_all("tiny", results_root=root, output_dir=tmp_path / name, nan_pairing=pairing)
+        made[name] = pd.read_csv(tmp_path / name / "table_significance.csv")
+    pd.testing.assert_frame_equal(made["own"], made["pairs"])
+    assert made["pairs"]["mean_diff"].iloc[0] != pytest.approx(made["per_model"]["mean_diff"].iloc[0])

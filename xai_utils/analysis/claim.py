@@ -31,7 +31,7 @@ and the gap as a share of that distance.
 from __future__ import annotations
 
 import textwrap
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -63,16 +63,18 @@ def claim_pair(objectives: Iterable[str], reference: Optional[str] = None) -> tu
                             " (a study of other models names its reference: 'reference:' in the profile)"))
 
 
-def _pairing(protocol: str) -> str:
-    """The NaN pairing a protocol imposes (its registry entry)."""
-    return RunConfig(protocol=protocol).nan_pairing
+def nan_pairing_of(protocol: str, pairings: Optional[Mapping[str, str]] = None) -> str:
+    """How the paired tests of an evaluation protocol treat NaNs: ``pairings[protocol]`` (the
+    study's setting ``nan_pairing``, per protocol) or, without one, the protocol's own
+    (its registry entry: ``per_model`` for the authors' protocol)."""
+    return (pairings or {}).get(protocol) or RunConfig(protocol=protocol).nan_pairing
 
 
 CONTROL = "random"                        # the attribution method that is the floor
 
 
 def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: str = REFERENCE,
-                seeds: str = "image_mean") -> pd.DataFrame:
+                seeds: str = "image_mean", nan_pairing: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
     """One row per dataset x method x metric (score) x protocol: dataset, method, facet,
     metric, protocol, order (best to worst), mean_<challenger>, mean_<reference>, diff
     (challenger - reference), d_z, p_holm, n_pairs, holds (the image-level verdict in
@@ -83,14 +85,15 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
     (the mean score of the ``random`` control maps over the two objectives) and
     real_minus_random (the method's mean over the two objectives against it, signed so that
     > 0 means better than random; NaN without the control). ``results``:
-    :func:`saved.study_results` with ``all_protocols=True``. The control itself has no row."""
+    :func:`saved.study_results` with ``all_protocols=True``; ``nan_pairing``: the NaN pairing of
+    each protocol's tests (:func:`nan_pairing_of`). The control itself has no row."""
     if results.empty:
         return pd.DataFrame()
     named = objective_label(reference)
     rows = []
     for protocol, res in results.groupby("protocol", sort=False):
         summary = stats.summarize(res)
-        tests = stats.compare_objectives(res, seeds=seeds, nan_pairing=_pairing(protocol))
+        tests = stats.compare_objectives(res, seeds=seeds, nan_pairing=nan_pairing_of(protocol, nan_pairing))
         floor = {(d, m): dict(zip(g["objective"], g["mean"])) for (d, m), g in
                  summary[summary["method"] == CONTROL].groupby(["dataset", "metric"], sort=False)}
         for (ds, method, metric), g in summary.groupby(["dataset", "method", "metric"], sort=False):
@@ -237,13 +240,13 @@ def _rect(x: float, y: float, face: str, edge: str, height: float = 1.0):
 
 
 def table_claim_robustness(results_all: pd.DataFrame, seeds: str = "image_mean",
-                           reference: Optional[str] = None) -> Table:
+                           reference: Optional[str] = None, nan_pairing: Optional[Mapping[str, str]] = None) -> Table:
     """:func:`claim_table` as a table (``results_all``: every protocol), for the study's
     :func:`claim_pair` (``reference``: the profile's)."""
     if results_all.empty:
         raise MissingInputError("no SCL and CE results to compare")
     challenger, reference = claim_pair(results_all["objective"].unique(), reference)
-    t = claim_table(results_all, challenger, reference, seeds=seeds)
+    t = claim_table(results_all, challenger, reference, seeds=seeds, nan_pairing=nan_pairing)
     if t.empty:
         raise MissingInputError(f"no {challenger} and {reference} results to compare")
     a, b = objective_label(challenger), objective_label(reference)

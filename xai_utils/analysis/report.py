@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import pandas as pd
 
@@ -43,7 +43,7 @@ from ..settings import layout as runs
 from ..stages import files
 from ..stages.fingerprint import fingerprint_id, read_fingerprints
 from . import saved
-from .claim import claim_pair, plot_claim, table_claim_robustness
+from .claim import claim_pair, nan_pairing_of, plot_claim, table_claim_robustness
 from .names import dataset_label, objective_label, order_objectives
 from .pair_figures import fig_pair_grid, is_pair_row, table_pair_metrics
 from .plotting import add_footer, save_figure
@@ -67,7 +67,13 @@ class StudyInputs:
     n_images: Optional[int] = None
     seeds: str = "image_mean"
     reference: Optional[str] = None
+    nan_pairing: dict[str, str] = field(default_factory=dict)     # protocol -> NaN pairing of its tests
     made: dict[str, pd.DataFrame] = field(default_factory=dict)   # the data of the tables made so far
+
+    def pairing(self, results: pd.DataFrame) -> str:
+        """The NaN pairing of the tests on ``results`` (rows of one protocol, the runs' own)."""
+        protocols = results["protocol"].unique() if "protocol" in results else []
+        return nan_pairing_of(str(protocols[0]) if len(protocols) else "corrected", self.nan_pairing)
 
     def require(self, *names: str) -> None:
         """MissingInputError naming the first of ``names`` that is empty."""
@@ -104,7 +110,8 @@ def _paper_vs_reproduced(s: StudyInputs) -> Table:
 
 
 def _pair_significance(s: StudyInputs) -> Table:
-    table = table_significance(s.pair_results, seeds=s.seeds, reference=s.reference)
+    table = table_significance(s.pair_results, seeds=s.seeds, reference=s.reference,
+                               nan_pairing=s.pairing(s.pair_results))
     table.name = "table_pair_significance"
     table.notes.append("Pair analysis: the unit is a pair of images, keyed by (seed, pair id); it is kept when "
                        "every compared model classifies both of its images correctly; the pair's kind is in the "
@@ -115,11 +122,11 @@ def _pair_significance(s: StudyInputs) -> Table:
 TABLE_PARTS: tuple[Part, ...] = (
     Part("table_accuracy", lambda s: table_accuracy(s.summaries), needs=("summaries",)),
     Part("table_attribution_metrics", lambda s: table_attribution_metrics(s.results), needs=("results",)),
-    Part("table_significance", lambda s: table_significance(s.results, seeds=s.seeds, reference=s.reference),
-         needs=("results",)),
+    Part("table_significance", lambda s: table_significance(s.results, seeds=s.seeds, reference=s.reference,
+                                                            nan_pairing=s.pairing(s.results)), needs=("results",)),
     Part("paper_vs_reproduced", _paper_vs_reproduced),
     Part("table_claim_robustness", lambda s: table_claim_robustness(s.results_all, seeds=s.seeds,
-                                                                    reference=s.reference)),
+                                                                    reference=s.reference, nan_pairing=s.nan_pairing)),
     Part("table_pair_metrics", lambda s: table_pair_metrics(s.pair_results, s.run_dirs), pairs=True),
     Part("table_pair_significance", _pair_significance, pairs=True),
 )
@@ -154,14 +161,17 @@ def coverage(expected: Sequence[str], covered: Sequence[str]) -> str:
 def build_all(profile: str, results_root: Optional[PathLike] = None, output_dir: Optional[PathLike] = None,
               n_images: Optional[int] = None, seeds: str = "image_mean",
               runs_expected: Optional[Sequence[str]] = None,
-              runs_missing: Sequence[str] = (), reference: Optional[str] = None) -> list[Path]:
+              runs_missing: Sequence[str] = (), reference: Optional[str] = None,
+              nan_pairing: Optional[Mapping[str, str]] = None) -> list[Path]:
     """Write every table (CSV, Markdown, LaTeX) and figure (PDF, PNG) of a study.
 
     Reads ``<results_root>/<profile>/<dataset>/<objective>/seed<k>/`` (``results_root`` None:
     the repository's ``results/`` or ``$XAI_RESULTS``; a relative folder is the repository's) (only the runs of
     ``runs_expected``, ids like ``shapes/ce/seed0``, when given, and none of ``runs_missing``:
     runs whose files, if any, hold results of other settings); writes into ``output_dir``
-    (``reference``: test every objective against this one only, instead of every pair)
+    (``reference``: test every objective against this one only, instead of every pair;
+    ``nan_pairing``: protocol -> how its paired tests treat NaNs, the study's setting; a protocol
+    without one keeps its own, :func:`~xai_utils.analysis.claim.nan_pairing_of`)
     (default ``figures/<profile>`` of the repository, or ``$XAI_FIGURES/<profile>``). Every figure and ``report_notes.md`` say which runs
     they cover and which expected runs are missing (:func:`coverage`). A part whose input is
     missing is skipped with its reason (log + ``report_notes.md``); any other error in a part
@@ -186,7 +196,8 @@ def build_all(profile: str, results_root: Optional[PathLike] = None, output_dir:
     inputs = StudyInputs(run_dirs, everything[~is_pair_row(everything)], everything[is_pair_row(everything)],
                          results_all[~is_pair_row(results_all)],
                          saved.load_summaries(results_root, profile, run_dirs=run_dirs), profile=profile,
-                         n_images=n_images, seeds=seeds, reference=reference or None)
+                         n_images=n_images, seeds=seeds, reference=reference or None,
+                         nan_pairing=dict(nan_pairing or {}))
     notes: list[str] = []
     written: list[Path] = []
     for part in TABLE_PARTS + FIGURE_PARTS:

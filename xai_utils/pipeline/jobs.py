@@ -147,10 +147,16 @@ def plan(profile: Profile, stages: Sequence[Stage] = STAGES, only: Optional[str]
                             params={"profile": profile.name, "results_root": str(Path(profile.results_root).resolve()),
                                     "output_dir": str(profile.figures_dir().resolve()),
                                     "runs": [r.run_id for r in profile.runs()], "missing": [],
-                                    "reference": profile.reference or ""},
+                                    "reference": profile.reference or "", "nan_pairing": nan_pairings(profile)},
                             output=notebook_path(study, NOTEBOOKS[Stage.FIGURES]),
                             marker=stage_marker(study, Stage.FIGURES), digest=digest, lock_dir=study))
     return out
+
+
+def nan_pairings(profile: Profile) -> dict[str, str]:
+    """Each evaluation protocol of a study -> how its paired tests treat NaNs (the setting
+    ``nan_pairing`` of its runs, which the authors' protocol sets to ``per_model``)."""
+    return {str(cfg.protocol): cfg.nan_pairing for run in profile.runs() for cfg, _ in profile.evaluations(run)}
 
 
 def figures_digest(profile: Profile) -> str:
@@ -236,7 +242,8 @@ def _make_figures(job: Job) -> Any:
     from ..analysis.report import build_all   # reason: scipy.stats and matplotlib (2 s) load only where figures are made in this process
     return build_all(job.params["profile"], results_root=job.params["results_root"],
                      output_dir=job.params["output_dir"], runs_expected=job.params["runs"],
-                     runs_missing=job.params["missing"], reference=job.params["reference"] or None)
+                     runs_missing=job.params["missing"], reference=job.params["reference"] or None,
+                     nan_pairing=job.params["nan_pairing"])
 
 
 # What each notebook calls, for a job run in this process (``--executor inline``): the same
