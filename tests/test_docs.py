@@ -254,3 +254,13 @@ def test_every_number_a_results_page_quotes_is_in_its_tables(page):
 def test_the_number_check_sees_a_misquote():
     held = table_numbers(("quick",))
     assert "80.76" in held and "80.77" not in held and "0.1750" in held
+
+
+def test_the_profiles_point_to_pages_and_sections_that_exist():
+    """The comments of configs/*.yaml name docs pages (and sections) a clone has."""
+    named = [(p.name, page, anchor) for p in sorted((ROOT / "configs").glob("*.yaml"))
+             for page, anchor in re.findall(r"docs/([\w-]+\.md)(?:#([\w-]+))?", p.read_text())]
+    assert len(named) >= 7
+    broken = [(c, page, anchor) for c, page, anchor in named
+              if not (ROOT / "docs" / page).is_file() or (anchor and anchor not in anchors(ROOT / "docs" / page))]
+    assert not broken, f"profiles point to pages or sections that do not exist: {broken}"
