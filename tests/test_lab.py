@@ -24,7 +24,6 @@ from notebook_copy import SMALL, copy_repository, python_path
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 KERNEL = "Python 3 (xai_utils)"          # the kernel `make setup` installs in the environment
-PROMPT = re.compile(r"\[(\d+|\*| )\]:")
 
 
 def _free_port() -> int:

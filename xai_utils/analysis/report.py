@@ -166,17 +166,17 @@ def build_all(profile: str, results_root: Optional[PathLike] = None, output_dir:
     """Write every table (CSV, Markdown, LaTeX) and figure (PDF, PNG) of a study.
 
     Reads ``<results_root>/<profile>/<dataset>/<objective>/seed<k>/`` (``results_root`` None:
-    the repository's ``results/`` or ``$XAI_RESULTS``; a relative folder is the repository's) (only the runs of
-    ``runs_expected``, ids like ``shapes/ce/seed0``, when given, and none of ``runs_missing``:
-    runs whose files, if any, hold results of other settings); writes into ``output_dir``
-    (``reference``: test every objective against this one only, instead of every pair;
-    ``nan_pairing``: protocol -> how its paired tests treat NaNs, the study's setting; a protocol
-    without one keeps its own, :func:`~xai_utils.analysis.claim.nan_pairing_of`)
-    (default ``figures/<profile>`` of the repository, or ``$XAI_FIGURES/<profile>``). Every figure and ``report_notes.md`` say which runs
-    they cover and which expected runs are missing (:func:`coverage`). A part whose input is
-    missing is skipped with its reason (log + ``report_notes.md``); any other error in a part
-    propagates. Raises FileNotFoundError, writing nothing, when no run has a result. Returns
-    the written paths.
+    the repository's ``results/`` or ``$XAI_RESULTS``; a relative folder is the repository's),
+    only the runs of ``runs_expected`` (ids like ``shapes/ce/seed0``) when given, and none of
+    ``runs_missing`` (runs whose files, if any, hold results of other settings). Writes into
+    ``output_dir`` (default: the repository's ``figures/<profile>``, or ``$XAI_FIGURES/<profile>``).
+    ``reference``: test every objective against this one only, instead of every pair.
+    ``nan_pairing``: protocol -> how its paired tests treat NaNs (the study's setting); a
+    protocol without one keeps its own (:func:`~xai_utils.analysis.claim.nan_pairing_of`).
+    Every figure and ``report_notes.md`` say which runs they cover and which expected runs are
+    missing (:func:`coverage`). A part whose input is missing is skipped with its reason (log +
+    ``report_notes.md``); any other error in a part propagates. Raises FileNotFoundError,
+    writing nothing, when no run has a result. Returns the written paths.
     """
     out = runs.project_path(output_dir) if output_dir else runs.figures_home() / profile
     run_dirs = saved.find_run_dirs(results_root, profile)
