@@ -16,7 +16,7 @@ JOBS    ?= auto
 TEST_WORKERS ?= auto
 FMNIST_DEB := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup lock test reproduce rehearse gpu-check figures lab api-docs data browser deviations clean-results help
+.PHONY: setup lock test reproduce rehearse gpu-check figures lab api-docs data browser cluster-packages slurm-local slurm-local-stop deviations clean-results help
 
 PROFILES := $(sort $(basename $(notdir $(wildcard configs/*.yaml))))
 
@@ -34,6 +34,7 @@ help:
 	@echo "make figures   rebuild figures/\$$PROFILE from saved results (no model needed)"
 	@echo "make deviations  the effect of each of the authors' settings on the quick study: figures/deviations/"
 	@echo "make lab       open the notebooks in JupyterLab"
+	@echo "make slurm-local  a one-node SLURM cluster here (Debian's packages) to try --executor slurm; make slurm-local-stop"
 	@echo "make api-docs  rewrite docs/api.md (every public function and class) from the code"
 
 setup: $(STAMP)
@@ -72,7 +73,7 @@ lock:
 
 # Two pytest-xdist workers on two cores (one per core elsewhere), whole modules each, the longest
 # first (tests/conftest.py); `make test TEST_WORKERS=0` runs the suite in one process.
-test: setup data browser
+test: setup data browser cluster-packages
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Fashion-MNIST offline: Debian ships it. Looked for where the loader looks (the data folder,
@@ -144,6 +145,29 @@ browser:
 	else \
 	  echo "Chromium not found: run 'sudo apt-get install chromium chromium-driver' (tests/test_lab.py needs them)"; \
 	fi
+
+# A one-node SLURM cluster on this machine (xai_utils/pipeline/local_cluster.py) for trying the
+# SLURM path: Debian's slurm-wlm, munge, slurmdbd and mariadb-server, installed when absent and
+# apt-get is usable (tests/test_local_cluster.py starts one). `make slurm-local` prints how to use it.
+CLUSTER_PROGRAMS := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/slurmdbd /usr/sbin/munged /usr/sbin/mariadbd
+cluster-packages:
+	@if for p in $(CLUSTER_PROGRAMS); do [ -x $$p ] || exit 1; done; then \
+	  echo "SLURM, munge and MariaDB: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "SLURM, munge and MariaDB: installing Debian's slurm-wlm munge slurmdbd mariadb-server"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q slurm-wlm munge slurmdbd mariadb-server >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null && apt-get install -y -q slurm-wlm munge slurmdbd mariadb-server >/dev/null); \
+	else \
+	  echo "SLURM not found: run 'sudo apt-get install slurm-wlm munge slurmdbd mariadb-server'"; \
+	fi
+
+SLURM_DIR ?= .slurm
+slurm-local: setup cluster-packages
+	@$(PY) -m xai_utils.pipeline.local_cluster start $(SLURM_DIR)
+
+slurm-local-stop: setup
+	@$(PY) -m xai_utils.pipeline.local_cluster stop $(SLURM_DIR)
 
 lab: setup
 	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/
