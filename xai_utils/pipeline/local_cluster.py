@@ -64,19 +64,20 @@ def conf_path(folder: Path) -> Path:
     return Path(folder).resolve() / "slurm.conf"
 
 
+def _program(name: str) -> str:
+    """A program's path: on PATH, or in /usr/sbin (where Debian puts the daemons)."""
+    return shutil.which(name) or str(Path("/usr/sbin", name))
+
+
 def check_machine() -> None:
     """One line (ConfigError) where the cluster cannot start here: not root, or a program missing."""
     if os.geteuid() != 0:
         raise ConfigError("local SLURM cluster: needs root (it starts munged, MariaDB, slurmdbd, slurmctld "
                           "and slurmd as root)")
-    missing = [p for p in PROGRAMS if shutil.which(p) is None and not Path("/usr/sbin", p).is_file()]
+    missing = [p for p in PROGRAMS if not Path(_program(p)).is_file()]
     if missing:
         raise ConfigError(f"local SLURM cluster: {missing[0]} not found; install Debian's {' '.join(PACKAGES)} "
                           f"(make cluster-packages)")
-
-
-def _program(name: str) -> str:
-    return shutil.which(name) or str(Path("/usr/sbin", name))
 
 
 def write_config(folder: Path) -> tuple[dict[str, Path], int]:
@@ -224,14 +225,15 @@ def stop(folder: Path, log: Callable[[str], None] = print) -> list[str]:
     folder = Path(folder).resolve()
     stopped = []
     for name in reversed(DAEMONS):
-        pid = running(folder).get(name)
+        pid_file = folder / "run" / f"{name}.pid"
+        pid = _alive(pid_file)
         if pid is None:
             continue
         os.kill(pid, signal.SIGTERM)
         end = time.monotonic() + 20
-        while time.monotonic() < end and _alive(folder / "run" / f"{name}.pid") == pid:
+        while time.monotonic() < end and _alive(pid_file) == pid:
             time.sleep(0.2)
-        if _alive(folder / "run" / f"{name}.pid") == pid:
+        if _alive(pid_file) == pid:
             os.kill(pid, signal.SIGKILL)
         stopped.append(name)
     log(f"local SLURM cluster in {folder}: " + (f"stopped {', '.join(stopped)}" if stopped else "nothing running"))
