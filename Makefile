@@ -151,7 +151,7 @@ browser:
 # apt-get is usable (tests/test_local_cluster.py starts one). `make slurm-local` prints how to use it.
 CLUSTER_PROGRAMS := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/slurmdbd /usr/sbin/munged /usr/sbin/mariadbd
 cluster-packages:
-	@if for p in $(CLUSTER_PROGRAMS); do [ -x $$p ] || exit 1; done; then \
+	@if (for p in $(CLUSTER_PROGRAMS); do [ -x $$p ] || exit 1; done); then \
 	  echo "SLURM, munge and MariaDB: found"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  echo "SLURM, munge and MariaDB: installing Debian's slurm-wlm munge slurmdbd mariadb-server"; \

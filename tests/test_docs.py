@@ -1,9 +1,12 @@
 """The front door and the docs: a README a newcomer reads in minutes, and links that resolve."""
+import ast
+import csv
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
@@ -131,7 +134,6 @@ def make_targets() -> set[str]:
 
 def command_line_flags() -> set[str]:
     """Every ``--flag`` an ``add_argument`` call of the package or the benchmarks declares."""
-    import ast
     flags = {"--help"}
     for path in [*(ROOT / "xai_utils").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
@@ -167,7 +169,6 @@ def test_every_command_line_flag_the_docs_name_exists():
 def test_every_setting_the_docs_name_exists():
     """`--set key=value` and the keys of every YAML block: profile keys, or run settings under
     ``settings: <selector>:`` (a dotted key sets one entry of a mapping-valued setting)."""
-    import yaml
     from xai_utils.settings import PROFILE_KEYS
     from xai_utils.settings.run_config import RUN_KEYS
     bad = [(page, key) for key, pages in named(r"--set[ =]['\"]?([a-z_][a-z0-9_.]*)=").items() for page in pages
@@ -226,7 +227,6 @@ NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d{2,}(?![\w.])")
 
 def table_numbers(folders) -> set[str]:
     """Every number of the committed CSV tables of ``folders``, as it reads at 1 to 4 decimals."""
-    import csv
     out = set()
     for folder in folders:
         for path in (ROOT / "figures" / folder).glob("*.csv"):
