@@ -148,7 +148,7 @@ browser:
 
 # A one-node SLURM cluster on this machine (xai_utils/pipeline/local_cluster.py) for trying the
 # SLURM path: Debian's slurm-wlm, munge, slurmdbd and mariadb-server, installed when absent and
-# apt-get is usable (tests/test_local_cluster.py starts one). `make slurm-local` prints how to use it.
+# apt-get is usable (tests/test_slurm.py runs the study on one). `make slurm-local` prints how to use it.
 CLUSTER_PROGRAMS := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/slurmdbd /usr/sbin/munged /usr/sbin/mariadbd
 cluster-packages:
 	@if (for p in $(CLUSTER_PROGRAMS); do [ -x $$p ] || exit 1; done); then \

@@ -41,7 +41,9 @@ import torch  # noqa: E402
 # Modules by the time they take (worker seconds, measured with two workers on two cores), longest
 # first: `make test` hands whole modules to the workers in this order (--dist loadfile
 # --no-loadscope-reorder), so that no long module starts last while the other worker idles.
-LONGEST_FIRST = ("test_rehearsal", "test_pipeline", "test_faults", "test_train", "test_excon",
+# test_slurm spends most of its time waiting for its cluster's jobs (a time limit takes at least
+# a minute to pass): started first, it waits while the other worker goes on.
+LONGEST_FIRST = ("test_slurm", "test_rehearsal", "test_pipeline", "test_faults", "test_train", "test_excon",
                  "test_executors", "test_notebooks", "test_own_models", "test_cgc", "test_claim", "test_lab")
 
 

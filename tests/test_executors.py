@@ -1,19 +1,21 @@
-"""Scale-out: one GPU per concurrent run (fake device names on the CPU), and the SLURM path
-through submitit's LocalExecutor (no SLURM here) with the smoke study's CE run."""
+"""Scale-out: one GPU per concurrent run (fake device names on the CPU); the SLURM submission
+through submitit's LocalExecutor; and, with fake SLURM clients, the cases the one-node cluster of
+tests/test_slurm.py cannot show (a scheduler that does not answer, a partition with GPUs, sbatch
+refusing the figures job after accepting the runs)."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from xai_utils import pipeline
-from xai_utils.pipeline import executors
+from xai_utils.pipeline import executors, slurm
 from xai_utils.settings import load_profile
 from xai_utils.settings import ConfigError
-from xai_utils.pipeline.jobs import run_groups, summary
+from xai_utils.pipeline.jobs import run_groups
 from xai_utils.stages.artefacts import load_json
 from xai_utils.stages.files import save_json
 
@@ -66,7 +68,7 @@ def test_bad_scale_out_values_fail_in_one_line_before_any_work(tmp_path, four_gp
 def test_slurm_times_are_read_as_slurm_reads_them(text, minutes):
     """SLURM's --time formats (sbatch(1)): MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS;
     leftover seconds count as a whole minute."""
-    assert executors.slurm_minutes(text) == minutes
+    assert slurm.slurm_minutes(text) == minutes
 
 
 def test_concurrent_runs_never_share_a_gpu():
@@ -103,35 +105,9 @@ def test_each_kernel_sees_only_its_device(tmp_path, four_gpus):
     assert sorted(seen) == ["2", "3"]          # --jobs defaults to one run per device: both at once
 
 
-def test_slurm_path_through_submitit_local(tmp_path):
-    """The run submitted as a job (submitit's LocalExecutor, through the notebooks) gives the
-    results of the same run made in this process (inline), in the same tree layout; a second
-    submission submits nothing."""
-    local, sub = tmp_path / "local", tmp_path / "submitit"
-    assert pipeline.main(SMALL + _roots(local) + ["--executor", "inline", "--stage", "train", "--stage", "attribute",
-                                                  "--stage", "evaluate"]) == 0
-    assert pipeline.main(SMALL + _roots(sub) + ["--executor", "submitit-local"]) == 0
-    run = Path("smoke") / "shapes" / "ce" / "seed0"
-    a = pd.read_csv(local / "results" / run / "results.csv")
-    b = pd.read_csv(sub / "results" / run / "results.csv")
-    pd.testing.assert_frame_equal(a, b)
-    acc = [load_json(r / "results" / run / "train_summary.json")["test_accuracy"] for r in (local, sub)]
-    assert acc[0] == acc[1]
-    assert (sub / "figures" / "smoke-partial" / "table_accuracy.csv").is_file()
-    record = load_json(sub / "results" / run / "stages" / "submitted.json")
-    assert record["stages"] == ["train", "attribute", "evaluate"] and Path(record["log"]).is_file()
-    before = sorted(p.name for p in (sub / "results" / "smoke" / "slurm").iterdir())
-    jobs = executors.submit(pipeline.plan(load_profile(
-        "smoke", results_root=str(sub / "results"), figures_root=str(sub / "figures"),
-        **pipeline.parse_set([SMALL[i + 1] for i, a in enumerate(SMALL) if a == "--set"])),
-        only="shapes/ce/0"), "submitit-local", executors.SlurmOptions())
-    assert all(j.status == "skipped" for j in jobs)
-    assert sorted(p.name for p in (sub / "results" / "smoke" / "slurm").iterdir()) == before   # no new job
-
-
 def test_a_failed_job_is_reported_with_its_log(tmp_path, capsys):
-    """A run whose training fails inside its job (ImageNet files that are not images): its
-    stages are reported failed, with the job's log and the failed notebook."""
+    """submitit's local executor: a run whose training fails inside its job (ImageNet files that
+    are not images) is reported failed, with the job's log and the failed notebook."""
     from xai_utils.study.data import imagenet_s50_classes
     root = tmp_path / "corrupt"
     for split in ("train", "val"):
@@ -153,9 +129,10 @@ settings:
     assert pipeline.main(["--profile", str(prof), "--no-progress", "--stage", "train",
                           "--executor", "submitit-local"]) == 1
     out = capsys.readouterr().out
-    assert "FAILED imagenet_s50/ce/seed0:train" in out
-    log = next(line for line in out.splitlines() if line.startswith("log: "))
-    assert Path(log.split("; ")[0][5:]).is_file() and "01_train.failed.ipynb" in log
+    assert "FAILED imagenet_s50/ce/seed0:train: job " in out
+    line = next(line for line in out.splitlines() if re.match(r"\S+ job \d+ \(imagenet_s50/ce/seed0\): log ", line))
+    log, notebook = (part.partition(" ")[2] for part in line.split(": ", 1)[1].split("; ")[:2])
+    assert Path(log).is_file() and notebook.endswith("01_train.failed.ipynb") and Path(notebook).is_file()
 
 
 # ----------------------------------------------------------------------------- resubmission guard
@@ -186,56 +163,9 @@ def _smoke_plan_with_records(tmp: Path, records: dict[str, tuple[str, str]]):
     for g in run_groups(p.jobs):
         if g[0].group in records:
             job_id, kind = records[g[0].group]
-            save_json(executors.submitted_path(g), {"job_id": job_id, "executor": kind, "log": "x.err",
+            save_json(slurm.submitted_path(g), {"job_id": job_id, "executor": kind, "log": "x.err",
                                                     "stages": [j.stage for j in g], "submitted": "2025-01-01T00:00:00"})
     return p
-
-
-def _status(jobs, run: str) -> set[str]:
-    return {j.status for j in jobs if j.group == run}
-
-
-@pytest.mark.parametrize("force", [False, True])
-def test_a_run_whose_job_is_queued_or_running_is_not_submitted_again(tmp_path, monkeypatch, capsys, force):
-    """RUNNING and PENDING (squeue) stay; one squeue does not list, sacct calls COMPLETED: submitted
-    again, as is a run with a submitit-local record (never asked about). One call of each."""
-    log = _fake_slurm(tmp_path, monkeypatch, squeue="4242_0 RUNNING\n4242_1 PENDING", sacct="4242_2|COMPLETED")
-    p = _smoke_plan_with_records(tmp_path, {"shapes/ce/seed0": ("4242_0", "slurm"),
-                                            "shapes/scl/seed0": ("4242_1", "slurm"),
-                                            "shapes/tl/seed0": ("4242_2", "slurm")})
-    jobs = executors.submit(p, "slurm", executors.SlurmOptions(), force=force)
-    assert _status(jobs, "shapes/ce/seed0") == _status(jobs, "shapes/scl/seed0") == {"queued"}
-    assert _status(jobs, "shapes/tl/seed0") == {"submitted"}
-    text = summary(jobs)
-    assert text.startswith("5 submitted, 10 queued")
-    forced = " (not even with --force)" if force else ""
-    assert (f"shapes/ce/seed0: job 4242_0 is RUNNING; not submitted again{forced} (scancel 4242_0 to replace it)"
-            in text.splitlines())
-    assert f"shapes/scl/seed0: job 4242_1 is PENDING; not submitted again{forced}" in text
-    calls = log.read_text().splitlines()
-    assert calls[:2] == ["squeue -h -r -j 4242_0,4242_1,4242_2 -o %i %T", "sacct -n -P -X -j 4242_2 -o JobID,State"]
-    assert [c.split()[0] for c in calls[2:]] == ["sbatch", "sbatch"]           # the run, then the figures
-    records = {g[0].group: load_json(executors.submitted_path(g))["job_id"] for g in run_groups(jobs)[:3]}
-    assert records == {"shapes/ce/seed0": "4242_0", "shapes/scl/seed0": "4242_1", "shapes/tl/seed0": "5000"}
-    assert "after job(s) 5000, 4242_0, 4242_1 end" in capsys.readouterr().out   # figures wait for all
-
-
-def test_a_run_whose_job_ended_is_submitted_again(tmp_path, monkeypatch):
-    """squeue lists none of the jobs (exit 1, 'Invalid job id', as it does for ids it no longer
-    knows); sacct calls them FAILED / CANCELLED: both runs submitted; the submitit-local record
-    is not asked about."""
-    log = _fake_slurm(tmp_path, monkeypatch, sacct="4242_0|FAILED\n4243|CANCELLED by 1000")
-    (tmp_path / "bin" / "squeue").write_text(
-        f"#!/bin/sh\necho \"squeue $*\" >> '{log}'\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n")
-    p = _smoke_plan_with_records(tmp_path, {"shapes/ce/seed0": ("4242_0", "slurm"),
-                                            "shapes/scl/seed0": ("4243", "slurm"),
-                                            "shapes/tl/seed0": ("777", "submitit-local")})
-    jobs = executors.submit(p, "slurm", executors.SlurmOptions())
-    assert {j.status for j in jobs if j.stage != "figures"} == {"submitted"}
-    assert "queued" not in summary(jobs)
-    calls = log.read_text().splitlines()
-    assert calls[:2] == ["squeue -h -r -j 4242_0,4243 -o %i %T", "sacct -n -P -X -j 4242_0,4243 -o JobID,State"]
-    assert [c.split()[0] for c in calls[2:]] == ["sbatch", "sbatch"]
 
 
 @pytest.mark.parametrize("missing", [True, False])
@@ -250,9 +180,52 @@ def test_without_an_answer_from_the_scheduler_the_run_is_submitted_again(tmp_pat
                             f"echo '{name}: error: Unable to contact slurm controller' >&2\nexit 1\n")
             path.chmod(0o755)
     p = _smoke_plan_with_records(tmp_path, {"shapes/ce/seed0": ("4242_0", "slurm")})
-    jobs = executors.submit(p, "slurm", executors.SlurmOptions())
+    jobs = slurm.submit(p, "slurm", slurm.SlurmOptions())
     assert {j.status for j in jobs if j.stage != "figures"} == {"submitted"}
     out = capsys.readouterr().out.splitlines()
     assert [line for line in out if "could not be asked" in line] == [
         "shapes/ce/seed0: the state of job 4242_0 could not be asked (squeue and sacct did not answer); submitted again"]
     assert [c.split()[0] for c in log.read_text().splitlines()] == ([] if missing else ["squeue", "sacct"]) + ["sbatch"] * 2
+
+
+def test_gpus_per_run_follow_the_runs_device_and_the_partition(tmp_path, monkeypatch):
+    """cpu: none; cuda: one; auto: one where sinfo lists GPUs (GRES) for the partition (the
+    default one, marked *, when none is named), none where it lists none, one where sinfo does
+    not answer; a partition sinfo does not list is refused; --slurm-gpus-per-run overrides all."""
+    _fake_slurm(tmp_path, monkeypatch)
+    sinfo = tmp_path / "bin" / "sinfo"
+    sinfo.write_text("#!/bin/sh\nprintf '%s\\n' 'gpu*|gpu:a100:4(S:0-1)' 'cpu|(null)' 'cpu|(null)'\n")
+    sinfo.chmod(0o755)
+    cases = [(["cpu", "cpu"], None, None, 0), (["cpu", "cuda:0"], "cpu", None, 1), (["auto"], None, None, 1),
+             (["auto"], "gpu", None, 1), (["auto"], "cpu", None, 0), (["cpu"], "cpu", 2, 2)]
+    for devices, partition, given, gpus in cases:
+        assert slurm.gpus_per_run(devices, slurm.SlurmOptions(partition, given))[0] == gpus, (devices, partition)
+    assert slurm.gpus_per_run(["auto"], slurm.SlurmOptions("cpu"))[1] == "device auto; partition 'cpu' has no GPU"
+    with pytest.raises(slurm.SubmissionRefused, match=r"^--slurm-partition: 'elsewhere' is not a partition of this "
+                                                     r"cluster \(its partitions: cpu, gpu\)$"):
+        slurm.gpus_per_run(["auto"], slurm.SlurmOptions("elsewhere"))
+    sinfo.unlink()
+    assert slurm.gpus_per_run(["auto"], slurm.SlurmOptions("cpu"))[0] == 1
+
+
+def test_a_refused_figures_job_cancels_the_runs_array(tmp_path, monkeypatch):
+    """sbatch accepts the runs' array, then refuses the figures job: the array is cancelled,
+    no run records a submission, and the refusal is one line."""
+    log = _fake_slurm(tmp_path, monkeypatch, answer=False)
+    counter = tmp_path / "count"
+    (tmp_path / "bin" / "sbatch").write_text(
+        f"#!/bin/sh\necho \"sbatch $*\" >> '{log}'\n"
+        f"if [ -e '{counter}' ]; then echo 'sbatch: error: Batch job submission failed: Job dependency problem' >&2; "
+        f"exit 1; fi\n: > '{counter}'\necho 'Submitted batch job 5000'\n")
+    for name in ("scancel", "sinfo"):
+        (tmp_path / "bin" / name).write_text(f"#!/bin/sh\necho \"{name} $*\" >> '{log}'\nexit 1\n")
+        (tmp_path / "bin" / name).chmod(0o755)
+    p = _smoke_plan_with_records(tmp_path, {})
+    with pytest.raises(slurm.SubmissionRefused) as refused:
+        slurm.submit(p, "slurm", slurm.SlurmOptions())
+    assert str(refused.value) == ("sbatch refused the figures job: sbatch: error: Batch job submission failed: "
+                                  "Job dependency problem; the runs' job array 5000 was cancelled, nothing is submitted")
+    assert [c.split()[0] for c in log.read_text().splitlines()] == ["sinfo", "sbatch", "sbatch", "scancel"]
+    assert "scancel 5000" in log.read_text().splitlines()
+    assert not list(tmp_path.rglob("submitted.json"))
+

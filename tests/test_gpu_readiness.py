@@ -248,7 +248,7 @@ def test_uses_clean_view_says_exactly_which_objectives_need_it(objective):
 
 def _args(**kw) -> argparse.Namespace:
     base = dict(executor="local", jobs="auto", devices=None, slurm_partition=None, slurm_option=[],
-                slurm_cpus_per_run=None, wait=False, slurm_gpus_per_run=1, slurm_time="24:00:00", no_wait=False)
+                slurm_cpus_per_run=None, wait=False, slurm_gpus_per_run=None, slurm_time="24:00:00", no_wait=False)
     return argparse.Namespace(**{**base, **kw})
 
 

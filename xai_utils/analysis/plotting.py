@@ -252,14 +252,16 @@ def bracket_levels(spans: list[tuple[float, float]]) -> list[int]:
 
 
 def wilson_interval(hits: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95 % by default); (nan, nan) for n = 0."""
+    """Wilson score interval of a binomial proportion (95 % by default); (nan, nan) for n = 0.
+    It holds the proportion itself, also where rounding would put a bound a hair inside it (all
+    hits or none)."""
     if n <= 0:
         return float("nan"), float("nan")
     p = hits / n
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def hit_rates(ax, groups: list[np.ndarray], positions: Sequence[float], colors: Sequence[str]) -> tuple[float, float]:
@@ -268,7 +270,7 @@ def hit_rates(ax, groups: list[np.ndarray], positions: Sequence[float], colors: 
     for g, x, c in zip(groups, positions, colors):
         if not len(g):
             continue
-        rate = float(np.mean(g))
+        rate = float(np.sum(g)) / len(g)
         low, high = wilson_interval(float(np.sum(g)), len(g))
         ax.errorbar([x], [rate], yerr=[[rate - low], [high - rate]], fmt="o", color=c, ms=5, capsize=3,
                     elinewidth=1.2, markeredgecolor="0.2")

@@ -11,6 +11,7 @@ the exit status is then 1 and the summary says what failed and where its noteboo
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..settings.layout import Stage
 from ..settings.profiles import load_profile
 from ..settings.rehearsal import what_shrank
 from ..study.data import write_stand_in_data
-from . import executors
+from . import executors, slurm
 from .jobs import STAGES, parse_set, plan, results_digest, summary, validate
 
 
@@ -52,7 +53,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="the study shrunk to minutes, into <results_root>/<profile>-rehearsal/ (stand-in data "
                          "where the real files are absent); see xai_utils.settings.rehearsal")
     ap.add_argument("--slurm-partition", default=None)
-    ap.add_argument("--slurm-gpus-per-run", type=int, default=1, metavar="N")
+    ap.add_argument("--slurm-gpus-per-run", type=int, default=None, metavar="N",
+                    help="GPUs each run's job asks for (default: none where the runs' device is cpu, or auto on a "
+                         "partition without GPUs; one otherwise)")
     ap.add_argument("--slurm-time", default="24:00:00", metavar="TIME", help="sbatch --time per run (default 24:00:00)")
     ap.add_argument("--slurm-cpus-per-run", type=int, default=None, metavar="N")
     ap.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
@@ -61,6 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="slurm: wait for the jobs, report failures, then make the figures here")
     ap.add_argument("--no-progress", action="store_true",
                     help="no progress bar (a log file, a batch job); the lines of finished notebooks stay")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
     try:
         devices = _check_scale_out(args)
@@ -70,8 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _announce_rehearsal(full, profile, write=not args.dry_run)
         p = plan(profile, args.stage or STAGES, args.only)
         executors.check_local(args.jobs, devices, [j.run for j in p.jobs if j.run is not None])
-        slurm = executors.SlurmOptions(args.slurm_partition, args.slurm_gpus_per_run, args.slurm_time,
-                                       args.slurm_cpus_per_run, executors.parse_slurm_options(args.slurm_option))
+        options = slurm.SlurmOptions(args.slurm_partition, args.slurm_gpus_per_run, args.slurm_time,
+                                     args.slurm_cpus_per_run, slurm.parse_slurm_options(args.slurm_option))
         validate(p, force=args.force, notebooks=args.executor != "inline")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -89,7 +93,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         jobs = executors.run_plan(p, force=args.force, progress=not args.no_progress, workers=args.jobs,
                                   devices=devices, inline=args.executor == "inline", wait=not args.no_wait)
     else:
-        jobs = executors.submit(p, args.executor, slurm, force=args.force, wait=args.wait)
+        try:
+            jobs = slurm.submit(p, args.executor, options, force=args.force, wait=args.wait,
+                                 rerun=shlex.join(["python", "-m", "xai_utils.pipeline", *argv]))
+        except slurm.SubmissionRefused as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     print(summary(jobs))
     print(results_digest(jobs))
     print(f"total {time.perf_counter() - start:.0f} s")
@@ -109,7 +118,7 @@ def _check_scale_out(args: argparse.Namespace) -> list[str]:
         args.jobs = int(args.jobs)
     slurm_flags = [f for f, v in (("--slurm-partition", args.slurm_partition), ("--slurm-option", args.slurm_option),
                                   ("--slurm-cpus-per-run", args.slurm_cpus_per_run), ("--wait", args.wait),
-                                  ("--slurm-gpus-per-run", args.slurm_gpus_per_run != 1),
+                                  ("--slurm-gpus-per-run", args.slurm_gpus_per_run is not None),
                                   ("--slurm-time", args.slurm_time != "24:00:00")) if v]
     if args.executor == "local" and slurm_flags:
         raise ConfigError(f"{slurm_flags[0]} needs --executor slurm")
@@ -122,7 +131,7 @@ def _check_scale_out(args: argparse.Namespace) -> list[str]:
     if args.no_wait and args.executor not in ("local", "inline"):
         raise ConfigError(f"--no-wait is for local runs; with --executor {args.executor} each job waits for the "
                           f"lock of its run")
-    if args.slurm_gpus_per_run < 0:
+    if args.slurm_gpus_per_run is not None and args.slurm_gpus_per_run < 0:
         raise ConfigError(f"--slurm-gpus-per-run must be at least 0, got {args.slurm_gpus_per_run}")
     local = args.executor == "local"
     devices = executors.parse_devices(args.devices if args.devices or not local or not executors.available_gpus()

@@ -14,17 +14,9 @@ The runs of a study are independent, so scaling out means running several at onc
 * **Inline** (``--executor inline``): the stage functions the notebooks call, in this process,
   one run after another, without kernels or executed notebooks (rehearsals, debugging, a
   machine without Jupyter).
-* **SLURM** (``--executor slurm``). Each run whose stages are not all finished becomes one
-  task of a job array, submitted through submitit. The task runs the run's remaining
-  notebooks exactly as a local run would, into the same results tree. The figures come
-  after all of them: a job that depends on the array (``afterany``), or, with ``--wait``,
-  this process waits, reports every failed task with its log, and makes the figures itself.
-  Finished stages are skipped before submission (their markers, as locally), so
-  resubmitting the same command submits only what is not finished; a run whose last SLURM
-  job is still pending or running is not submitted again (:func:`active_submissions`).
-* ``--executor submitit-local`` sends the same submission through submitit's
-  ``LocalExecutor``, as processes on this machine. The tests use it (there is no SLURM
-  here), and a user can rehearse a cluster submission with it.
+* **SLURM** (``--executor slurm``, or ``submitit-local`` to rehearse it with local processes):
+  each run with unfinished stages becomes one task of a job array, submitted through
+  submitit; the figures follow (:mod:`.slurm`).
 """
 from __future__ import annotations
 
@@ -32,12 +24,6 @@ import concurrent.futures
 import contextlib
 import os
 import queue
-import re
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
@@ -45,13 +31,12 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..settings.layout import Stage
-from ..stages.artefacts import load_json
-from ..stages.files import save_json
-from .jobs import Job, Plan, failed_notebook, run_group, run_groups
+from .jobs import Job, Plan, run_group, run_groups
 from .notebooks import in_notebook_dir
+from .slurm import KINDS
 
 
-EXECUTORS = ("local", "inline", "slurm", "submitit-local")
+EXECUTORS = ("local", "inline", *KINDS)
 CPU_JOBS = 2                 # --jobs auto without a GPU: two single-threaded runs beat one on two cores
 
 
@@ -185,220 +170,4 @@ def run_plan(p: Plan, force: bool = False, progress: bool = True, workers: int =
             run_group(group, p.profile, force, log=tqdm.write, on_job=lambda job: bar.update(1), inline=inline,
                       wait=wait)
     bar.close()
-    return p.jobs
-
-
-# ----------------------------------------------------------------------------- SLURM
-
-@dataclass
-class SlurmOptions:
-    """What each submitted run asks the scheduler for."""
-
-    partition: Optional[str] = None
-    gpus_per_run: int = 1
-    time: str = "24:00:00"                 # sbatch --time
-    cpus_per_run: Optional[int] = None
-    extra: dict[str, str] = field(default_factory=dict)   # other sbatch options, passed through
-
-    def __post_init__(self) -> None:
-        slurm_minutes(self.time)             # a time SLURM would refuse is refused here, before any work
-
-
-def parse_slurm_options(items: Sequence[str]) -> dict[str, str]:
-    """``--slurm-option KEY=VALUE`` items -> sbatch options (``account=abc``, ``qos=high``)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--slurm-option expects KEY=VALUE (an sbatch option), got '{item}'")
-        out[key.strip().lstrip("-").replace("-", "_")] = value.strip()
-    return out
-
-
-def make_executor(kind: str, folder: Path, options: SlurmOptions, name: str = "xai"):
-    """A submitit executor writing its logs under ``folder`` (``%j`` = the job id)."""
-    import submitit   # reason: needed only to submit (SLURM, or submitit's local processes)
-    if kind == "submitit-local":
-        ex = submitit.LocalExecutor(folder=str(folder / "%j"))
-        ex.update_parameters(timeout_min=slurm_minutes(options.time))
-        return ex
-    if kind != "slurm":
-        raise ConfigError(f"unknown executor '{kind}'; valid: {', '.join(EXECUTORS)}")
-    ex = submitit.SlurmExecutor(folder=str(folder / "%j"))
-    params: dict[str, Any] = {"time": options.time, "gpus_per_node": options.gpus_per_run,
-                              "job_name": name, "additional_parameters": dict(options.extra)}
-    if options.partition:
-        params["partition"] = options.partition
-    if options.cpus_per_run:
-        params["cpus_per_task"] = options.cpus_per_run
-    ex.update_parameters(**params)
-    return ex
-
-
-# sbatch --time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS
-_SLURM_TIME = re.compile(r"(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)")
-
-
-def slurm_minutes(text: str) -> int:
-    """sbatch's ``--time`` in whole minutes, read as SLURM reads it (``MM``, ``MM:SS``,
-    ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``; leftover seconds round up); anything
-    else is a ConfigError."""
-    m = _SLURM_TIME.fullmatch(str(text).strip())
-    if m is None:
-        raise ConfigError(f"--slurm-time {text!r} is not a SLURM time: use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM "
-                          "or D-HH:MM:SS")
-    days, hours, minutes, seconds, a, b, c = (int(g) if g is not None else None for g in m.groups())
-    if days is None:                                   # no day: MM, MM:SS or HH:MM:SS
-        days, (hours, minutes, seconds) = 0, ((a, b, c) if c is not None else (0, a, b or 0))
-    return days * 24 * 60 + hours * 60 + (minutes or 0) + (1 if seconds else 0)
-
-
-def run_remote(group: list[Job], force: bool, profile: Any = None) -> list[dict[str, Any]]:
-    """The body of one submitted job: a run's stages in order (or the figures, which need the
-    ``profile``), as :func:`~xai_utils.pipeline.jobs.run_group` runs them locally; returns what happened to
-    each stage."""
-    with in_notebook_dir():
-        run_group(group, profile, force=force, log=lambda text: print(text, flush=True))
-    return [{"label": j.label, "status": j.status, "seconds": j.seconds, "error": j.error} for j in group]
-
-
-def submitted_path(group: list[Job]) -> Path:
-    """Where a run records its last submission (the trained run's ``stages/`` folder)."""
-    return group[0].marker.parent / "submitted.json"
-
-
-# states of a job that still holds (or waits for) its allocation: `squeue` JOB STATE CODES
-ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-                           "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT"})
-QUERY_TIMEOUT_S = 60
-
-
-def _ask_scheduler(command: list[str]) -> Optional[dict[str, str]]:
-    """job id -> state from one ``squeue``/``sacct`` call (lines ``ID STATE`` or ``ID|STATE``);
-    None when the command is not on PATH, times out or fails. squeue's "Invalid job id"
-    (exit 1 when none of the ids is known any more) is an answer: nothing queued."""
-    try:
-        r = subprocess.run(command, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if r.returncode != 0:
-        return {} if "Invalid job id" in r.stderr else None
-    out: dict[str, str] = {}
-    for line in r.stdout.splitlines():
-        parts = line.replace("|", " ").split()
-        if len(parts) >= 2:
-            out[parts[0]] = parts[1].rstrip("+")       # sacct: 'CANCELLED by 123', 'RUNNING+'
-    return out
-
-
-def active_submissions(groups: Sequence[list[Job]]) -> dict[str, tuple[str, str]]:
-    """Runs whose last SLURM submission (``submitted.json``, executor ``slurm``) is still
-    pending or running: run -> (job id, state), so that rerunning the command does not
-    submit them twice (two jobs training into the same run folder).
-
-    One ``squeue -h -r -j IDS`` call for all runs (``-r``: array tasks one per line); the ids
-    it does not list go to one ``sacct -X`` call (finished, failed, cancelled: not active).
-    Only ``slurm`` records are asked about: ``submitit-local`` jobs are this machine's
-    processes, which the submitting command waited for. When neither command answers (not
-    on PATH, an error, a timeout), the run is submitted again with one line saying so: this
-    is what the command did before the guard existed, the scheduler is probably unreachable
-    then anyway (sbatch would fail too), and refusing would block every resubmission from a
-    machine where these commands fail, short of deleting the records by hand."""
-    last: dict[str, str] = {}
-    for g in groups:
-        path = submitted_path(g)
-        record = load_json(path) if path.is_file() else {}
-        if record.get("executor") == "slurm" and record.get("job_id"):
-            last[g[0].group] = str(record["job_id"])
-    if not last:
-        return {}
-    ids = sorted(set(last.values()))
-    queue_ = _ask_scheduler(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"])
-    states = dict(queue_ or {})
-    rest = [i for i in ids if i not in states]
-    if rest:
-        acct = _ask_scheduler(["sacct", "-n", "-P", "-X", "-j", ",".join(rest), "-o", "JobID,State"])
-        states.update(acct or {})
-        if acct is None and queue_ is None:
-            for run, job in last.items():
-                print(f"{run}: the state of job {job} could not be asked (squeue and sacct did not answer); "
-                      f"submitted again")
-    return {run: (job, states[job]) for run, job in last.items() if states.get(job) in ACTIVE_STATES}
-
-
-def submit(p: Plan, kind: str, options: SlurmOptions, force: bool = False, wait: bool = False
-           ) -> list[Job]:
-    """Submit every run with unfinished stages as one task of a job array; then the figures.
-
-    A run whose last SLURM job is still pending or running (:func:`active_submissions`) is
-    not submitted again, even with ``force``: its jobs get status ``queued`` and a note
-    naming the job. ``wait`` (always with ``submitit-local``): wait for the tasks, report
-    each failed one with its log, and make the figures here. Otherwise (SLURM) the figures
-    are a job that starts after the array (and the queued jobs) have ended. With nothing to
-    submit the figures are made here at once, unless runs are still queued.
-    Returns the plan's jobs with their statuses where known."""
-    wait = wait or kind == "submitit-local"
-    by_run = run_groups(p.jobs)
-    runs = [g for g in by_run if g[0].stage != Stage.FIGURES]
-    figures = [j for g in by_run if g[0].stage == Stage.FIGURES for j in g]
-    todo = [g for g in runs if force or not all(j.finished() for j in g)]
-    active = active_submissions(todo) if kind == "slurm" else {}
-    queued = [g for g in todo if g[0].group in active]
-    todo = [g for g in todo if g[0].group not in active]
-    for g in runs:
-        if g not in todo and g not in queued:
-            for j in g:
-                j.status = "skipped"
-    for g in queued:
-        job, state = active[g[0].group]
-        for j in g:
-            j.status, j.note = "queued", ""
-        g[0].note = (f"{g[0].group}: job {job} is {state}; not submitted again"
-                     f"{' (not even with --force)' if force else ''} (scancel {job} to replace it)")
-    if queued and figures and (wait or not todo):         # they would miss the queued runs' results
-        figures[0].note = (f"figures: not made now, {len(queued)} run(s) still queued; "
-                           f"rerun this command after their jobs end")
-        figures = []
-    study = Path(p.profile.results_root).resolve() / p.profile.name
-    folder = study / "slurm"
-    if not todo:
-        print(f"nothing new to submit: {len(queued)} run(s) still queued" if queued else
-              "nothing to submit: every stage of every run is finished")
-        wait = True                                     # the figures (if due) are made here
-    else:
-        ex = make_executor(kind, folder, options, name=f"xai-{p.profile.name}")
-        with ex.batch():
-            handles = [ex.submit(run_remote, g, force) for g in todo]
-        for g, h in zip(todo, handles):
-            save_json(submitted_path(g), {"job_id": str(h.job_id), "executor": kind, "log": str(h.paths.stderr),
-                                          "stages": [j.stage for j in g], "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        print(f"submitted {len(todo)} run(s) with {kind}: job(s) {', '.join(str(h.job_id) for h in handles)}; "
-              f"logs in {folder}")
-        if not wait:
-            array = str(handles[0].job_id).split("_")[0]
-            if figures:
-                after = ":".join([array] + [active[g[0].group][0] for g in queued])
-                ex.update_parameters(dependency=f"afterany:{after}", gpus_per_node=0)
-                fig_job = ex.submit(run_remote, figures, force, p.profile)
-                print(f"figures: job {fig_job.job_id}, after job(s) {after.replace(':', ', ')} end")
-            for g in todo:
-                for j in g:
-                    j.status, j.note = "submitted", ""
-            return p.jobs
-        for g, h in zip(todo, handles):
-            try:
-                done = h.result()
-            except Exception as e:                      # the job itself failed (killed, timeout, ...)
-                for j in g:
-                    if not j.finished():
-                        j.status, j.error = "failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                print(f"FAILED job {h.job_id} ({g[0].run_id}); log: {h.paths.stderr}", file=sys.stderr)
-                continue
-            for j, d in zip(g, done):
-                j.status, j.seconds, j.error = d["status"], d["seconds"], d["error"]
-                if j.status == "failed":
-                    j.note = f"log: {h.paths.stderr}; notebook: {failed_notebook(j)}"
-    if figures and wait:
-        with in_notebook_dir():
-            run_group(figures, p.profile, force=force, log=print)
     return p.jobs

@@ -4,7 +4,7 @@ answers as on a real cluster), slurmctld and slurmd, with every file under one f
 
     python -m xai_utils.pipeline.local_cluster start .slurm     # `make slurm-local`
     export SLURM_CONF=$PWD/.slurm/slurm.conf                     # what it prints
-    python -m xai_utils.pipeline --profile smoke --executor slurm --slurm-partition local --slurm-gpus-per-run 0
+    python -m xai_utils.pipeline --profile smoke --executor slurm --slurm-partition local
     python -m xai_utils.pipeline.local_cluster stop .slurm      # `make slurm-local-stop`
 
 It runs the daemons as root (as a one-node test cluster may), on ports it finds free, and stops
@@ -49,14 +49,21 @@ def _until(check: Callable[[], bool], seconds: float, what: str) -> None:
     raise ConfigError(f"local SLURM cluster: {what} did not come up within {seconds:.0f} s")
 
 
+def _runs(pid: int) -> bool:
+    """The process runs (an exited one not yet reaped does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def _alive(pid_file: Path) -> Optional[int]:
-    """The pid in ``pid_file`` when that process runs (an exited one not yet reaped does not), else None."""
+    """The pid in ``pid_file`` when that process runs, else None."""
     try:
         pid = int(pid_file.read_text().split()[0])
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except (OSError, ValueError, IndexError):
         return None
-    return None if state in ("Z", "X") else pid
+    return pid if _runs(pid) else None
 
 
 def conf_path(folder: Path) -> Path:
@@ -119,6 +126,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
 ReturnToService=2
+# a job past its time limit is killed 5 s after SIGTERM (SLURM's default waits 30 s)
+KillWait=5
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
@@ -213,8 +222,7 @@ def start(folder: Path, log: Callable[[str], None] = print) -> Path:
     log(f"local SLURM cluster up in {folder}: partition '{PARTITION}', one node of {os.cpu_count()} CPUs, "
         f"accounting by slurmdbd")
     log(f"  export SLURM_CONF={conf}")
-    log(f"  python -m xai_utils.pipeline --profile smoke --executor slurm --slurm-partition {PARTITION} "
-        f"--slurm-gpus-per-run 0")
+    log(f"  python -m xai_utils.pipeline --profile smoke --executor slurm --slurm-partition {PARTITION}")
     log(f"  stop it: python -m xai_utils.pipeline.local_cluster stop {folder}")
     return conf_path(folder)
 
@@ -231,9 +239,9 @@ def stop(folder: Path, log: Callable[[str], None] = print) -> list[str]:
             continue
         os.kill(pid, signal.SIGTERM)
         end = time.monotonic() + 20
-        while time.monotonic() < end and _alive(pid_file) == pid:
-            time.sleep(0.2)
-        if _alive(pid_file) == pid:
+        while time.monotonic() < end and _runs(pid):       # the process itself: a daemon may remove
+            time.sleep(0.2)                                 # its pid file before it has exited
+        if _runs(pid):
             os.kill(pid, signal.SIGKILL)
         stopped.append(name)
     log(f"local SLURM cluster in {folder}: " + (f"stopped {', '.join(stopped)}" if stopped else "nothing running"))
