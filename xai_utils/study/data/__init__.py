@@ -2,7 +2,7 @@
 
 Modules: :mod:`.registry` (the registry and :func:`load_dataset`), :mod:`.base` (the
 in-memory dataset, fixed index subsets), one module per dataset (:mod:`.shapes`,
-:mod:`.fashion_mnist`, :mod:`.cifar10`, :mod:`.imagenet`), :mod:`.download` (where files
+:mod:`.fashion_mnist`, :mod:`.cifar10`, :mod:`.imagenet`, :mod:`.planted`), :mod:`.download` (where files
 are looked for), :mod:`.imagefiles` and :mod:`.streaming` (image files decoded in loader
 workers, the streamed ImageNet-S50 train split), :mod:`.generated` (stand-in files in a
 dataset's real format, for rehearsals and tests).
@@ -23,6 +23,10 @@ name             splits                           source
 ``cifar10``      train (50,000) / test (10,000)   torchvision's ``cifar-10-batches-py``
 ``imagenet_s50`` train (streamed) / val (+masks)  a folder the user supplies (see
                                                   :func:`~.imagenet.load_imagenet_s50`)
+``planted_<base> train / test, test_absent,       Fashion-MNIST or CIFAR-10 (``<base>``) with a
+_<rate>``        test_swapped (+cue masks)        class-linked cue drawn in, in ``<rate>`` % of
+                                                  the training images (000, 025, 050, 075,
+                                                  100; :mod:`.planted`)
 a profile's      train (optional) / test (+masks) a folder of images in torchvision's
 ``data:`` name                                    ImageFolder layout (:mod:`.imagefolder`,
                                                   :func:`register_imagefolder`)

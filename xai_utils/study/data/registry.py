@@ -14,6 +14,7 @@ from .fashion_mnist import count_fashion_mnist, locate_fashion_mnist, load_fashi
 from .generated import write_cifar10, write_imagenet_s50
 from .imagefolder import count_imagefolder, has_imagefolder_masks, load_imagefolder, locate_imagefolder
 from .imagenet import count_imagenet_s50, imagenet_mask_dir, locate_imagenet_s50, load_imagenet_s50
+from .planted import PLANTED_RATES, PLANTED_SPLITS, base_split, load_planted, planted_name
 from .shapes import SHAPES_SPLITS, load_shapes
 from .streaming import StreamingImageDataset
 
@@ -59,6 +60,21 @@ DATASETS: dict[str, DatasetSpec] = {
                                 masks=lambda split, root: split == "val" and imagenet_mask_dir(root) is not None,
                                 generate=write_imagenet_s50),
 }
+
+
+def _planted(base: str, cue_rate: float) -> DatasetSpec:
+    """The planted version of a registered 32-px dataset (:mod:`.planted`): the base's files,
+    counts and stand-ins, its splits made into the planted ones, every split with cue masks."""
+    b = DATASETS[base]
+    locate = None if b.locate is None else (lambda split, root, download: b.locate(base_split(split), root, download))
+    return DatasetSpec(f"Planted {b.label} (cue {cue_rate:.0%})",
+                       functools.partial(load_planted, b.load, base, cue_rate), PLANTED_SPLITS,
+                       lambda split, root: b.count(base_split(split), root), b.image_size, locate=locate,
+                       masks=lambda split, root: True, generate=b.generate)
+
+
+DATASETS.update({planted_name(base, rate): _planted(base, rate)
+                 for base in ("fashion_mnist", "cifar10") for rate in PLANTED_RATES})
 
 
 DATA_KINDS = ("imagefolder",)     # what a profile's ``data:`` may declare (the registered datasets aside)
