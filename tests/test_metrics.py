@@ -396,7 +396,8 @@ def test_registry_names_and_errors():
     assert paper <= set(M.METRICS)
     assert {m for m, s in M.METRICS.items() if not s.in_paper} == {
         "faithfulness_correlation", "max_sensitivity", "model_randomisation", "pixel_flipping_normalised",
-        "pixel_flipping_calibrated", "pixel_flipping_logit", "consistency", "road_morf", "road_lerf", "road"}
+        "pixel_flipping_calibrated", "pixel_flipping_logit", "consistency", "road_morf", "road_lerf", "road",
+        "cue_mass", "cue_pointing"}
     assert M.METRICS["contrastivity"].needs >= {"class_specific", "method"}
     assert M.METRICS["pointing_game"].needs == {"masks"}
     assert not M.METRICS["pixel_flipping"].higher_is_better

@@ -20,7 +20,7 @@ KEPT = ("dataset", "objective", "arch", "widths", "proj_dim", "augmentation", "o
         "excon_threshold", "excon_layer", "cgc_lambda", "cgc_temperature", "cgc_negatives", "target", "eval_split")
 
 
-@pytest.mark.parametrize("profile", ["cifar10", "cifar10_extensions", "imagenet_s50", "quick"])
+@pytest.mark.parametrize("profile", ["cifar10", "cifar10_extensions", "cifar10_planted", "imagenet_s50", "quick"])
 def test_a_rehearsal_shrinks_amounts_and_keeps_every_choice(profile, tmp_path):
     full = load_profile(profile, results_root=str(tmp_path))
     small = full.rehearsal()

@@ -198,7 +198,7 @@ def plot_claim(table: pd.DataFrame, challenger: str = CHALLENGER, reference: str
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([metric_label(m, arrow=True) for m in rows], fontsize=7)
         ax.set_xticks(range(len(cols)))
-        ax.set_xticklabels([f"{dataset_label(d)}\n{method_label(m)}\n{p}" for d, m, p in cols],
+        ax.set_xticklabels([f"{textwrap.fill(dataset_label(d), 20)}\n{method_label(m)}\n{p}" for d, m, p in cols],
                            fontsize=6.5)
         ax.tick_params(length=0)
         for sp in ax.spines.values():

@@ -17,6 +17,8 @@
 ``table_pair_metrics``         pair analysis: pair method x metric x pair kind (:mod:`.pair_figures`)
 ``table_pair_significance``    paired t-tests of the pair metrics, keyed by (seed, pair)
 ``fig_pair_grid``              example pairs and each objective's two maps per pair method
+``table_ground_truth``         planted datasets: what each model uses and how much its maps show
+``fig_ground_truth``           the same: mass on the cue against reliance, and their correlation
 ``coverage.json``              the runs covered and missing, and the machines that made them
                                (:func:`run_fingerprints`)
 =============================  ==========================================================
@@ -44,6 +46,7 @@ from ..stages import files
 from ..stages.fingerprint import fingerprint_id, read_fingerprints
 from . import saved
 from .claim import claim_pair, nan_pairing_of, plot_claim, table_claim_robustness
+from .ground_truth import fig_ground_truth, has_planted_runs, table_ground_truth
 from .names import dataset_label, objective_label, order_objectives
 from .pair_figures import fig_pair_grid, is_pair_row, table_pair_metrics
 from .plotting import add_footer, save_figure
@@ -95,12 +98,13 @@ MISSING = {"results": "no results.csv (run the evaluation stage)",
 @dataclass(frozen=True)
 class Part:
     """A table or figure of a study: its name, the inputs that must not be empty, the function
-    that makes it, and whether it belongs to the pair analysis (then a study without one does
-    not make it, and says nothing)."""
+    that makes it, and whether it belongs to the pair analysis or to planted datasets (then a
+    study without them does not make it, and says nothing)."""
     name: str
     make: Callable[[StudyInputs], Any]
     needs: tuple[str, ...] = ()
     pairs: bool = False
+    planted: bool = False
 
 
 def _paper_vs_reproduced(s: StudyInputs) -> Table:
@@ -129,6 +133,7 @@ TABLE_PARTS: tuple[Part, ...] = (
                                                                     reference=s.reference, nan_pairing=s.nan_pairing)),
     Part("table_pair_metrics", lambda s: table_pair_metrics(s.pair_results, s.run_dirs), pairs=True),
     Part("table_pair_significance", _pair_significance, pairs=True),
+    Part("table_ground_truth", lambda s: table_ground_truth(s.run_dirs, s.results), needs=("results",), planted=True),
 )
 FIGURE_PARTS: tuple[Part, ...] = (
     Part("fig_saliency_grid", lambda s: fig_saliency_grid(s.run_dirs, s.n_images)),
@@ -139,6 +144,7 @@ FIGURE_PARTS: tuple[Part, ...] = (
     Part("fig_claim_robustness", lambda s: plot_claim(s.table("table_claim_robustness"),
                                                       *claim_pair(s.results_all["objective"].unique(), s.reference))),
     Part("fig_pair_grid", lambda s: fig_pair_grid(s.run_dirs), pairs=True),
+    Part("fig_ground_truth", lambda s: fig_ground_truth(s.table("table_ground_truth")), planted=True),
 )
 TABLES = tuple(p.name for p in TABLE_PARTS)
 FIGURES = tuple(p.name for p in FIGURE_PARTS)
@@ -201,8 +207,8 @@ def build_all(profile: str, results_root: Optional[PathLike] = None, output_dir:
     notes: list[str] = []
     written: list[Path] = []
     for part in TABLE_PARTS + FIGURE_PARTS:
-        if part.pairs and inputs.pair_results.empty:
-            continue                                   # no pair analysis in this study: nothing to say
+        if (part.pairs and inputs.pair_results.empty) or (part.planted and not has_planted_runs(run_dirs)):
+            continue                                   # no pair analysis (planted data) in this study: nothing to say
         made = _make(part, inputs, profile, notes)
         if made is None:
             continue

@@ -91,6 +91,7 @@ PREDICTIONS = "predictions.npz"
 EMBEDDINGS = "embeddings.npz"
 CALIBRATION = "calibration.json"
 RESULTS = "results.csv"
+GROUND_TRUTH = "ground_truth.csv"       # planted datasets: what the model uses, by intervention
 FINGERPRINT = "fingerprint.json"
 # folders of a run folder (a study folder has stages/ and notebooks/ too, for its figures)
 ATTRIBUTIONS = "attributions"

@@ -193,6 +193,9 @@ def check_evaluation(cfg: RunConfig, data_masks: bool = True) -> None:
         if "class_specific" in needs and all(is_class_agnostic(m) for m in cfg.methods):
             raise _fail(cfg, "metrics", f"'{metric}' needs a class-specific method, but every method of "
                                         f"{cfg.methods} ignores the class explained")
+        if METRICS[metric].facet == "ground truth" and DATASETS[cfg.dataset].cue_rate is None:
+            raise _fail(cfg, "metrics", f"'{metric}' scores maps against a planted cue, which {cfg.dataset} does not "
+                                        f"draw: use a planted dataset (planted_fashion_mnist_100, ...)")
         if "masks" in needs and data_masks and not has_masks(cfg.dataset, cfg.eval_split, cfg.data_root):
             raise _fail(cfg, "metrics", f"'{metric}' needs object masks, which {cfg.dataset} "
                                         f"split '{cfg.eval_split}' does not have")

@@ -176,3 +176,21 @@ def load_results(folder: PathLike) -> pd.DataFrame:
     df["correct"] = df["correct"].astype(str).str.lower().isin(("true", "1", "1.0"))
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     return df
+
+
+GROUND_TRUTH_COLUMNS = ("image", "label", "target", "cue_swapped", "pred", "pred_absent", "pred_swapped", "logit",
+                        "logit_absent", "reliance")
+
+
+def load_ground_truth(folder: PathLike) -> pd.DataFrame:
+    """A planted run's ``ground_truth.csv`` (:mod:`xai_utils.stages.ground_truth`): one row per
+    evaluation image, the columns :data:`GROUND_TRUTH_COLUMNS`."""
+    p = Path(folder) / runs.GROUND_TRUTH
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: run the evaluation stage first (notebook 03_evaluate)")
+    df = read_csv(p)
+    missing = set(GROUND_TRUTH_COLUMNS) - set(df.columns)
+    if missing:
+        raise ValueError(f"{p} lacks columns {sorted(missing)}; expected {', '.join(GROUND_TRUTH_COLUMNS)}")
+    return df
+

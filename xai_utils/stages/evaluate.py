@@ -50,6 +50,7 @@ from .artefacts import load_npz, load_run_config
 from .fingerprint import record_fingerprint
 from .attribute import load_attributions
 from .calibrate import calibrate_run, image_temperatures
+from .ground_truth import ground_truth_run
 from .model_io import load_model
 from .pairs import evaluate_pairs
 
@@ -132,6 +133,8 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
         if pair_rows is not None:
             tables.append(pair_rows)
     df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(runs.RESULT_COLUMNS))
+    with ieee_float32(dev):
+        ground_truth_run(run_dir, cfg, model, batch_size)    # planted datasets: ground_truth.csv
     files.save_text(run_dir / runs.RESULTS, df.to_csv(index=False, na_rep="nan"))
     record_fingerprint(run_dir, runs.Stage.EVALUATE, dev)
     return df

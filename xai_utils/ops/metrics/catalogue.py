@@ -111,6 +111,16 @@ def _m_attribution_localisation(d: MetricInputs) -> MetricResult:
     return MetricResult(attribution_localisation(d.maps, d.masks))
 
 
+# the ground truth of a planted dataset (xai_utils.study.data.planted): its masks are the cue's square
+register_metric("cue_mass", "Mass on the cue", "ground truth", needs=("masks",), in_paper=False, bounds=(0.0, 1.0),
+                description="share of the attribution on the cue a planted dataset draws (attribution "
+                            "localisation on the cue's square; the random control's is the square's share "
+                            "of the image)")(_m_attribution_localisation)
+register_metric("cue_pointing", "Pointing at the cue", "ground truth", needs=("masks",), in_paper=False, binary=True,
+                bounds=(0.0, 1.0), description="the map's maximum lies on the cue a planted dataset draws")(
+    _m_pointing_game)
+
+
 # ----------------------------------------------------------------------------- extras (not in the paper)
 
 def _road_logits(d: MetricInputs, order: str) -> Tensor:

@@ -46,6 +46,7 @@ class DatasetSpec:
     masks: Callable[[str, Optional[PathLike]], bool] = lambda split, root: False
     generate: Optional[Callable[[PathLike], Path]] = None    # writes stand-in files under a root
     kind: str = "registered"                                  # or "imagefolder": a folder a user brings
+    cue_rate: Optional[float] = None                          # planted datasets: the share of cued training images
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -70,7 +71,7 @@ def _planted(base: str, cue_rate: float) -> DatasetSpec:
     return DatasetSpec(f"Planted {b.label} (cue {cue_rate:.0%})",
                        functools.partial(load_planted, b.load, base, cue_rate), PLANTED_SPLITS,
                        lambda split, root: b.count(base_split(split), root), b.image_size, locate=locate,
-                       masks=lambda split, root: True, generate=b.generate)
+                       masks=lambda split, root: True, generate=b.generate, cue_rate=cue_rate)
 
 
 DATASETS.update({planted_name(base, rate): _planted(base, rate)
