@@ -369,7 +369,8 @@ def submit(p: Plan, kind: str, options: SlurmOptions, force: bool = False, wait:
               "nothing to submit: every stage of every run is finished")
     else:
         folder = Path(p.profile.results_root).resolve() / p.profile.name / "slurm"
-        gpus, why = gpus_per_run([j.run.device for g in todo for j in g if j.run is not None], options)
+        gpus, why = (gpus_per_run([j.run.device for g in todo for j in g if j.run is not None], options)
+                     if kind == "slurm" else (0, "submitit's local processes"))
         ex = make_executor(kind, folder, options, gpus, name=f"xai-{p.profile.name}")
         handles, fig_job = _submit_jobs(ex, todo, figures, [active[g[0].group][0] for g in queued], force,
                                         p.profile, wait)
