@@ -29,7 +29,7 @@ from scipy import stats as sps
 from ..errors import MissingInputError
 from ..settings import layout as runs
 from ..stages.artefacts import load_ground_truth
-from ..study.data import DATASETS
+from ..study.data import DATASETS, is_planted
 from ..study.data.planted import CUE_SIZE
 from .names import dataset_label, method_label, objective_label, order_objectives, ordered_methods
 from .saved import run_key
@@ -42,8 +42,7 @@ GROUND_TRUTH_TABLE_COLUMNS = ("dataset", "objective", "method", "cue_rate", "see
 
 def has_planted_runs(run_dirs: Sequence[Path]) -> bool:
     """Whether any run of the study is on a planted dataset."""
-    return any(DATASETS.get(run_key(rd).dataset) is not None and DATASETS[run_key(rd).dataset].cue_rate is not None
-               for rd in run_dirs)
+    return any(is_planted(run_key(rd).dataset) for rd in run_dirs)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,9 +57,9 @@ def ground_truth_rows(run_dirs: Sequence[Path], results: pd.DataFrame) -> pd.Dat
     rows = []
     for rd in run_dirs:
         key = run_key(rd)
-        spec = DATASETS.get(key.dataset)
-        if spec is None or spec.cue_rate is None or not (rd / runs.GROUND_TRUTH).is_file():
+        if not is_planted(key.dataset) or not (rd / runs.GROUND_TRUTH).is_file():
             continue
+        spec = DATASETS[key.dataset]
         gt = load_ground_truth(rd).set_index("image")
         model = {"reliance": float((gt["pred"] == gt["label"]).mean() - (gt["pred_absent"] == gt["label"]).mean()),
                  "swap_share": float((gt["pred_swapped"] == gt["cue_swapped"]).mean()),

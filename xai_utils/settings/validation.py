@@ -37,7 +37,7 @@ from ..ops.pairs import PAIR_KINDS, PAIR_METHODS, PAIR_METRICS, SPACES
 from ..ops.pairs.methods import check_pair_method_options
 from ..study.brought import CheckpointError, brought_network, is_timm_model, load_checkpoint
 from ..study.data import (DATASETS, check_available, dataset_label, eval_indices, files_present, has_masks,
-                          resolve_split, split_sizes, train_indices, train_permutation)
+                          is_planted, resolve_split, split_sizes, train_indices, train_permutation)
 from ..study.data.imagefolder import check_imagefolder, class_names
 from ..study.models import BACKBONES, EXPLAIN_FEATURES
 from ..study.objectives import OBJECTIVES, get_objective
@@ -193,7 +193,7 @@ def check_evaluation(cfg: RunConfig, data_masks: bool = True) -> None:
         if "class_specific" in needs and all(is_class_agnostic(m) for m in cfg.methods):
             raise _fail(cfg, "metrics", f"'{metric}' needs a class-specific method, but every method of "
                                         f"{cfg.methods} ignores the class explained")
-        if METRICS[metric].facet == "ground truth" and DATASETS[cfg.dataset].cue_rate is None:
+        if METRICS[metric].facet == "ground truth" and not is_planted(cfg.dataset):
             raise _fail(cfg, "metrics", f"'{metric}' scores maps against a planted cue, which {cfg.dataset} does not "
                                         f"draw: use a planted dataset (planted_fashion_mnist_100, ...)")
         if "masks" in needs and data_masks and not has_masks(cfg.dataset, cfg.eval_split, cfg.data_root):

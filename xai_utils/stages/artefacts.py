@@ -193,4 +193,3 @@ def load_ground_truth(folder: PathLike) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{p} lacks columns {sorted(missing)}; expected {', '.join(GROUND_TRUTH_COLUMNS)}")
     return df
-

@@ -133,8 +133,7 @@ def evaluate_run(run_dir: Union[str, Path], methods: Optional[Sequence[str]] = N
         if pair_rows is not None:
             tables.append(pair_rows)
     df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(runs.RESULT_COLUMNS))
-    with ieee_float32(dev):
-        ground_truth_run(run_dir, cfg, model, batch_size)    # planted datasets: ground_truth.csv
+    ground_truth_run(run_dir, cfg, model, batch_size)    # planted datasets: ground_truth.csv
     files.save_text(run_dir / runs.RESULTS, df.to_csv(index=False, na_rep="nan"))
     record_fingerprint(run_dir, runs.Stage.EVALUATE, dev)
     return df

@@ -31,18 +31,13 @@ import torch
 from ..ops.metrics.ground_truth import class_logits, cue_reliance
 from ..settings import layout as runs
 from ..settings.run_config import RunConfig
-from ..study.data import DATASETS, load_dataset, resolve_split
+from ..study.data import is_planted, load_dataset, resolve_split
 from ..study.data.planted import cue_layout
 from . import files
 from .artefacts import GROUND_TRUTH_COLUMNS
 from .attribute import load_attributions
 
 log = logging.getLogger(__name__)
-
-def is_planted(dataset: str) -> bool:
-    """Whether ``dataset`` carries planted evidence (a cue rate)."""
-    spec = DATASETS.get(dataset)
-    return spec is not None and spec.cue_rate is not None
 
 
 def ground_truth_run(run_dir: Path, cfg: RunConfig, model: torch.nn.Module, batch_size: int

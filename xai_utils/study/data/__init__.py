@@ -49,6 +49,6 @@ from ...errors import DatasetNotFoundError
 from .base import ImageDataset, Index, PathLike, eval_indices, file_digest, train_indices, train_permutation
 from .imagenet import IMAGENET_S50_INDICES, imagenet_s50_classes
 from .registry import (DATA_KINDS, DATASETS, DatasetSpec, check_available, register_imagefolder, dataset_label, files_present, has_masks,
-                       load_dataset, resolve_split, split_sizes, write_stand_in_data)
+                       is_planted, load_dataset, resolve_split, split_sizes, write_stand_in_data)
 from .shapes import SHAPE_CLASSES, SHAPES_MEAN, SHAPES_SPLITS, SHAPES_STD, make_shapes, shapes_params
 from .streaming import StreamingImageDataset

@@ -78,6 +78,12 @@ DATASETS.update({planted_name(base, rate): _planted(base, rate)
                  for base in ("fashion_mnist", "cifar10") for rate in PLANTED_RATES})
 
 
+def is_planted(name: str) -> bool:
+    """Whether dataset ``name`` carries planted evidence (:mod:`.planted`: a cue rate)."""
+    spec = DATASETS.get(name)
+    return spec is not None and spec.cue_rate is not None
+
+
 DATA_KINDS = ("imagefolder",)     # what a profile's ``data:`` may declare (the registered datasets aside)
 
 
