@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from broken_data import broken_profile
 from xai_utils import pipeline
 from xai_utils.pipeline import executors, slurm
 from xai_utils.settings import load_profile
@@ -108,24 +109,7 @@ def test_each_kernel_sees_only_its_device(tmp_path, four_gpus):
 def test_a_failed_job_is_reported_with_its_log(tmp_path, capsys):
     """submitit's local executor: a run whose training fails inside its job (ImageNet files that
     are not images) is reported failed, with the job's log and the failed notebook."""
-    from xai_utils.study.data import imagenet_s50_classes
-    root = tmp_path / "corrupt"
-    for split in ("train", "val"):
-        d = root / split / imagenet_s50_classes()[0][0]
-        d.mkdir(parents=True)
-        for i in range(4):
-            (d / f"img{i}.JPEG").write_bytes(b"not a jpeg")
-    prof = tmp_path / "broken.yaml"
-    prof.write_text(f"""
-datasets: [imagenet_s50]
-objectives: [ce]
-seeds: [0]
-results_root: {tmp_path / 'results'}
-figures_root: {tmp_path / 'figures'}
-settings:
-  default: {{arch: resnet18, widths: [8, 8, 16, 16], epochs: 1, train_subset: 4, batch_size: 2, eval_samples: 4,
-             data_root: {root}, num_workers: 0}}
-""")
+    prof = broken_profile(tmp_path)
     assert pipeline.main(["--profile", str(prof), "--no-progress", "--stage", "train",
                           "--executor", "submitit-local"]) == 1
     out = capsys.readouterr().out

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from broken_data import corrupt_imagenet
 from xai_utils import pipeline
 from xai_utils.pipeline import executors
 from xai_utils.pipeline.notebooks import RunKernel
@@ -253,19 +254,6 @@ def test_the_notebooks_of_a_run_share_one_kernel_with_a_cleared_namespace(tmp_pa
         os.kill(pid, 0)
 
 
-def _corrupt_imagenet(root: Path) -> Path:
-    """An ImageNet-S50 folder whose files exist (validation passes) but are not images
-    (decoding fails at run time)."""
-    from xai_utils.study.data import imagenet_s50_classes
-    wnid = imagenet_s50_classes()[0][0]
-    for split in ("train", "val"):
-        d = root / split / wnid
-        d.mkdir(parents=True)
-        for i in range(4):
-            (d / f"img{i}.JPEG").write_bytes(b"not a jpeg")
-    return root
-
-
 def test_failed_run_does_not_stop_the_others(tmp_path):
     prof = tmp_path / "mixed.yaml"
     prof.write_text(f"""
@@ -276,7 +264,7 @@ results_root: {tmp_path / 'results'}
 figures_root: {tmp_path / 'figures'}
 settings:
   default: {{arch: resnet18, widths: [8, 8, 16, 16], epochs: 1, train_subset: 64, batch_size: 32,
-             data_root: {_corrupt_imagenet(tmp_path / 'corrupt-imagenet')}, num_workers: 0}}
+             data_root: {corrupt_imagenet(tmp_path / 'corrupt-imagenet')}, num_workers: 0}}
   imagenet_s50: {{train_subset: 4, batch_size: 2, eval_samples: 4}}   # its 4 files per split
 """)
     # a marker of another stage of the failing run, left by an earlier invocation

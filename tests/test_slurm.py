@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from broken_data import broken_profile
 from xai_utils import pipeline
 from xai_utils.errors import ConfigError
 from xai_utils.pipeline import local_cluster as lc
@@ -215,24 +216,7 @@ def test_a_failing_run_is_a_failed_job_with_its_log_and_rerun(slurm_conf, tmp_pa
     """A run whose training fails in its notebook (ImageNet files that are not images): its
     job ends FAILED in sacct, and the command names the job, its log, the failed notebook and
     the rerun command."""
-    from xai_utils.study.data import imagenet_s50_classes
-    root = tmp_path / "corrupt"
-    for split in ("train", "val"):
-        d = root / split / imagenet_s50_classes()[0][0]
-        d.mkdir(parents=True)
-        for i in range(4):
-            (d / f"img{i}.JPEG").write_bytes(b"not a jpeg")
-    prof = tmp_path / "broken.yaml"
-    prof.write_text(f"""
-datasets: [imagenet_s50]
-objectives: [ce]
-seeds: [0]
-results_root: {tmp_path / 'results'}
-figures_root: {tmp_path / 'figures'}
-settings:
-  default: {{arch: resnet18, widths: [8, 8, 16, 16], epochs: 1, train_subset: 4, batch_size: 2, eval_samples: 4,
-             data_root: {root}, num_workers: 0}}
-""")
+    prof = broken_profile(tmp_path)
     args = ["--profile", str(prof), "--no-progress", "--stage", "train", *ON_CLUSTER, "--wait"]
     assert pipeline.main(args) == 1
     out = capsys.readouterr().out.splitlines()
