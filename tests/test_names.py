@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from xai_utils import pipeline
+from xai_utils.analysis.names import metric_sort_key, ordered_metrics
 from xai_utils.analysis.seed_level import model_verdict
 from xai_utils.analysis.verdicts import Verdict, significance_verdict
 from xai_utils.pipeline.notebooks import NOTEBOOKS
@@ -90,3 +91,21 @@ def test_row_names_read_back_as_written(name, metric, qualifiers, kind_and_varia
 def test_pair_rows_are_named_by_kind_then_variant():
     assert str(RowName.of_pair("pair_insertion", "view")) == "pair_insertion[view]"
     assert str(RowName.of_pair("pair_insertion", "view", "normalised")) == "pair_insertion[view,normalised]"
+
+
+def test_rows_sort_by_metric_then_variant_with_roads_scores_in_pixel_flippings_order():
+    """Every table and figure sorts rows with one key: the pixel-flipping metrics come as
+    registered (paper's, normalised, calibrated, logit) and ROAD's variant rows follow the
+    same order; other variants and pair rows by their names (as written) after their metric."""
+    shuffled = ["road_morf[logit]", "road[normalised]", "pixel_flipping_logit", "road_morf", "road_morf[calibrated]",
+                "continuity[sigma=0.1]", "pixel_flipping", "road_morf[normalised]", "continuity", "road",
+                "pixel_flipping_normalised", "continuity[sigma=0.05]", "road[logit]", "pixel_flipping_calibrated",
+                "road[calibrated]", "pair_deletion[same,normalised]", "pair_deletion[same]",
+                "pair_deletion[same,conditional]"]
+    assert ordered_metrics(shuffled) == [
+        "pixel_flipping", "pixel_flipping_normalised", "pixel_flipping_calibrated", "pixel_flipping_logit",
+        "continuity", "continuity[sigma=0.05]", "continuity[sigma=0.1]",
+        "road_morf", "road_morf[normalised]", "road_morf[calibrated]", "road_morf[logit]",
+        "road", "road[normalised]", "road[calibrated]", "road[logit]",
+        "pair_deletion[same,conditional]", "pair_deletion[same,normalised]", "pair_deletion[same]"]
+    assert sorted(shuffled, key=metric_sort_key) == ordered_metrics(shuffled)

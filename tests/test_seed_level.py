@@ -148,3 +148,34 @@ def test_claim_table_cells_equal_scipy_on_the_seed_averaged_images():
         np.testing.assert_allclose(r["p_holm"], p, rtol=1e-9)
         better = d.mean() < 0 if lower else d.mean() > 0
         assert r["holds"] == ("yes" if p < 0.05 and better else "no (n.s.)" if p >= 0.05 else "no (CE better)")
+
+
+def test_the_order_and_the_difference_of_a_claim_row_come_from_the_same_means():
+    """Each model averaged over its own correctly classified images, then over seeds (the
+    study's means, as in table_attribution_metrics): mean_scl, mean_ce, their difference and
+    the order, computed here by a literal loop. SCL is lower (better) on the images both
+    models classify correctly, but scores high on images only it classifies correctly, so
+    the means favour CE while the paired test, on the shared images only, favours SCL."""
+    res = _results([0.1, 0.12, 0.08])
+    extra = []
+    for s in range(3):
+        for obj, correct in (("scl", True), ("ce", False)):
+            extra += [{"run_id": f"shapes/{obj}/seed{s}", "dataset": "shapes", "objective": obj, "seed": s,
+                       "sample_index": 100 + i, "pair": "", "true": 0, "pred": 0 if correct else 1,
+                       "correct": correct, "method": "gradcam", "metric": "pixel_flipping", "value": 2.0,
+                       "protocol": "corrected"} for i in range(10)]
+    res = pd.concat([res, pd.DataFrame(extra)], ignore_index=True)
+    r = claim_table(res).iloc[0]
+    means = {}
+    for obj in ("scl", "ce"):
+        per_seed = []
+        for s in range(3):
+            values = [v for o, sd, c, v in zip(res["objective"], res["seed"], res["correct"], res["value"])
+                      if o == obj and sd == s and c]
+            per_seed.append(sum(values) / len(values))
+        means[obj] = sum(per_seed) / 3
+    assert means["scl"] > means["ce"]                            # the means: CE lower, better
+    np.testing.assert_allclose([r["mean_scl"], r["mean_ce"]], [means["scl"], means["ce"]], rtol=0, atol=1e-12)
+    assert r["diff"] == r["mean_scl"] - r["mean_ce"] and r["diff"] > 0
+    assert r["order"] == "CE < SCL"
+    assert r["n_pairs"] == 30 and r["d_z"] < 0 and r["holds"] == "yes"   # the test: SCL better on shared images

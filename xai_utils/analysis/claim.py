@@ -15,8 +15,9 @@ complex, more continuous). Each facet here is scored several ways:
 
 each under every protocol the study evaluated (``corrected``, this companion's defaults,
 and ``official``, the authors' evaluation with its quirks). :func:`claim_table` gives, per
-dataset x method x score x protocol, the order of the objectives (from the mean over seeds
-of the per-seed means), the paired test of SCL against CE (as in ``table_significance``,
+dataset x method x score x protocol, the order of the objectives and the SCL-CE difference
+(both from one average: the mean over seeds of each model's mean over its correctly
+classified images, as in ``table_attribution_metrics``), the paired test of SCL against CE (as in ``table_significance``,
 with the protocol's NaN pairing) and whether "SCL better than CE" holds there, at two levels:
 
 * images as the unit (the paired test): do *these* models differ on *these* images?
@@ -39,7 +40,7 @@ import pandas as pd
 from ..errors import MissingInputError
 from ..settings.run_config import RunConfig
 from . import stats
-from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_order, objective_color,
+from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_sort_key, objective_color,
                     objective_label, order_objectives, ordered_methods, ordered_metrics)
 from .plotting import new_figure, style
 from .seed_level import model_verdict
@@ -76,8 +77,11 @@ CONTROL = "random"                        # the attribution method that is the f
 def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: str = REFERENCE,
                 seeds: str = "image_mean", nan_pairing: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
     """One row per dataset x method x metric (score) x protocol: dataset, method, facet,
-    metric, protocol, order (best to worst), mean_<challenger>, mean_<reference>, diff
-    (challenger - reference), d_z, p_holm, n_pairs, holds (the image-level verdict in
+    metric, protocol, order (best to worst), mean_<challenger>, mean_<reference> (the mean over
+    seeds of each model's mean over its correctly classified images), diff (their difference,
+    challenger - reference: the order and the difference come from the same means), d_z,
+    p_holm, n_pairs (the paired test on the images every model classifies correctly; its
+    direction decides the verdict), holds (the image-level verdict in
     :meth:`Verdict.words`: "yes", "no (n.s.)" or "no (CE better)", naming the reference); the model-level inference with the seed as the unit
     (:mod:`.seed_level`): n_seeds, model_diff, model_ci_low, model_ci_high (95 %, oriented as
     challenger - reference), seeds_favouring (seeds whose own effect favours the challenger),
@@ -109,15 +113,16 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
             r = t.iloc[0]
             a_is_challenger = r["objective_a"] == challenger
             sign = 1.0 if a_is_challenger else -1.0     # orient as challenger - reference
-            diff = sign * float(r["mean_diff"])
-            better = (diff < 0) if direction == "lower" else (diff > 0)
+            paired = sign * float(r["mean_diff"])       # the test's direction, on its images
+            better = (paired < 0) if direction == "lower" else (paired > 0)
             holds = significance_verdict(bool(r["significant"]), better)
             low, high = sorted((sign * float(r["model_ci_low"]), sign * float(r["model_ci_high"])))
             model = model_verdict(low, high, int(r["n_seeds"]), direction or "")
             rows.append({"dataset": ds, "method": method, "facet": facet(metric), "metric": metric,
                          "protocol": protocol, "order": _order(means, direction),
                          f"mean_{challenger}": means[challenger], f"mean_{reference}": means[reference],
-                         "diff": diff, "d_z": sign * float(r["d_z"]), "p_holm": float(r["p_holm"]),
+                         "diff": means[challenger] - means[reference], "d_z": sign * float(r["d_z"]),
+                         "p_holm": float(r["p_holm"]),
                          "n_pairs": int(r["n_pairs"]), "holds": holds.words(named),
                          "n_seeds": int(r["n_seeds"]), "model_diff": sign * float(r["model_diff"]),
                          "model_ci_low": low, "model_ci_high": high,
@@ -129,7 +134,7 @@ def claim_table(results: pd.DataFrame, challenger: str = CHALLENGER, reference: 
         return out
     methods = {m: i for i, m in enumerate(ordered_methods(out["method"].unique()))}
     protocols = {p: i for i, p in enumerate(dict.fromkeys(results["protocol"]))}
-    return out.assign(_m=out["method"].map(methods), _k=out["metric"].map(lambda m: (metric_order(m), m)),
+    return out.assign(_m=out["method"].map(methods), _k=out["metric"].map(metric_sort_key),
                       _p=out["protocol"].map(protocols)) \
               .sort_values(["dataset", "_m", "_k", "_p"], kind="stable").drop(columns=["_m", "_k", "_p"]) \
               .reset_index(drop=True)
@@ -268,9 +273,10 @@ def table_claim_robustness(results_all: pd.DataFrame, seeds: str = "image_mean",
     bold[f"{a} better (models)?"] = (t["model_holds"] == Verdict.YES).to_numpy()
     return Table("table_claim_robustness", t, disp, bold,
                  caption=f"Does '{a} gives better attributions than {b}' hold under each score of a facet and each "
-                         f"evaluation protocol? Order: objectives from best to worst (mean over seeds); {a} − {b}: "
-                         "difference of the means; d_z and p: paired t-test with the images as the unit, as in "
-                         "table_significance (Holm within dataset × method × score × protocol; the official protocol "
+                         f"evaluation protocol? Order: objectives from best to worst by their means (mean over seeds "
+                         f"of each model's mean over its correctly classified images); {a} − {b}: the difference of "
+                         "those means; d_z and p: paired t-test with the images as the unit, on the images every model "
+                         "classifies correctly, as in table_significance (Holm within dataset × method × score × protocol; the official protocol "
                          "drops NaNs per model as the authors' script); 'yes' needs a significant difference in "
                          f"{a}'s favour. Models: the trained models (seeds) as the unit, the mean over seeds of each "
                          "seed's mean difference with a 95 % interval from a two-level bootstrap (seeds, then images "

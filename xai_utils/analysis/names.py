@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional, Sequence
 
 from ..ops.attribution import METHODS
-from ..ops.metrics import METRICS, MetricSpec
+from ..ops.metrics import FLIP_SCORES, METRICS, MetricSpec
 from ..ops.pairs import PAIR_METHODS, PAIR_METRICS
 from ..settings.layout import RowName
 from ..study.data import dataset_label
@@ -21,7 +21,7 @@ from ..study.objectives import order_objectives as _order_objectives
 ACCURACY = "test_accuracy"        # a model-level number, not a registered metric: higher is better
 
 __all__ = ["ACCURACY", "dataset_label", "facet", "method_label", "metric_direction", "metric_label", "metric_order",
-           "metric_spec", "objective_color", "objective_label", "order_objectives", "ordered_methods",
+           "metric_sort_key", "metric_spec", "objective_color", "objective_label", "order_objectives", "ordered_methods",
            "ordered_metrics", "ordered_objectives"]
 
 
@@ -76,6 +76,17 @@ def metric_order(metric: str) -> int:
     return names.index(base) if base in names else len(names)
 
 
+def metric_sort_key(metric: str) -> tuple[int, int, str]:
+    """Where a row name sorts in every table and figure: its metric's place in the registries,
+    then the metric before its variants, the variants that are pixel-flipping scores (ROAD's
+    ``[normalised]``, ``[calibrated]``, ``[logit]``) in the order of the pixel-flipping metrics
+    (:data:`~xai_utils.ops.metrics.FLIP_SCORES`), then any other variant by name."""
+    variant = ",".join(RowName.parse(metric).qualifiers)
+    scores = list(FLIP_SCORES)
+    rank = -1 if not variant else scores.index(variant) if variant in scores else len(scores)
+    return metric_order(metric), rank, str(metric)
+
+
 def order_objectives(values: Iterable[str]) -> list[str]:
     """Objectives in the order of the objective registry, then any others alphabetically."""
     return _order_objectives(values)
@@ -96,6 +107,6 @@ def ordered_methods(values: Any) -> list[str]:
 
 
 def ordered_metrics(values: Any) -> list[str]:
-    """Registry order; a variant (``continuity[sigma=0.05]``) right after its metric."""
-    vals = list(dict.fromkeys(str(v) for v in values))
-    return sorted(vals, key=lambda m: (metric_order(m), m))
+    """Registry order; a variant (``continuity[sigma=0.05]``) right after its metric
+    (:func:`metric_sort_key`)."""
+    return sorted(dict.fromkeys(str(v) for v in values), key=metric_sort_key)

@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .names import metric_direction, metric_order, objective_label, order_objectives
+from .names import metric_direction, metric_sort_key, objective_label, order_objectives
 from .seed_level import comparison_seed, model_level, model_verdict
 
 # what identifies an explained item across models: an image, or a pair of images (pair analysis)
@@ -351,8 +351,8 @@ def compare_objectives(df: pd.DataFrame, pairs: Optional[Sequence[tuple[str, str
         if c not in out:
             out[c] = np.nan
     out = _decide(out, correction, family, seeds, alpha)[cols]
-    out = out.assign(_m=out["metric"].map(metric_order)).sort_values(
-        ["dataset", "method", "_m", "metric"], kind="stable").drop(columns="_m")
+    out = out.assign(_m=out["metric"].map(metric_sort_key)).sort_values(
+        ["dataset", "method", "_m"], kind="stable").drop(columns="_m")
     return out.reset_index(drop=True)
 
 

@@ -22,7 +22,7 @@ from ..errors import MissingInputError
 from ..settings import layout as runs
 from ..stages import files
 from . import stats
-from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_order, objective_label,
+from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_sort_key, objective_label,
                     order_objectives, ordered_methods)
 
 log = logging.getLogger(__name__)
@@ -251,10 +251,6 @@ def _fitted_on(methods: set[str]) -> str:
     return "; ".join(known) if known else CALIBRATION_TEXT["heldout"]
 
 
-def _metric_sort_key(metric: str) -> int:
-    return metric_order(metric)
-
-
 def table_attribution_metrics(results: pd.DataFrame, decimals: int = 3) -> Table:
     """Rows: attribution method x facet/metric x dataset; columns CE / SCL / TL, mean ± std
     across seeds of the per-seed means over correctly classified samples."""
@@ -266,8 +262,8 @@ def table_attribution_metrics(results: pd.DataFrame, decimals: int = 3) -> Table
     data.insert(1, "facet", data["metric"].map(facet))
     data.insert(3, "direction", data["metric"].map(lambda m: metric_direction(m) or "unknown"))
     mo = {m: i for i, m in enumerate(ordered_methods(data["method"].unique()))}
-    data = data.assign(_a=data["method"].map(mo), _b=data["metric"].map(_metric_sort_key)) \
-               .sort_values(["_a", "_b", "metric", "dataset"]).drop(columns=["_a", "_b"]).reset_index(drop=True)
+    data = data.assign(_a=data["method"].map(mo), _b=data["metric"].map(metric_sort_key)) \
+               .sort_values(["_a", "_b", "dataset"]).drop(columns=["_a", "_b"]).reset_index(drop=True)
     cols = ["Method", "Facet", "Metric", "Dataset"] + [objective_label(o) for o in objs]
     disp = pd.DataFrame({"Method": data["method"].map(method_label), "Facet": data["facet"],
                          "Metric": [f"{metric_label(m)} {ARROW.get(d, '')}".strip()
@@ -288,8 +284,8 @@ def table_significance(results: pd.DataFrame, seeds: str = "image_mean", **kw) -
     if sig.empty:
         raise MissingInputError("no pair of objectives to compare")
     mo = {m: i for i, m in enumerate(ordered_methods(sig["method"].unique()))}
-    sig = sig.assign(_a=sig["method"].map(mo), _b=sig["metric"].map(_metric_sort_key)) \
-             .sort_values(["dataset", "_a", "_b", "metric"], kind="stable").drop(columns=["_a", "_b"]) \
+    sig = sig.assign(_a=sig["method"].map(mo), _b=sig["metric"].map(metric_sort_key)) \
+             .sort_values(["dataset", "_a", "_b"], kind="stable").drop(columns=["_a", "_b"]) \
              .reset_index(drop=True)
     disp = pd.DataFrame({
         "Dataset": sig["dataset"].map(dataset_label),
@@ -411,7 +407,7 @@ def paper_vs_reproduced(summary: pd.DataFrame, profile: str = "") -> pd.DataFram
             + [f"{k}_{o}" for o in objs for k in ("paper", "reproduced", "diff")]
             + ["paper_order", "reproduced_order", "ordering_agrees", "pairs_agreeing", "note"])
     out = pd.DataFrame(rows, columns=cols)
-    key = out["metric"].map(lambda m: -1 if m == "test_accuracy" else _metric_sort_key(m))
+    key = out["metric"].map(lambda m: (-1, -1, m) if m == "test_accuracy" else metric_sort_key(m))
     order = {m: i for i, m in enumerate(ordered_methods(out["method"].unique()))}
     mkey = out["method"].map(order)
     return out.assign(_k=key, _m=mkey).sort_values(["_k", "paper_dataset", "_m", "method"], kind="stable") \
