@@ -228,10 +228,13 @@ NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d{2,}(?![\w.])")
 
 
 def table_numbers(folders) -> set[str]:
-    """Every number of the committed CSV tables of ``folders``, as it reads at 1 to 4 decimals."""
+    """Every number of the committed CSV tables of ``folders``, as it reads at 1 to 4 decimals
+    (not ``reproduction.csv``, which ``make reproduce`` writes beside them and git ignores)."""
     out = set()
     for folder in folders:
-        for path in (ROOT / "figures" / folder).glob("*.csv"):
+        for path in sorted((ROOT / "figures" / folder).glob("*.csv")):
+            if path.name == "reproduction.csv":
+                continue
             for row in csv.reader(path.open()):
                 for cell in row:
                     try:
@@ -255,7 +258,7 @@ def test_every_number_a_results_page_quotes_is_in_its_tables(page):
 
 def test_the_number_check_sees_a_misquote():
     held = table_numbers(("quick",))
-    assert "80.76" in held and "80.77" not in held and "0.1750" in held
+    assert "80.57" in held and "80.58" not in held and "0.1713" in held
 
 
 def test_the_profiles_point_to_pages_and_sections_that_exist():
