@@ -386,6 +386,25 @@ def test_predict_and_targets(model, batch):
         A.targets_for(model, x, labels, "random")
 
 
+def test_per_batch_logits_reads_every_row_once_in_order_without_gradients(model, batch):
+    """The batches cover the images once, in order (a last, shorter batch included); each read
+    sees the model's logits of its rows (against one literal forward pass), with no graph, and
+    the model is left in the mode it was in."""
+    x, _ = batch
+    with torch.no_grad():
+        ref = model(x)
+    model.train()
+    try:
+        parts = A.per_batch_logits(model, x, lambda z, rows: (rows, z, z.requires_grad, model.training), batch_size=3)
+        assert model.training
+    finally:
+        model.eval()
+    assert [(r.start, min(r.stop, len(x))) for r, *_ in parts] == [(s, min(s + 3, len(x))) for s in range(0, len(x), 3)]
+    for rows, z, grad, training in parts:
+        assert not grad and not training
+        torch.testing.assert_close(z, ref[rows], rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- storage and runs
 
 def test_save_load_roundtrip(tmp_path):

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from notebook_copy import SMALL, copy_repository, python_path
+from xai_utils.pipeline.local_cluster import free_port, port_open
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 KERNEL = "Python 3 (xai_utils)"          # the kernel `make setup` installs in the environment
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _until(condition, timeout: float, what: str, every: float = 0.5):
@@ -57,7 +51,7 @@ def lab(tmp_path):
     news = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
     news.write_text(json.dumps({"fetchNews": "false"}))      # no question about Jupyter's news feed
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     log = (tmp_path / "lab.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
@@ -68,11 +62,8 @@ def lab(tmp_path):
         cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
     try:
-        _until(lambda: up() or server.poll() is not None, 120, "the JupyterLab server")
+        _until(lambda: port_open(port) or server.poll() is not None, 120, "the JupyterLab server")
         assert server.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
         yield repo, url, token
     finally:

@@ -34,7 +34,8 @@ PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
 DAEMONS = ("munged", "mariadb", "slurmdbd", "slurmctld", "slurmd")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the kernel's choice)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -103,7 +104,7 @@ def write_config(folder: Path) -> tuple[dict[str, Path], int]:
     host = socket.gethostname().split(".")[0]
     memory = max(1024, int(Path("/proc/meminfo").read_text().split()[1]) // 1024 - 2048)
     munge, mysql = paths["run"] / "munge.socket", paths["run"] / "mysql.sock"
-    ctld, slurmd, dbd = _free_port(), _free_port(), _free_port()
+    ctld, slurmd, dbd = free_port(), free_port(), free_port()
     conf = f"""# A one-node cluster for trying the SLURM path (xai_utils.pipeline.local_cluster)
 ClusterName={CLUSTER}
 SlurmctldHost={host}
@@ -163,7 +164,8 @@ def _run(args: list[str], folder: Path) -> subprocess.CompletedProcess:
     return subprocess.run(args, env=_env(folder), capture_output=True, text=True, timeout=60)
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on ``port`` of 127.0.0.1."""
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
@@ -209,7 +211,7 @@ def start(folder: Path, log: Callable[[str], None] = print) -> Path:
     subprocess.run(["sh", "-c", 'setsid "$@" >/dev/null 2>&1 < /dev/null &', "sh", *mariadbd], check=True, timeout=30)
     _until(lambda: paths["mysql_socket"].exists(), 60, "MariaDB")
     subprocess.run([_program("slurmdbd")], env=env, check=True, capture_output=True, timeout=30)
-    _until(lambda: _port_open(dbd_port), 60, "slurmdbd")
+    _until(lambda: port_open(dbd_port), 60, "slurmdbd")
     listed = _run([_program("sacctmgr"), "-n", "-P", "list", "cluster", "format=cluster"], folder).stdout.split()
     if CLUSTER not in listed:
         added = _run([_program("sacctmgr"), "-i", "add", "cluster", CLUSTER], folder)

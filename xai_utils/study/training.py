@@ -298,28 +298,23 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     training loss / accuracy (%) measured after the last update. IEEE float32 (no TF32).
     """
     with ieee_float32(features.device):
-        return _fit_probe(features, labels, num_classes, cfg)
-
-
-def _fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: RunSettings
-               ) -> tuple[nn.Linear, dict[str, float]]:
-    x = F.normalize(features.float(), dim=1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        probe = nn.Linear(x.shape[1], num_classes)
-    probe = probe.to(x.device)
-    opt = torch.optim.SGD(probe.parameters(), lr=cfg.probe_lr, momentum=cfg.probe_momentum,
-                          weight_decay=cfg.probe_weight_decay)
-    for _ in range(cfg.probe_epochs):
-        loss = F.cross_entropy(probe(x), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        logits = probe(x)
-        final = {"loss": float(F.cross_entropy(logits, labels)),
-                 "train_acc": 100.0 * float((logits.argmax(1) == labels).float().mean())}
-    return probe, final
+        x = F.normalize(features.float(), dim=1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            probe = nn.Linear(x.shape[1], num_classes)
+        probe = probe.to(x.device)
+        opt = torch.optim.SGD(probe.parameters(), lr=cfg.probe_lr, momentum=cfg.probe_momentum,
+                              weight_decay=cfg.probe_weight_decay)
+        for _ in range(cfg.probe_epochs):
+            loss = F.cross_entropy(probe(x), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            logits = probe(x)
+            final = {"loss": float(F.cross_entropy(logits, labels)),
+                     "train_acc": 100.0 * float((logits.argmax(1) == labels).float().mean())}
+        return probe, final
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -37,8 +37,8 @@ Modules: :mod:`.registry` (the registry, option checks, :func:`attribute`), :mod
 :mod:`.control` (``random``: seeded uniform maps, the floor a real explanation must beat).
 """
 from .registry import (METHODS, TARGET_KINDS, attribute, check_method_options, check_methods, check_options,
-                       explaining, get_method, is_class_agnostic, keyword_options, predict, register_method,
-                       resolve_options, targets_for)
+                       explaining, get_method, is_class_agnostic, keyword_options, per_batch_logits, predict,
+                       register_method, resolve_options, targets_for)
 from .maps import REDUCTIONS, channel_map, minmax_scale, upsample
 from .cam import EIGEN_SIGNS, eigencam, eigencam_projection, grad_cam, gradcam, module_at  # registers gradcam, eigencam
 from . import gradients  # noqa: F401  (registers the Captum methods)

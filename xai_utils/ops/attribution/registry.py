@@ -148,13 +148,20 @@ def attribute(model: Explainable, x: Tensor, target: Union[Tensor, Sequence[int]
     return maps.detach().float().contiguous()
 
 
+def per_batch_logits(model: Explainable, x: Tensor, read: Callable[[Tensor, slice], Any],
+                     batch_size: int = 256) -> list[Any]:
+    """``read(logits, rows)`` of each batch of ``x`` (``rows``: the batch's slice of ``x``): the
+    model's logits on its device, in eval mode, IEEE float32, without gradients. The one
+    forward pass over a whole split that predictions and interventions share."""
+    dev = next(model.parameters()).device
+    with explaining(model), torch.no_grad(), ieee_float32(dev):
+        return [read(model(x[rows].to(dev).float()), rows)
+                for rows in (slice(s, s + batch_size) for s in range(0, x.shape[0], batch_size))]
+
+
 def predict(model: Explainable, x: Tensor, batch_size: int = 256) -> Tensor:
     """Predicted class per image (int64 [N] on ``x.device``), in eval mode, batch by batch."""
-    dev = next(model.parameters()).device
-    out = []
-    with explaining(model), torch.no_grad(), ieee_float32(dev):
-        for s in range(0, x.shape[0], batch_size):
-            out.append(model(x[s:s + batch_size].to(dev).float()).argmax(dim=1).to(x.device))
+    out = per_batch_logits(model, x, lambda logits, rows: logits.argmax(dim=1).to(x.device), batch_size)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
 
 

@@ -5,22 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..attribution import explaining
-from ..devices import ieee_float32
+from ..attribution import per_batch_logits
 
 
 def class_logits(model: torch.nn.Module, x: Tensor, classes: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
     """The logit of ``classes[i]`` for image ``x[i]`` and the predicted class (float64 and
-    int64 [N], on the host), in eval mode, batch by batch, as :func:`~xai_utils.ops.attribution.predict`."""
-    dev = next(model.parameters()).device
-    logits = [torch.zeros(0, dtype=torch.float64)]
-    preds = [torch.zeros(0, dtype=torch.long)]
-    with explaining(model), torch.no_grad(), ieee_float32(dev):
-        for s in range(0, x.shape[0], batch_size):
-            out = model(x[s:s + batch_size].to(dev).float()).double().cpu()
-            logits.append(out.gather(1, classes[s:s + batch_size].long().view(-1, 1)).view(-1))
-            preds.append(out.argmax(dim=1))
-    return torch.cat(logits), torch.cat(preds)
+    int64 [N], on the host), from the pass :func:`~xai_utils.ops.attribution.predict` makes."""
+    def read(logits: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+        out = logits.double().cpu()
+        return out.gather(1, classes[rows].long().view(-1, 1)).view(-1), out.argmax(dim=1)
+    parts = per_batch_logits(model, x, read, batch_size)
+    return (torch.cat([torch.zeros(0, dtype=torch.float64)] + [p[0] for p in parts]),
+            torch.cat([torch.zeros(0, dtype=torch.long)] + [p[1] for p in parts]))
 
 
 def cue_reliance(logit_with: Tensor, logit_without: Tensor) -> Tensor:
