@@ -395,7 +395,8 @@ def test_per_batch_logits_reads_every_row_once_in_order_without_gradients(model,
         ref = model(x)
     model.train()
     try:
-        parts = A.per_batch_logits(model, x, lambda z, rows: (rows, z, z.requires_grad, model.training), batch_size=3)
+        parts = A.per_batch_logits(model, x, lambda z, rows: (rows, z, z.requires_grad, model.training),
+                                   batch_size=3)
         assert model.training
     finally:
         model.eval()

@@ -208,8 +208,10 @@ def test_the_run_folder_tree_names_every_file_of_a_run():
 
 # Each results page and the committed tables it quotes (figures/<folder>/*.csv).
 QUOTED_TABLES = {"README.md": ("quick", "seeds", "extensions"),
-                 "docs/results-quick.md": ("quick", "reproductions/quick-intel-xeon", "reproductions/quick-amd-epyc-avx2"),
-                 "docs/results-seeds.md": ("seeds", "reproductions/seeds-intel-xeon", "reproductions/seeds-amd-epyc-avx2"),
+                 "docs/results-quick.md": ("quick", "reproductions/quick-intel-xeon",
+                                           "reproductions/quick-amd-epyc-avx2"),
+                 "docs/results-seeds.md": ("seeds", "reproductions/seeds-intel-xeon",
+                                           "reproductions/seeds-amd-epyc-avx2"),
                  "docs/results-extensions.md": ("extensions",), "docs/pairs.md": ("quick",),
                  "docs/results-planted.md": ("planted",),
                  "docs/protocol-and-deviations.md": tuple(f"deviations/{name}/quick" for name in (

@@ -17,8 +17,9 @@ each under every protocol the study evaluated (``corrected``, this companion's d
 and ``official``, the authors' evaluation with its quirks). :func:`claim_table` gives, per
 dataset x method x score x protocol, the order of the objectives and the SCL-CE difference
 (both from one average: the mean over seeds of each model's mean over its correctly
-classified images, as in ``table_attribution_metrics``), the paired test of SCL against CE (as in ``table_significance``,
-with the protocol's NaN pairing) and whether "SCL better than CE" holds there, at two levels:
+classified images, as in ``table_attribution_metrics``), the paired test of SCL against CE
+(as in ``table_significance``, with the protocol's NaN pairing) and whether "SCL better
+than CE" holds there, at two levels:
 
 * images as the unit (the paired test): do *these* models differ on *these* images?
 * trained models as the unit (:mod:`.seed_level`: the per-seed effects, a two-level bootstrap
@@ -40,8 +41,8 @@ import pandas as pd
 from ..errors import MissingInputError
 from ..settings.run_config import RunConfig
 from . import stats
-from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_sort_key, objective_color,
-                    objective_label, order_objectives, ordered_methods, ordered_metrics)
+from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_sort_key,
+                    objective_color, objective_label, order_objectives, ordered_methods, ordered_metrics)
 from .plotting import new_figure, style
 from .seed_level import model_verdict
 from .tables import Table, fmt_num, fmt_p, ordering
@@ -276,8 +277,9 @@ def table_claim_robustness(results_all: pd.DataFrame, seeds: str = "image_mean",
                          f"evaluation protocol? Order: objectives from best to worst by their means (mean over seeds "
                          f"of each model's mean over its correctly classified images); {a} − {b}: the difference of "
                          "those means; d_z and p: paired t-test with the images as the unit, on the images every model "
-                         "classifies correctly, as in table_significance (Holm within dataset × method × score × protocol; the official protocol "
-                         "drops NaNs per model as the authors' script); 'yes' needs a significant difference in "
+                         "classifies correctly, as in table_significance (Holm within dataset × method × score × "
+                         "protocol; the official protocol drops NaNs per model as the authors' script); 'yes' needs a "
+                         "significant difference in "
                          f"{a}'s favour. Models: the trained models (seeds) as the unit, the mean over seeds of each "
                          "seed's mean difference with a 95 % interval from a two-level bootstrap (seeds, then images "
                          "within seeds; 2,000 draws; Student's t with seeds − 1 degrees of freedom); 'yes' needs the "

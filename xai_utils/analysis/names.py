@@ -21,8 +21,8 @@ from ..study.objectives import order_objectives as _order_objectives
 ACCURACY = "test_accuracy"        # a model-level number, not a registered metric: higher is better
 
 __all__ = ["ACCURACY", "dataset_label", "facet", "method_label", "metric_direction", "metric_label", "metric_order",
-           "metric_sort_key", "metric_spec", "objective_color", "objective_label", "order_objectives", "ordered_methods",
-           "ordered_metrics", "ordered_objectives"]
+           "metric_sort_key", "metric_spec", "objective_color", "objective_label", "order_objectives",
+           "ordered_methods", "ordered_metrics", "ordered_objectives"]
 
 
 def method_label(name: str) -> str:

@@ -22,8 +22,8 @@ from ..errors import MissingInputError
 from ..settings import layout as runs
 from ..stages import files
 from . import stats
-from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_sort_key, objective_label,
-                    order_objectives, ordered_methods)
+from .names import (dataset_label, facet, method_label, metric_direction, metric_label, metric_sort_key,
+                    objective_label, order_objectives, ordered_methods)
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
