@@ -206,8 +206,9 @@ def build_all(profile: str, results_root: Optional[PathLike] = None, output_dir:
                          nan_pairing=dict(nan_pairing or {}))
     notes: list[str] = []
     written: list[Path] = []
+    planted = has_planted_runs(run_dirs)               # reads each run's config.json: once
     for part in TABLE_PARTS + FIGURE_PARTS:
-        if (part.pairs and inputs.pair_results.empty) or (part.planted and not has_planted_runs(run_dirs)):
+        if (part.pairs and inputs.pair_results.empty) or (part.planted and not planted):
             continue                                   # no pair analysis (planted data) in this study: nothing to say
         made = _make(part, inputs, profile, notes)
         if made is None:

@@ -34,12 +34,17 @@ CUE_SIZE = 4                                  # pixels on a side
 PLANTED_SPLITS = ("train", "test", "test_absent", "test_swapped")
 PLANTED_RATES = (0.0, 0.25, 0.5, 0.75, 1.0)   # the registered cue rates (planted_name)
 PATTERN_SEED = 20261205
-LAYOUT_SEEDS = {"train": 101, "test": 202}    # the three test splits share one layout
+LAYOUT_SEEDS = {"train": 101, "test": 202}    # per base split: the three test splits share one layout
 
 
 def planted_name(base: str, cue_rate: float) -> str:
     """The registered name of ``base`` with cues drawn at ``cue_rate`` (``planted_fashion_mnist_050``)."""
     return f"planted_{base}_{round(cue_rate * 100):03d}"
+
+
+def base_split(split: str) -> str:
+    """The base dataset's split a planted split is made from."""
+    return "train" if split == "train" else "test"
 
 
 def cue_patterns(num_classes: int = 10, size: int = CUE_SIZE, seed: int = PATTERN_SEED) -> torch.Tensor:
@@ -85,7 +90,7 @@ def cue_layout(split: str, labels: torch.Tensor, cue_rate: float, num_classes: i
         raise ValueError(f"unknown planted split {split!r}; valid: {', '.join(PLANTED_SPLITS)}")
     if not 0.0 <= cue_rate <= 1.0:
         raise ValueError(f"cue_rate must be within [0, 1], got {cue_rate}")
-    g = torch.Generator().manual_seed(LAYOUT_SEEDS["train" if split == "train" else "test"])
+    g = torch.Generator().manual_seed(LAYOUT_SEEDS[base_split(split)])
     n = int(labels.shape[0])
     top = torch.randint(0, image_size - size + 1, (n,), generator=g)
     left = torch.randint(0, image_size - size + 1, (n,), generator=g)
@@ -131,13 +136,9 @@ def draw_cues(images: torch.Tensor, layout: CueLayout, patterns: torch.Tensor, m
 def load_planted(base_load: Callable[[str, Optional[PathLike]], ImageDataset], base: str, cue_rate: float,
                  split: str, root: Optional[PathLike] = None) -> ImageDataset:
     """Split ``split`` of the planted version of ``base`` (loaded by ``base_load``) at ``cue_rate``."""
-    ds = base_load("train" if split == "train" else "test", root)
+    ds = base_load(base_split(split), root)
     layout = cue_layout(split, ds.labels, cue_rate, ds.num_classes, ds.images.shape[-1])
     images, masks = draw_cues(ds.images, layout, cue_patterns(ds.num_classes), mask_all=split == "test_absent")
     return ImageDataset(planted_name(base, cue_rate), split, images, ds.labels, masks, ds.mean, ds.std,
                         ds.num_classes, list(ds.class_names))
 
-
-def base_split(split: str) -> str:
-    """The base dataset's split a planted split is made from."""
-    return "train" if split == "train" else "test"
